@@ -1,0 +1,350 @@
+"""`deconvnd-cl`: devices, the kernel cache, benchmarks and tuning from the command line.
+
+Exit codes: 0 success; 1 a check failed (damaged cache entries, a demo mismatch); 2 bad usage;
+3 an error (no OpenCL device, bad layer config, build failure), printed as one line.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
+
+EXAMPLES = """examples:
+  deconvnd-cl devices
+  deconvnd-cl demo
+  deconvnd-cl cache list
+  deconvnd-cl cache warm nd=2,inmaps=512,outmaps=256,size=4,stride=2,pad=1
+  deconvnd-cl cache warm --file model_layers.json
+  deconvnd-cl cache verify && deconvnd-cl cache prune --older-than 30
+  deconvnd-cl bench --suite
+  deconvnd-cl tune nd=2,inmaps=128,outmaps=128,size=4,stride=2,pad=1,groups=32,batch=4,spatial=32x32
+layers are name=value lists: nd, inmaps, outmaps, size, stride, pad, dilation, postpad, groups, dtype,
+batch, spatial; per-axis values as 3x3."""
+
+
+class CliError(Exception):
+    pass
+
+
+def _select_device(pattern):
+    """--device: the first device whose 'platform device' contains the pattern (the simulator only by name)."""
+    if not pattern:
+        return
+    import pyopencl as cl
+
+    from .device import all_devices, set_default_queue
+    for device in all_devices():
+        if pattern.lower() in f"{device.platform.name} {device.name}".lower():
+            set_default_queue(cl.CommandQueue(cl.Context([device])))
+            return
+    raise CliError(f"no OpenCL device matches {pattern!r} (see `deconvnd-cl devices`)")
+
+
+def _cache():
+    from .disk_cache import DiskCache
+    cache = DiskCache.from_environment()
+    if not cache.enabled:
+        raise CliError("the kernel disk cache is disabled (DECONVND_CL_NO_CACHE=1, or no HOME and no "
+                       "DECONVND_CL_CACHE_DIR)")
+    return cache
+
+
+def _layers(args):
+    from . import layer_spec
+    specs = [layer_spec.parse(text) for text in args.layers]
+    if getattr(args, "file", None):
+        specs += layer_spec.load_file(args.file)
+    return specs
+
+
+def _progress(i, total, label, stream=sys.stderr):
+    width = 24
+    done = int(width * i / total) if total else width
+    stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{total} {label[:60]:<60}")
+    if i == total:
+        stream.write("\n")
+    stream.flush()
+
+
+def _age(seconds):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+def cmd_devices(args):
+    import pyopencl as cl
+
+    from .device import NO_PLATFORM_HELP, all_devices, is_simulator, pick_default_device
+    devices = all_devices()
+    if not devices:
+        raise CliError(NO_PLATFORM_HELP)
+    try:
+        default = pick_default_device()
+    except Exception:
+        default = None
+    rows = [{
+        "platform": d.platform.name.strip(), "device": d.name.strip(), "type": cl.device_type.to_string(d.type),
+        "driver": d.driver_version.strip(), "opencl_c": d.get_info(cl.device_info.OPENCL_C_VERSION).strip(),
+        "compute_units": d.max_compute_units, "global_mem_mb": d.global_mem_size // 2**20,
+        "max_alloc_mb": d.max_mem_alloc_size // 2**20, "max_work_group": d.max_work_group_size,
+        "fp64": "cl_khr_fp64" in d.extensions, "fp16": "cl_khr_fp16" in d.extensions,
+        "simulator": is_simulator(d), "default": default is not None and d.int_ptr == default.int_ptr,
+    } for d in devices]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return EXIT_OK
+    for r in rows:
+        mark = "*" if r["default"] else " "
+        half = "fp16 native" if r["fp16"] else "fp16 storage-only"
+        print(f"{mark} {r['platform']} / {r['device']} [{r['type']}{', simulator' if r['simulator'] else ''}]")
+        print(f"    driver {r['driver']}, {r['opencl_c']}, {r['compute_units']} CUs, {r['global_mem_mb']} MiB "
+              f"(max alloc {r['max_alloc_mb']} MiB), work-group <= {r['max_work_group']}, "
+              f"fp64 {'yes' if r['fp64'] else 'no'}, {half}")
+    print("* = default device (PYOPENCL_CTX overrides; the simulator is never the default)")
+    return EXIT_OK
+
+
+def cmd_cache_path(args):
+    print(_cache().root)
+    return EXIT_OK
+
+
+def cmd_cache_list(args):
+    from .disk_cache import entries
+    rows = entries(_cache().root)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return EXIT_OK
+    now = time.time()
+    for r in rows:
+        flag = "  DAMAGED" if "error" in r else ""
+        print(f"{r['name']:<72} {r['device'][:28]:<28} {r['size'] / 1024:8.1f} KiB "
+              f"{_age(now - r['last_used']):>5}{flag}")
+    total = sum(r["size"] for r in rows)
+    print(f"{len(rows)} entries, {total / 2**20:.2f} MiB in {_cache().root}")
+    return EXIT_OK
+
+
+def _find(root, key):
+    from .disk_cache import entries
+    matches = [r for r in entries(root) if key in (r["name"], r["id"]) or r["id"].startswith(key)]
+    if not matches:
+        raise CliError(f"no cache entry named {key!r} (see `deconvnd-cl cache list`)")
+    return matches
+
+
+def cmd_cache_show(args):
+    for r in _find(_cache().root, args.key):
+        meta = json.loads(Path(r["path"]).read_text())
+        if args.json:
+            print(json.dumps(meta, indent=1))
+            continue
+        print(f"entry:   {r['id']}\nkernel:  {meta['name']}\ndevice:  {meta['device']['platform']} / "
+              f"{meta['device']['device']} (driver {meta['device']['driver_version']})")
+        print(f"key:     {meta['key']}\noptions: {meta['options'] or '(none)'}\nbinary:  {meta['binary']} "
+              f"({meta['binary_size']} bytes, sha256 {meta['binary_sha256'][:16]}...)")
+        print(f"built:   {time.ctime(meta['created'])} in {meta['build_seconds']} s")
+        if meta.get("build_log", "").strip():
+            print("build log:\n" + meta["build_log"])
+        source = Path(r["path"]).with_suffix(".cl")
+        if args.source and source.exists():
+            print("--- source ---\n" + source.read_text())
+    return EXIT_OK
+
+
+def cmd_cache_verify(args):
+    from .disk_cache import entries, verify_entry
+    rows = entries(_cache().root)
+    damaged = [(r, problem) for r in rows if (problem := verify_entry(r["path"]))]
+    if args.json:
+        print(json.dumps({"entries": len(rows), "damaged": [{"path": r["path"], "problem": p} for r, p in damaged]}))
+    else:
+        for r, problem in damaged:
+            print(f"DAMAGED {r['id']}: {problem}")
+        print(f"{len(rows)} entries checked, {len(damaged)} damaged")
+    return EXIT_CHECK_FAILED if damaged else EXIT_OK
+
+
+def cmd_cache_prune(args):
+    from .disk_cache import entries, remove_entry, remove_orphans, verify_entry
+    root = _cache().root
+    rows = sorted(entries(root), key=lambda r: r["last_used"])
+    now, removed = time.time(), []
+    for r in rows:
+        too_old = args.older_than is not None and now - r["last_used"] > args.older_than * 86400
+        if too_old or verify_entry(r["path"]):
+            removed.append(r)
+    if args.max_size is not None:
+        kept = [r for r in rows if r not in removed]
+        total = sum(r["size"] for r in kept)
+        for r in kept:  # least recently used first
+            if total <= args.max_size * 2**20:
+                break
+            removed.append(r)
+            total -= r["size"]
+    for r in removed:
+        remove_entry(r["path"])
+    orphans = remove_orphans(root)
+    print(f"removed {len(removed)} entries and {orphans} orphaned files; {len(rows) - len(removed)} kept")
+    return EXIT_OK
+
+
+def cmd_cache_clear(args):
+    root = _cache().root
+    if root.is_dir():
+        shutil.rmtree(root)
+    print(f"cleared {root}")
+    return EXIT_OK
+
+
+def warm_layer(spec, backward=True):
+    """Build (or load) every kernel a layer needs by running it once on a tiny input."""
+    import pyopencl.array as cla
+
+    from . import functional
+    from .device import default_queue
+    queue = default_queue()
+    spec.geometry()
+    dtype = spec.np_dtype
+    shape = spec.input_shape()
+    geo = spec.geometry()
+    x = cla.to_device(queue, np.zeros(shape, dtype))
+    W = cla.to_device(queue, np.zeros((spec.inmaps, spec.outmaps // spec.groups) + geo.size, dtype))
+    b = cla.to_device(queue, np.zeros((1, spec.outmaps) + (1,) * spec.nd, dtype))
+    y = functional.deconvNd(x, W, b, geo.stride, geo.pad, geo.dilation, geo.postpad, geo.groups)
+    if backward:
+        functional.backward(x, y, W, b, geo.stride, geo.pad, geo.dilation, geo.groups)
+    queue.finish()
+
+
+def cmd_cache_warm(args):
+    from .kernel_manager import manager
+    specs = _layers(args)
+    if not specs:
+        raise CliError("cache warm needs layer configs (name=value lists) or --file")
+    _select_device(args.device)
+    start, builds0 = time.perf_counter(), manager().builds
+    for i, spec in enumerate(specs):
+        _progress(i, len(specs), spec.label())
+        warm_layer(spec, backward=not args.forward_only)
+    _progress(len(specs), len(specs), "done")
+    cache = manager().cache
+    print(f"warmed {len(specs)} layer configs: {manager().builds - builds0} kernels compiled, "
+          f"{cache.hits} loaded from the cache, in {time.perf_counter() - start:.1f} s -> {cache.root}")
+    return EXIT_OK
+
+
+def cmd_demo(args):
+    from .demo import main as demo_main
+    _select_device(args.device)
+    return EXIT_OK if demo_main() == 0 else EXIT_CHECK_FAILED
+
+
+def cmd_bench(args):
+    from .bench import run_cli
+    _select_device(args.device)
+    return run_cli(args, _layers(args))
+
+
+def cmd_tune(args):
+    from .tuning import tune_cli
+    _select_device(args.device)
+    specs = _layers(args)
+    if not specs:
+        raise CliError("tune needs layer configs (with batch= and spatial=) or --file")
+    return tune_cli(specs, args)
+
+
+# ---------------------------------------------------------------------------------------------- parser
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="deconvnd-cl", description=__doc__.splitlines()[0], epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(parent, name, func, help_text, epilog=None):
+        p = parent.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = add(sub, "devices", cmd_devices, "list OpenCL platforms and devices, fp16/fp64 support, the default",
+            "example: deconvnd-cl devices --json")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add(sub, "demo", cmd_demo, "run a Deconv2D forward/backward on the default device, checked vs NumPy")
+    p.add_argument("--device", help="substring of 'platform device' to run on")
+
+    cache = add(sub, "cache", None, "inspect and manage the kernel disk cache").add_subparsers(
+        dest="cache_command", required=True, metavar="CACHE_COMMAND")
+    add(cache, "path", cmd_cache_path, "print the cache directory", "example: deconvnd-cl cache path")
+    p = add(cache, "list", cmd_cache_list, "one row per entry: kernel, device, size, last use",
+            "example: deconvnd-cl cache list --json")
+    p.add_argument("--json", action="store_true")
+    p = add(cache, "show", cmd_cache_show, "metadata (and --source) of an entry",
+            "example: deconvnd-cl cache show dcl_fwd2d_k4x4_s2x2_p1x1_d1x1_g1_f32_i32_t6x16x8 --source")
+    p.add_argument("key", help="kernel name or entry id (prefix)")
+    p.add_argument("--source", action="store_true", help="print the OpenCL source")
+    p.add_argument("--json", action="store_true")
+    p = add(cache, "verify", cmd_cache_verify, "check every entry's checksum; exit 1 on damage",
+            "example: deconvnd-cl cache verify --json")
+    p.add_argument("--json", action="store_true")
+    p = add(cache, "prune", cmd_cache_prune, "remove damaged, old or least-recently-used entries",
+            "example: deconvnd-cl cache prune --older-than 30 --max-size 200")
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="remove entries unused for DAYS days")
+    p.add_argument("--max-size", type=float, metavar="MB", help="keep at most MB megabytes (LRU)")
+    add(cache, "clear", cmd_cache_clear, "delete the whole cache directory", "example: deconvnd-cl cache clear")
+    p = add(cache, "warm", cmd_cache_warm, "precompile the kernels of layer configs, with progress",
+            "examples:\n  deconvnd-cl cache warm nd=2,inmaps=64,outmaps=32,size=4,stride=2,pad=1\n"
+            "  deconvnd-cl cache warm --file layers.json   # [{\"nd\": 3, \"inmaps\": 64, ...}, ...]")
+    p.add_argument("layers", nargs="*", help="layer configs: nd=2,inmaps=64,outmaps=32,size=4,...")
+    p.add_argument("--file", help="JSON list of layer configs")
+    p.add_argument("--device", help="substring of 'platform device' to build for")
+    p.add_argument("--forward-only", action="store_true", help="skip the backward kernels")
+
+    p = add(sub, "bench", cmd_bench, "time forward/backward per layer, against PyTorch when installed",
+            "examples:\n  deconvnd-cl bench --suite\n  deconvnd-cl bench nd=2,inmaps=64,outmaps=64,size=3,pad=1,"
+            "batch=4,spatial=56x56")
+    p.add_argument("layers", nargs="*", help="layer configs with batch= and spatial=")
+    p.add_argument("--file", help="JSON list of layer configs")
+    p.add_argument("--suite", action="store_true", help="the standard suite of PERF-NOTES.md's layer families")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    p.add_argument("--tuned", action="store_true", help="tune every layer first (optimizeForShape)")
+    p.add_argument("--markdown", help="also write the table as Markdown to this file")
+    p.add_argument("--plot", help="also write a PNG of GFLOP/s per layer (needs matplotlib)")
+    p.add_argument("--device", help="substring of 'platform device' to run on")
+
+    p = add(sub, "tune", cmd_tune, "time the kernel variants for a layer and shape; store the winner",
+            "example: deconvnd-cl tune nd=3,inmaps=64,outmaps=32,size=2,stride=2,batch=2,spatial=16x16x16")
+    p.add_argument("layers", nargs="*")
+    p.add_argument("--file")
+    p.add_argument("--device")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import ModuleError
+    try:
+        return args.func(args)
+    except (CliError, ModuleError) as e:
+        print(f"deconvnd-cl: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # an OpenCL runtime error, say: one line, not a traceback
+        print(f"deconvnd-cl: error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+              file=sys.stderr)
+        return EXIT_ERROR

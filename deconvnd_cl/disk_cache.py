@@ -1,0 +1,264 @@
+"""The kernel cache on disk: program binaries per device, checked before they reach the driver.
+
+Layout: <root>/<device slug>-<identity hash>/<key name>-<source hash>.json  (metadata, what the CLI lists)
+                                             <key name>-<source hash>.<binary sha256[:16]>.bin
+The identity hash covers platform, device, device version, driver version, library version and the templates'
+hash, so an upgrade of any of them misses. The source hash covers the rendered source and build options.
+A binary's file name carries its checksum, so concurrent writers of the same entry never tear each other's
+files: each writes its own binary and atomically replaces the metadata that points at it. No lock files exist.
+Every read is verified (size, sha256, fields); a bad entry is discarded with one warning and rebuilt, because
+PoCL segfaults on a truncated binary. An unwritable directory degrades to memory-only caching with a warning.
+"""
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from .render import template_hash
+
+FORMAT = 1
+
+
+def library_version():
+    from . import __version__
+    return __version__
+
+
+def default_root():
+    """DECONVND_CL_CACHE_DIR, else the platform's user cache directory; None when there is no home."""
+    if os.environ.get("DECONVND_CL_CACHE_DIR"):
+        return Path(os.environ["DECONVND_CL_CACHE_DIR"])
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "deconvnd_cl" / "Cache"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "deconvnd_cl"
+    home = os.environ.get("HOME")
+    if not home:
+        return None
+    if os.uname().sysname == "Darwin":
+        return Path(home) / "Library" / "Caches" / "deconvnd_cl"
+    return Path(home) / ".cache" / "deconvnd_cl"
+
+
+def device_identity(device):
+    platform = device.platform
+    return {
+        "platform": platform.name.strip(), "platform_version": platform.version.strip(),
+        "device": device.name.strip(), "device_version": device.version.strip(),
+        "driver_version": device.driver_version.strip(), "library_version": library_version(),
+        "template_hash": template_hash(), "format": FORMAT,
+    }
+
+
+def _digest(*parts):
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def device_dirname(identity):
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{identity['platform']}-{identity['device']}").strip("-")[:60]
+    return f"{slug}-{_digest(json.dumps(identity, sort_keys=True))[:16]}"
+
+
+class DiskCache:
+    def __init__(self, root):
+        self.root = Path(root) if root is not None else None
+        self._warned = False
+        self.hits = self.misses = 0
+
+    @classmethod
+    def from_environment(cls):
+        if os.environ.get("DECONVND_CL_NO_CACHE") == "1":
+            return cls(None)
+        root = default_root()
+        if root is None:
+            warnings.warn("deconvnd_cl: no HOME and no DECONVND_CL_CACHE_DIR; kernels are cached in memory only",
+                          RuntimeWarning, stacklevel=2)
+        return cls(root)
+
+    @property
+    def enabled(self):
+        return self.root is not None
+
+    def _disable(self, why):
+        if not self._warned:
+            warnings.warn(f"deconvnd_cl: kernel disk cache at {self.root} disabled ({why}); "
+                          "kernels are cached in memory only", RuntimeWarning, stacklevel=3)
+            self._warned = True
+        self.root = None
+
+    def device_dir(self, device):
+        return self.root / device_dirname(device_identity(device))
+
+    def _meta_path(self, device, key, source, options):
+        return self.device_dir(device) / f"{key.name}-{_digest(source, options)[:16]}.json"
+
+    # -- reading
+    def load(self, device, key, source, options):
+        """The verified binary for this entry, or None (a miss, or a damaged entry discarded with a warning)."""
+        if not self.enabled:
+            return None
+        meta_path = self._meta_path(device, key, source, options)
+        try:
+            meta_text = meta_path.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            self.misses += 1
+            return None
+        except OSError as e:
+            self._disable(f"cannot read {meta_path}: {e}")
+            return None
+        try:
+            meta = json.loads(meta_text)
+            binary = (meta_path.parent / meta["binary"]).read_bytes()
+            problems = [name for name, ok in (
+                ("format", meta.get("format") == FORMAT),
+                ("source hash", meta.get("source_sha256") == _digest(source, options)),
+                ("size", meta.get("binary_size") == len(binary) > 0),
+                ("checksum", meta.get("binary_sha256") == hashlib.sha256(binary).hexdigest()),
+            ) if not ok]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            problems = [f"unreadable ({type(e).__name__}: {e})"]
+        if problems:
+            self._discard_path(meta_path, f"{', '.join(problems)} check failed")
+            self.misses += 1
+            return None
+        try:
+            os.utime(meta_path)  # last used = mtime of the metadata (cheaper than rewriting it)
+        except OSError:
+            pass
+        self.hits += 1
+        return binary
+
+    def discard(self, device, key, why, source=None, options=None):
+        if self.enabled and source is not None:
+            self._discard_path(self._meta_path(device, key, source, options), why)
+
+    def _discard_path(self, meta_path, why):
+        warnings.warn(f"deconvnd_cl: discarding damaged kernel cache entry {meta_path.name} ({why}); rebuilding",
+                      RuntimeWarning, stacklevel=4)
+        try:
+            meta_path.unlink()
+        except OSError:
+            pass
+
+    # -- writing
+    def store(self, device, key, source, options, binary, build_log, build_seconds):
+        if not self.enabled or not binary:
+            return
+        try:
+            directory = self.device_dir(device)
+            directory.mkdir(parents=True, exist_ok=True)
+            identity_file = directory / "device.json"
+            if not identity_file.exists():
+                _atomic_write(identity_file, json.dumps(device_identity(device), indent=1).encode())
+            binary_sha = hashlib.sha256(binary).hexdigest()
+            meta_path = self._meta_path(device, key, source, options)
+            binary_name = f"{meta_path.stem}.{binary_sha[:16]}.bin"
+            _atomic_write(directory / binary_name, binary)
+            meta = {
+                "format": FORMAT, "key": key.to_json(), "name": key.name, "binary": binary_name,
+                "binary_size": len(binary), "binary_sha256": binary_sha, "source_sha256": _digest(source, options),
+                "options": options, "build_log": build_log, "build_seconds": round(build_seconds, 4),
+                "created": time.time(), "device": device_identity(device),
+            }
+            _atomic_write(meta_path, json.dumps(meta, indent=1).encode())
+            _atomic_write(directory / (meta_path.stem + ".cl"), source.encode())  # for `cache show`
+        except OSError as e:
+            self._disable(f"cannot write: {e}")
+
+
+def _atomic_write(path, data):
+    """Write to a temporary file in the same directory, then os.replace: readers see all or nothing."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# -- inspection and maintenance (the `deconvnd-cl cache` commands)
+
+def entries(root):
+    """One dict per metadata file under root: its fields plus path, device directory, size and last use."""
+    root = Path(root)
+    found = []
+    for meta_path in sorted(root.glob("*/*.json")):
+        if meta_path.name == "device.json":
+            continue
+        entry = {"path": str(meta_path), "device_dir": meta_path.parent.name, "id": meta_path.stem}
+        try:
+            meta = json.loads(meta_path.read_text())
+            binary = meta_path.parent / meta["binary"]
+            entry.update(name=meta["name"], device=meta["device"]["device"], binary=str(binary),
+                         size=binary.stat().st_size if binary.exists() else 0, created=meta.get("created"),
+                         build_seconds=meta.get("build_seconds"), key=meta.get("key"))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            entry.update(name="?", device="?", size=0, error=f"{type(e).__name__}: {e}")
+        entry["last_used"] = meta_path.stat().st_mtime
+        found.append(entry)
+    return found
+
+
+def verify_entry(meta_path):
+    """None if the entry's binary matches its recorded size and checksum, else what is wrong."""
+    meta_path = Path(meta_path)
+    try:
+        meta = json.loads(meta_path.read_text())
+        binary = (meta_path.parent / meta["binary"]).read_bytes()
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable ({type(e).__name__}: {e})"
+    if meta.get("format") != FORMAT:
+        return f"unknown format {meta.get('format')!r}"
+    if len(binary) != meta.get("binary_size"):
+        return f"binary has {len(binary)} bytes (recorded: {meta.get('binary_size')})"
+    if hashlib.sha256(binary).hexdigest() != meta.get("binary_sha256"):
+        return "binary checksum mismatch"
+    return None
+
+
+def remove_entry(meta_path):
+    """Delete an entry's metadata, binary and source."""
+    meta_path = Path(meta_path)
+    stem = meta_path.stem
+    for path in meta_path.parent.glob(f"{stem}.*"):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def remove_orphans(root, min_age_seconds=3600):
+    """Binaries no metadata points to, and temporary files older than an hour (left by killed writers)."""
+    root = Path(root)
+    removed = 0
+    now = time.time()
+    for directory in (p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
+        referenced = set()
+        for meta_path in directory.glob("*.json"):
+            try:
+                referenced.add(json.loads(meta_path.read_text()).get("binary"))
+            except (OSError, ValueError, AttributeError):
+                pass
+        for path in directory.iterdir():
+            old = now - path.stat().st_mtime > min_age_seconds  # young ones may belong to a writer at work
+            if old and (path.name.startswith(".tmp-") or path.suffix == ".bin" and path.name not in referenced):
+                try:
+                    path.unlink()
+                    removed += 1
+                except OSError:
+                    pass
+    return removed

@@ -1,0 +1,381 @@
+"""The functional layer (PuzzleLib's Backend.Dnn names): validate, plan, launch.
+
+deconvNd / deconvNdBackwardData / deconvNdBackwardParams take pyopencl arrays, check everything before any
+compile or launch, and drive the kernels: pack the operand into its padded grid (layouts.py), run the tiled
+kernel family, reduce where needed. Outputs are fresh arrays; gradients passed in (wgrad, bgrad) are only
+written by the last kernel of a call, so a call that fails leaves them as they were.
+"""
+
+from math import ceil, prod
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cl_array
+
+from . import tiles
+from .device import default_queue, supports_dtype
+from .errors import ModuleError
+from .geometry import Geometry
+from .kernel_key import KernelKey, dtype_tag
+from .kernel_manager import manager
+from .layouts import backward_layout, forward_layout
+
+INT32_LIMIT = 2**31 - 1
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+def _check_array(name, array, queue, dtype=None, ndim=None):
+    if not isinstance(array, cl_array.Array):
+        raise ModuleError(f"{name} must be a pyopencl.array.Array (given: {type(array).__name__})")
+    if array.context != queue.context:
+        raise ModuleError(f"{name} belongs to another OpenCL context than the queue's")
+    if dtype is not None and array.dtype != dtype:
+        raise ModuleError(f"{name} has dtype {array.dtype} (expected: {np.dtype(dtype)})")
+    if ndim is not None and array.ndim != ndim:
+        raise ModuleError(f"{name} has {array.ndim} dimensions (expected: {ndim})")
+    if not array.flags.c_contiguous:
+        raise ModuleError(f"{name} must be C-contiguous (given strides {array.strides} for shape {array.shape})")
+
+
+def _buffer(array):
+    """The array's own memory. A contiguous view with an offset is copied: its .data would be the base buffer."""
+    if array.offset:
+        array = array.copy()
+    return array.data
+
+
+def _check_dtype(queue, dtype):
+    dtype_tag(dtype)
+    if not supports_dtype(queue.device, dtype):
+        raise ModuleError(f"dtype {np.dtype(dtype)} is not supported by device {queue.device.name.strip()} "
+                          f"(float64 needs cl_khr_fp64)")
+
+
+def _queue_for(array):
+    return array.queue if isinstance(array, cl_array.Array) and array.queue is not None else default_queue()
+
+
+def _check_weights(W, bias, queue, dtype, nd, inmaps, geo, outmaps=None):
+    _check_array("W", W, queue, dtype, nd + 2)
+    if W.shape[0] != inmaps:
+        raise ModuleError(f"W has {W.shape[0]} input maps (expected: {inmaps}, the data's maps)")
+    cout = W.shape[1] * geo.groups
+    if outmaps is not None and cout != outmaps:
+        raise ModuleError(f"W gives {cout} output maps (expected: {outmaps}, the grad's maps)")
+    geo.check_maps(inmaps, cout)
+    if bias is not None:
+        _check_array("bias", bias, queue, dtype, nd + 2)
+        expected = (1, cout) + (1,) * nd
+        if bias.shape != expected:
+            raise ModuleError(f"bias has shape {bias.shape} (expected: {expected})")
+    return cout
+
+
+class _Problem:
+    """One validated call: geometry, maps, spatial extents and dtype, plus the device limits it must fit."""
+
+    def __init__(self, queue, data_shape, W_shape, dtype, stride, pad, dilation, postpad, groups):
+        self.queue, self.dtype = queue, np.dtype(dtype)
+        self.nd = len(W_shape) - 2
+        self.geo = Geometry.create(self.nd, tuple(W_shape[2:]), stride, pad, dilation, postpad, groups)
+        self.N, self.cin = data_shape[0], data_shape[1]
+        self.in_sp = tuple(data_shape[2:])
+        if any(e < 1 for e in self.in_sp):
+            raise ModuleError(f"Data spatial size {self.in_sp} must be positive on every axis")
+        self.out_sp = self.geo.out_spatial(self.in_sp)
+        self.cog = W_shape[1]
+        self.cout = self.cog * groups
+        self.cig = self.cin // groups
+
+    @property
+    def out_shape(self):
+        return (self.N, self.cout) + self.out_sp
+
+    def index_bits(self, *element_counts):
+        """32-bit index arithmetic when every buffer's largest linear index fits, else 64-bit."""
+        return 32 if max(element_counts) + 1024 <= INT32_LIMIT else 64
+
+    def check_alloc(self, what, elements, itemsize=None):
+        nbytes = elements * (itemsize or self.dtype.itemsize)
+        limit = self.queue.device.max_mem_alloc_size
+        if nbytes > limit:
+            raise ModuleError(f"{what} needs {nbytes} bytes, over the device's max_mem_alloc_size of {limit} bytes "
+                              f"({self.queue.device.name.strip()}); split the batch")
+
+    def key(self, family, tile, index_bits):
+        return KernelKey.for_conv(family, self.geo, self.dtype, tile, index_bits)
+
+
+def _empty(queue, shape, dtype):
+    return cl_array.empty(queue, shape, dtype)
+
+
+# ---------------------------------------------------------------------------------------------- launching
+
+def _int(v):
+    return np.int32(v)
+
+
+def _idx(bits):
+    kind = np.int64 if bits == 64 else np.int32
+    return lambda v: kind(v)
+
+
+def _launch(queue, kernel, global_size, local_size, args):
+    gs = list(global_size)
+    gs[0] = ceil(gs[0] / local_size) * local_size
+    kernel.set_args(*args)
+    cl.enqueue_nd_range_kernel(queue, kernel, tuple(gs), (local_size,) + (1,) * (len(gs) - 1))
+
+
+def _pack(problem, src, planes, spec, index_bits):
+    """Launch `pack`: src (planes, *spec.ext) -> fresh (planes * nsplit, spec.plane) padded layout."""
+    queue = problem.queue
+    total = planes * spec.nsplit * spec.plane
+    problem.check_alloc("a padded operand", total)
+    dst = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, total * problem.dtype.itemsize)
+    key = KernelKey("pack", len(spec.grid), dtype_tag(problem.dtype), index_bits)
+    program = manager().program(queue, key)
+    idx = _idx(index_bits)
+    args = [src, dst, idx(spec.plane), idx(prod(spec.grid)), idx(prod(spec.ext)), _int(spec.nsplit)]
+    for g, lo, s, e in zip(spec.grid, spec.lo, spec.split, spec.ext):
+        args += [_int(g), _int(lo), _int(s), _int(e)]
+    _launch(queue, program.kernel(), (spec.plane, planes * spec.nsplit), program.local_size(None, 64), args)
+    return dst
+
+
+def _reduce_program(problem, index_bits):
+    vw = tiles.vector_width(problem.queue.device, problem.dtype)
+    return manager().program(problem.queue, KernelKey("reduce", 1, dtype_tag(problem.dtype), index_bits, (vw,)))
+
+
+def _finalize(problem, program, part, n_parts, dst, count, scale, momentum, index_bits):
+    acc = np.float64 if problem.dtype == np.float64 else np.float32
+    kernel_name = program.key.name + "_finalize"
+    _launch(problem.queue, program.kernel(kernel_name), (count,), program.local_size(kernel_name, 64),
+            [part, dst.data, _idx(index_bits)(count), _int(n_parts), acc(scale), acc(momentum)])
+
+
+# ---------------------------------------------------------------------------------------------- forward
+
+def deconvNd(data, W, bias=None, stride=1, pad=0, dilation=1, postpad=0, groups=1, tile=None):
+    """Transposed convolution: data (N, inmaps, *in) -> (N, outmaps, *out); see SPEC.md for the definition."""
+    queue = _queue_for(data)
+    _check_array("data", data, queue)
+    _check_dtype(queue, data.dtype)
+    if data.ndim < 3:
+        raise ModuleError(f"data has {data.ndim} dimensions (expected: at least 3, (N, maps, *spatial))")
+    if not isinstance(W, cl_array.Array):
+        raise ModuleError(f"W must be a pyopencl.array.Array (given: {type(W).__name__})")
+    nd = data.ndim - 2
+    problem = _Problem(queue, data.shape, W.shape if W.ndim == nd + 2 else (0, 0) + (1,) * nd, data.dtype,
+                       stride, pad, dilation, postpad, groups)
+    _check_weights(W, bias, queue, data.dtype, nd, problem.cin, problem.geo)
+    return _forward(problem, data, W, bias, tile)
+
+
+def _forward(problem, data, W, bias, tile=None):
+    queue, geo = problem.queue, problem.geo
+    problem.check_alloc("the output", prod(problem.out_shape))
+    y = _empty(queue, problem.out_shape, problem.dtype)
+    if problem.N == 0:
+        return y
+    tile = tile or tiles.gemm_tile(queue.device, problem.dtype, problem.cog)
+    tm, tn, _ = tile
+    layout = forward_layout(geo, problem.in_sp, problem.out_sp, tn)
+    planes = problem.N * problem.cin
+    bits = problem.index_bits(planes * layout.pack.plane, y.size, W.size)
+    xp = _pack(problem, _buffer(data), planes, layout.pack, bits)
+
+    program = manager().program(queue, problem.key("forward", tile, bits))
+    idx = _idx(bits)
+    co_tiles = ceil(problem.cog / tm)
+    out_strides = [prod(problem.out_sp[a + 1:]) for a in range(geo.nd)]
+    bias_buffer = _buffer(bias) if bias is not None else _buffer(W)
+    w_buffer = _buffer(W)
+    for phase in layout.phases:
+        name = f"{program.key.name}_r{phase.index}"
+        args = [xp, w_buffer, bias_buffer, y.data, _int(bias is not None), _int(problem.cig), _int(problem.cog),
+                _int(co_tiles), _int(phase.v_tiles), idx(layout.pack.plane), idx(phase.v_count), idx(phase.base),
+                idx(prod(problem.out_sp))]
+        args += [idx(s) for s in layout.strides[:-1]]
+        for a in range(geo.nd):
+            args += [_int(phase.extents[a]), _int(phase.q0[a]), idx(out_strides[a])]
+        _launch(queue, program.kernel(name), (phase.v_tiles, problem.N, geo.groups * co_tiles),
+                tiles.local_size(queue.device, program, name), args)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------- backward
+
+def _backward_problem(grad, W, data_shape, stride, pad, dilation, groups, data_dtype=None):
+    """Validate grad against W and the forward input's shape; the postpad is what grad's shape implies."""
+    queue = _queue_for(grad)
+    _check_array("grad", grad, queue)
+    _check_dtype(queue, grad.dtype)
+    if not isinstance(W, cl_array.Array):
+        raise ModuleError(f"W must be a pyopencl.array.Array (given: {type(W).__name__})")
+    nd = W.ndim - 2
+    if nd < 1:
+        raise ModuleError(f"W has {W.ndim} dimensions (expected: at least 3, (inmaps, outmaps/groups, *size))")
+    if grad.ndim != nd + 2:
+        raise ModuleError(f"grad has {grad.ndim} dimensions (expected: {nd + 2})")
+    base = Geometry.create(nd, tuple(W.shape[2:]), stride, pad, dilation, 0, groups)
+    if data_shape is None:  # no forward input given: the smallest input that yields grad's spatial shape
+        data_shape = (grad.shape[0], W.shape[0]) + tuple(
+            max(1, ceil((o - d * (k - 1) + 2 * p - 1) / s) + 1)
+            for o, k, s, p, d in zip(grad.shape[2:], base.size, base.stride, base.pad, base.dilation))
+    in_sp = tuple(data_shape[2:])
+    zero_post = tuple((i - 1) * s + d * (k - 1) - 2 * p + 1
+                      for i, k, s, p, d in zip(in_sp, base.size, base.stride, base.pad, base.dilation))
+    postpad = tuple(o - z for o, z in zip(grad.shape[2:], zero_post))
+    if any(pp < 0 for pp in postpad):
+        raise ModuleError(f"grad has spatial shape {tuple(grad.shape[2:])} (expected: {zero_post} plus a postpad "
+                          f"smaller than max(stride, dilation) per axis, for input spatial shape {in_sp})")
+    try:
+        problem = _Problem(queue, data_shape, W.shape, grad.dtype, stride, pad, dilation, postpad, groups)
+    except ModuleError as e:
+        raise ModuleError(f"grad has spatial shape {tuple(grad.shape[2:])}, which does not match input spatial "
+                          f"shape {in_sp}: {e}") from None
+    _check_weights(W, None, queue, grad.dtype, nd, problem.cin, problem.geo, outmaps=grad.shape[1])
+    if grad.shape[0] != problem.N:
+        raise ModuleError(f"grad has batch {grad.shape[0]} (expected: {problem.N})")
+    return problem
+
+
+def _pack_grad(problem, grad, tile_bd, vw):
+    layout = backward_layout(problem.geo, problem.in_sp, problem.out_sp, tile_bd[1], vw)
+    planes = problem.N * problem.cout
+    bits = problem.index_bits(planes * layout.gy_pack.nsplit * layout.gy_pack.plane,
+                              problem.N * problem.cin * layout.x_pack.plane, problem.N * problem.cin
+                              * prod(problem.in_sp), problem.cin * problem.cog * problem.geo.taps)
+    gyp = _pack(problem, _buffer(grad), planes, layout.gy_pack, bits)
+    return layout, bits, gyp
+
+
+def deconvNdBackwardData(grad, W, data=None, stride=1, pad=0, dilation=1, groups=1, tile=None):
+    """Input gradient of deconvNd: a strided direct convolution of grad with W. Shape of data (or the
+    smallest input consistent with grad when data is None)."""
+    problem = _backward_problem(grad, W, None if data is None else data.shape, stride, pad, dilation, groups)
+    if data is not None:
+        _check_array("data", data, problem.queue, grad.dtype)
+    return _backward_data(problem, grad, W, tile)
+
+
+def _backward_data(problem, grad, W, tile=None, packed=None):
+    queue, geo = problem.queue, problem.geo
+    gx = _empty(queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
+    if problem.N == 0:
+        return gx
+    tile = tile or tiles.gemm_tile(queue.device, problem.dtype, problem.cig)
+    tm, tn, vw = tile
+    layout, bits, gyp = packed or _pack_grad(problem, grad, tile, vw)
+    program = manager().program(queue, problem.key("backward_data", tile, bits))
+    idx = _idx(bits)
+    ci_tiles = ceil(problem.cig / tm)
+    v_tiles = ceil(layout.v_count / tn)
+    in_strides = [prod(problem.in_sp[a + 1:]) for a in range(geo.nd)]
+    args = [gyp, _buffer(W), gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(v_tiles),
+            idx(layout.gy_pack.plane), idx(layout.v_count), idx(prod(problem.in_sp))]
+    args += [idx(s) for s in layout.strides[:-1]]
+    for a in range(geo.nd):
+        args += [_int(problem.in_sp[a]), idx(in_strides[a])]
+    _launch(queue, program.kernel(), (v_tiles, problem.N, geo.groups * ci_tiles),
+            tiles.local_size(queue.device, program), args)
+    return gx
+
+
+def deconvNdBackwardParams(data, grad, W, bias=None, stride=1, pad=0, dilation=1, groups=1, wgrad=None,
+                           bgrad=None, scale=1.0, momentum=0.0, tile=None):
+    """(wgrad, bgrad) = scale * (gradients of W and b) + momentum * (wgrad, bgrad); bgrad is None without bias.
+
+    The reduction is deterministic (fixed chunks summed in a fixed order, no atomics)."""
+    queue = _queue_for(data)
+    _check_array("data", data, queue)
+    problem = _backward_problem(grad, W, data.shape, stride, pad, dilation, groups)
+    _check_array("data", data, queue, grad.dtype, W.ndim)
+    if bias is not None:
+        _check_weights(W, bias, queue, grad.dtype, problem.nd, problem.cin, problem.geo)
+    for name, given, like in (("wgrad", wgrad, W), ("bgrad", bgrad, bias)):
+        if given is not None:
+            if like is None:
+                raise ModuleError(f"{name} given without the parameter it is the gradient of")
+            _check_array(name, given, queue, like.dtype)
+            if given.shape != like.shape:
+                raise ModuleError(f"{name} has shape {given.shape} (expected: {like.shape})")
+    return _backward_params(problem, data, grad, W, bias is not None, wgrad, bgrad, scale, momentum, tile)
+
+
+def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, scale=1.0, momentum=0.0,
+                     tile=None, packed=None):
+    queue, geo, device = problem.queue, problem.geo, problem.queue.device
+    if wgrad is None:
+        wgrad, momentum_w = _empty(queue, W.shape, problem.dtype), 0.0
+    else:
+        momentum_w = momentum
+    if with_bias and bgrad is None:
+        bgrad, momentum_b = _empty(queue, (1, problem.cout) + (1,) * geo.nd, problem.dtype), 0.0
+    else:
+        momentum_b = momentum
+    tile = tile or tiles.weights_tile(device, problem.dtype, problem.cig, problem.cog)
+    tm, tn, vw = tile
+    acc_dtype = np.float64 if problem.dtype == np.float64 else np.float32
+    acc_size = np.dtype(acc_dtype).itemsize
+    w_size = W.size
+    if problem.N == 0:  # empty batch: the new gradients are zero, blended as usual
+        bits, n_chunks, bias_rows = 32, 1, 1
+        part = cl_array.zeros(queue, w_size, acc_dtype).data
+        bias_part = cl_array.zeros(queue, problem.cout, acc_dtype).data if with_bias else None
+        reduce = _reduce_program(problem, bits)
+    else:
+        if packed is None:
+            packed = _pack_grad(problem, grad, tiles.gemm_tile(device, problem.dtype, problem.cig), vw)
+        layout, bits, gyp = packed
+
+        # stage one: partial sums over fixed chunks of the flattened (batch, position) space
+        ci_tiles, co_tiles = ceil(problem.cig / tm), ceil(problem.cog / tn)
+        tiles_total = ci_tiles * co_tiles * geo.groups * geo.taps
+        k_total = problem.N * layout.v_end
+        n_chunks = max(1, min(k_total // vw, ceil(tiles.parallel_target(device) / tiles_total)))
+        chunk = ceil(k_total / n_chunks / vw) * vw
+        n_chunks = ceil(k_total / chunk)
+        problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size)
+        part = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, n_chunks * w_size * acc_size)
+        xpk = _pack(problem, _buffer(data), problem.N * problem.cin, layout.x_pack, bits)
+        program = manager().program(queue, problem.key("backward_weights", tile, bits))
+        idx = _idx(bits)
+        args = [xpk, gyp, part, _int(problem.cig), _int(problem.cog), _int(co_tiles), _int(n_chunks), idx(chunk),
+                idx(k_total), idx(layout.v_end), idx(layout.x_pack.plane), idx(layout.gy_pack.plane)]
+        args += [idx(s) for s in layout.strides[:-1]]
+        _launch(queue, program.kernel(), (n_chunks, ci_tiles, co_tiles * geo.groups * geo.taps),
+                tiles.local_size(queue.device, program), args)
+
+        bias_part, bias_rows = None, problem.N
+        reduce = _reduce_program(problem, bits)
+        if with_bias:  # per (batch item, map) sums of grad, summed over the batch by finalize
+            bias_part = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, bias_rows * problem.cout * acc_size)
+            name = reduce.key.name + "_rows"
+            _launch(queue, reduce.kernel(name), (problem.N * problem.cout,), reduce.local_size(name, 64),
+                    [_buffer(grad), bias_part, _idx(bits)(problem.N * problem.cout),
+                     _idx(bits)(prod(problem.out_sp))])
+
+    # stage two: the only writes to wgrad / bgrad, so a failure above leaves them untouched
+    _finalize(problem, reduce, part, n_chunks, wgrad, w_size, scale, momentum_w, bits)
+    if with_bias:
+        _finalize(problem, reduce, bias_part, bias_rows, bgrad, problem.cout, scale, momentum_b, bits)
+    return wgrad, (bgrad if with_bias else None)
+
+
+def backward(data, grad, W, bias, stride, pad, dilation, groups, want_data=True, want_params=True,
+             wgrad=None, bgrad=None, scale=1.0, momentum=0.0):
+    """Module helper: input grad and parameter grads from one packing of grad (validated once)."""
+    problem = _backward_problem(grad, W, data.shape, stride, pad, dilation, groups)
+    device = problem.queue.device
+    tile_bd = tiles.gemm_tile(device, problem.dtype, problem.cig)
+    vw = tiles.weights_tile(device, problem.dtype, problem.cig, problem.cog)[2]
+    packed = _pack_grad(problem, grad, tile_bd, vw) if problem.N > 0 else None
+    gx = _backward_data(problem, grad, W, tile_bd, packed) if want_data else None
+    params = (_backward_params(problem, data, grad, W, bias is not None, wgrad, bgrad, scale, momentum,
+                               packed=packed) if want_params else (None, None))
+    return gx, params

@@ -1,0 +1,115 @@
+"""Host-side layouts: the padded grids the tiled kernels read, and the launch sizes over them.
+
+The tiled kernels never test bounds inside their tap loops. Instead `pack` copies an operand into a padded
+grid (zero borders; for the output gradient also split into stride residue planes) whose planes are long
+enough that every read of every tile, including the junk lanes past a row's end, stays inside its own plane.
+These functions compute those grids; they depend on the shape, never on the device.
+"""
+
+from dataclasses import dataclass
+from math import ceil, prod
+
+from .render import backward_qlo
+
+
+def row_major_strides(extents):
+    return tuple(prod(extents[a + 1:]) for a in range(len(extents)))
+
+
+def virtual_count(extents, strides):
+    """Number of virtual positions covering a box of `extents` laid out with row pitch `strides`."""
+    return sum((e - 1) * s for e, s in zip(extents, strides)) + 1
+
+
+@dataclass(frozen=True)
+class PackSpec:
+    """How `pack` lays out one operand: dst[plane, R, p] = src[plane, (p + lo)*split + R] or 0."""
+
+    grid: tuple     # extents of the padded grid p
+    lo: tuple       # source row of grid row 0, per axis (<= 0 means a zero border)
+    split: tuple    # residue planes per axis (the stride for gy, 1 otherwise)
+    ext: tuple      # source extents
+    plane: int      # elements between consecutive (plane, R) planes: the grid plus a zero tail
+
+    @property
+    def nsplit(self):
+        return prod(self.split)
+
+
+@dataclass(frozen=True)
+class ForwardPhase:
+    index: int       # kernel _r{index}
+    q0: tuple        # first q of the phase per axis (output o = q*stride + r - pad)
+    extents: tuple   # number of q per axis
+    base: int        # padded-grid offset of q0
+    v_count: int
+    v_tiles: int
+
+
+@dataclass(frozen=True)
+class ForwardLayout:
+    pack: PackSpec
+    strides: tuple   # row pitch of the padded grid
+    phases: tuple    # ForwardPhase for every phase with outputs
+
+
+def forward_layout(geo, in_sp, out_sp, tn):
+    nd = geo.nd
+    live = []
+    lo, hi = [0] * nd, [i - 1 for i in in_sp]
+    for index, (r, taps) in enumerate(geo.forward_phases()):
+        q0 = tuple(-((rr - p) // s) for rr, p, s in zip(r, geo.pad, geo.stride))
+        q1 = tuple((o - 1 + p - rr) // s for o, p, rr, s in zip(out_sp, geo.pad, r, geo.stride))
+        extents = tuple(b - a + 1 for a, b in zip(q0, q1))
+        if any(e <= 0 for e in extents):
+            continue  # no output position falls in this phase
+        live.append((index, q0, extents))
+        for a in range(nd):
+            m_lo = min((m[a] for _, m in taps), default=0)
+            m_hi = max((m[a] for _, m in taps), default=0)
+            lo[a] = min(lo[a], q0[a] - m_hi)
+            hi[a] = max(hi[a], q0[a] + extents[a] - 1 - m_lo)
+    grid = tuple(h - l + 1 for l, h in zip(lo, hi))
+    strides = row_major_strides(grid)
+    phases, plane = [], prod(grid)
+    for index, q0, extents in live:
+        base = sum((q - l) * s for q, l, s in zip(q0, lo, strides))
+        v_count = virtual_count(extents, strides)
+        v_tiles = ceil(v_count / tn)
+        phases.append(ForwardPhase(index, q0, extents, base, v_count, v_tiles))
+        plane = max(plane, base + v_tiles * tn)  # junk lanes of the last tile read up to here
+    pack = PackSpec(grid, tuple(lo), (1,) * nd, tuple(in_sp), plane)
+    return ForwardLayout(pack, strides, tuple(phases))
+
+
+@dataclass(frozen=True)
+class BackwardLayout:
+    """The residue-plane grid shared by backward data and backward weights.
+
+    Input position i reads gy plane R at grid row i + D - qlo; x is laid on the same grid at row i (for the
+    weight gradient), so both operands of a tap advance together along the virtual positions v.
+    """
+
+    gy_pack: PackSpec
+    x_pack: PackSpec
+    strides: tuple
+    v_count: int
+    v_end: int       # v_count rounded up to the vector width: where the weight reduction stops
+
+
+def backward_layout(geo, in_sp, out_sp, tn, vw):
+    """tn: backward data's positions per tile; vw: the weight reduction's vector width."""
+    nd = geo.nd
+    qlo = backward_qlo(geo)
+    taps = geo.backward_taps()
+    qhi = tuple(max(-(-o // s) - 1, i - 1 + max(dd[a] for _, _, dd in taps))
+                for a, (o, s, i) in enumerate(zip(out_sp, geo.stride, in_sp)))
+    grid = tuple(h - l + 1 for l, h in zip(qlo, qhi))
+    strides = row_major_strides(grid)
+    v_count = virtual_count(in_sp, strides)
+    v_end = ceil(v_count / vw) * vw
+    reach = max(ceil(v_count / tn) * tn, v_end)  # the furthest virtual position either kernel reads
+    max_shift = max(sum((dd[a] - qlo[a]) * strides[a] for a in range(nd)) for _, _, dd in taps)
+    gy_pack = PackSpec(grid, qlo, geo.stride, tuple(out_sp), max(prod(grid), reach + max_shift))
+    x_pack = PackSpec(grid, (0,) * nd, (1,) * nd, tuple(in_sp), max(prod(grid), reach))
+    return BackwardLayout(gy_pack, x_pack, strides, v_count, v_end)

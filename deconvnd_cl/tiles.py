@@ -1,0 +1,48 @@
+"""Tile variants: how much work one work-item owns, per kernel family and device.
+
+A tile is (TM, TN, VW): TM maps x TN positions held in TM*TN/VW private vector accumulators (for backward
+weights, TM input maps x TN output maps, each a vector along the reduction). On a CPU device register tiling
+is the whole game (PERF-NOTES.md): about 12 vector accumulators fill AVX2's 16 registers, and one work-item per
+work-group lets PoCL run each tile as a plain loop nest. GPUs want smaller tiles and many work-items.
+The choice depends on the layer and the device, never on the spatial size, so new input sizes reuse builds.
+"""
+
+import numpy as np
+
+from .device import is_cpu
+
+ACCUMULATORS = 12
+
+
+def vector_width(device, dtype):
+    if not is_cpu(device):
+        return 4
+    return 4 if np.dtype(dtype) == np.float64 else 8
+
+
+def gemm_tile(device, dtype, maps):
+    """Forward / backward data: TM of `maps` (output maps per group, resp. input maps) x TN positions."""
+    vw = vector_width(device, dtype)
+    if not is_cpu(device):
+        return (min(4, maps), vw, vw)
+    tm = min(6, maps)
+    return (tm, vw * max(1, min(4, ACCUMULATORS // tm)), vw)
+
+
+def weights_tile(device, dtype, cig, cog):
+    """Backward weights: TM input maps x TN output maps, vector accumulators along the reduction."""
+    vw = vector_width(device, dtype)
+    budget = ACCUMULATORS if is_cpu(device) else 4
+    tm = min(4 if is_cpu(device) else 2, cig)
+    tn = min(cog, max(1, budget // tm))
+    return (tm, tn, vw)
+
+
+def local_size(device, program, kernel_name=None):
+    """Work-items per work-group for the tiled kernels: 1 on a CPU (a work-group is then one loop nest)."""
+    return 1 if is_cpu(device) else program.local_size(kernel_name, 64)
+
+
+def parallel_target(device):
+    """Work-items worth launching at least, to keep every compute unit busy."""
+    return 8 * device.max_compute_units if is_cpu(device) else 64 * device.max_compute_units

@@ -1,0 +1,81 @@
+## Backward data (input gradient): a strided direct convolution of the output gradient with W,
+##     gx[b, ci, i] = sum_{co, k} gy[b, co, i*stride + k*dilation - pad] * W[ci, co, k].
+## The host splits gy into stride residue planes (j = (i + D)*stride + R, see Geometry.backward_taps) with zero
+## borders, so every tap reads TN contiguous elements at a constant offset. A work-item owns TM input maps x TN
+## virtual positions of the padded plane grid (rows PS apart); positions past a row's end are never stored.
+<%namespace name="c" file="common.mako"/>\
+${c.prelude(dtype, index_bits, vw)}
+<% nvec = tn // vw %>
+__kernel void ${name}(
+    __global const dcl_t* restrict gyp, __global const dcl_t* restrict w, __global dcl_t* restrict gx,
+    const int cig, const int cog, const int ci_tiles, const int v_tiles, const dcl_idx plane,
+    const dcl_idx v_count, const dcl_idx in_size
+    % for a in range(nd - 1):
+    , const dcl_idx ps${a}
+    % endfor
+    % for a in range(nd):
+    , const int in${a}, const dcl_idx is${a}
+    % endfor
+    )
+{
+    const int vt = get_global_id(0);
+    if (vt >= v_tiles) return;
+    const int b = get_global_id(1);
+    const int g = get_global_id(2) / ci_tiles;
+    const int ci0 = (get_global_id(2) % ci_tiles) * ${tm};
+    const dcl_idx v0 = (dcl_idx)vt * ${tn};
+    const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
+
+    __global const dcl_t* gb = gyp + ((dcl_idx)b * cout + (dcl_idx)g * cog) * ${nplanes} * plane + v0;
+    % for t, (k, rr, dd) in enumerate(taps):
+    const dcl_idx off${t} = ${rr} * plane + ${" + ".join(f"{dd[a] - qlo[a]} * ps{a}" for a in range(nd - 1)) + (" + " if nd > 1 else "")}${dd[nd - 1] - qlo[nd - 1]};
+    % endfor
+    % for mi in range(tm):
+    __global const dcl_t* w${mi} = w + ((dcl_idx)g * cig + min(ci0 + ${mi}, cig - 1)) * cog * ${ks};
+    % for j in range(nvec):
+    dcl_accv acc${mi}_${j} = (dcl_accv)(0);
+    % endfor
+    % endfor
+
+    for (int co = 0; co < cog; ++co) {
+        % for t, (k, rr, dd) in enumerate(taps):
+        {
+            % for j in range(nvec):
+            const dcl_accv x${j} = DCL_LOADV(gb + off${t} + ${j * vw});
+            % endfor
+            % for mi in range(tm):
+            const dcl_acc w${mi}v = DCL_LOAD(w${mi} + ${sum(kk * st for kk, st in zip(k, kstrides))});
+            % for j in range(nvec):
+            acc${mi}_${j} = w${mi}v * x${j} + acc${mi}_${j};
+            % endfor
+            % endfor
+        }
+        % endfor
+        gb += ${nplanes} * plane;
+        % for mi in range(tm):
+        w${mi} += ${ks};
+        % endfor
+    }
+
+    // Epilogue: spill the tile to private memory, then store the lanes that are real input positions.
+    dcl_acc tile[${tm * tn}];
+    % for mi in range(tm):
+    % for j in range(nvec):
+    vstore${vw}(acc${mi}_${j}, 0, tile + ${mi * tn + j * vw});
+    % endfor
+    % endfor
+    __global dcl_t* xb = gx + ((dcl_idx)b * cin + (dcl_idx)g * cig + ci0) * in_size;
+    const int m_count = min(${tm}, cig - ci0);
+    for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
+        dcl_idx rem = v0 + n;
+        % for a in range(nd - 1):
+        const int i${a} = rem / ps${a}; rem -= (dcl_idx)i${a} * ps${a};
+        % endfor
+        const int i${nd - 1} = rem;
+        if (${" && ".join(f"i{a} < in{a}" for a in range(nd))}) {
+            const dcl_idx xo = ${" + ".join(f"(dcl_idx)i{a} * is{a}" for a in range(nd))};
+            for (int mi = 0; mi < m_count; ++mi)
+                DCL_STORE(tile[mi * ${tn} + n], xb + mi * in_size + xo);
+        }
+    }
+}

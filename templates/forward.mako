@@ -1,0 +1,87 @@
+## Forward deconvolution, owner-side: one kernel per stride phase r (o + pad = q*stride + r), each a register-
+## tiled implicit GEMM. A work-item owns TM output maps x TN consecutive "virtual" positions v of the phase's
+## output grid laid over the padded input grid (rows PS apart), so the input reads of a tap are TN contiguous
+## elements. Positions past a row's end are computed on padding and never stored.
+## Taps that reach phase r are known here, so the tap loop is unrolled with constant offsets and no tests.
+<%namespace name="c" file="common.mako"/>\
+${c.prelude(dtype, index_bits, vw)}
+<% nvec = tn // vw %>
+% for p, (r, taps) in enumerate(phases):
+__kernel void ${name}_r${p}(
+    __global const dcl_t* restrict xp, __global const dcl_t* restrict w, __global const dcl_t* restrict bias,
+    __global dcl_t* restrict y, const int has_bias, const int cig, const int cog, const int co_tiles,
+    const int v_tiles, const dcl_idx x_plane, const dcl_idx v_count, const dcl_idx base, const dcl_idx out_size
+    % for a in range(nd - 1):
+    , const dcl_idx ps${a}
+    % endfor
+    % for a in range(nd):
+    , const int qn${a}, const int q0${a}, const dcl_idx os${a}
+    % endfor
+    )
+{
+    const int vt = get_global_id(0);
+    if (vt >= v_tiles) return;
+    const int b = get_global_id(1);
+    const int g = get_global_id(2) / co_tiles;
+    const int co0 = (get_global_id(2) % co_tiles) * ${tm};
+    const dcl_idx v0 = (dcl_idx)vt * ${tn};
+    const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
+
+    __global const dcl_t* xb = xp + ((dcl_idx)b * cin + (dcl_idx)g * cig) * x_plane + base + v0;
+    % for t, (k, m) in enumerate(taps):
+    const dcl_idx off${t} = -(${" + ".join(f"{m[a]} * ps{a}" for a in range(nd - 1)) + (" + " if nd > 1 else "")}${m[nd - 1]});
+    % endfor
+    % for mi in range(tm):
+    __global const dcl_t* w${mi} = w + ((dcl_idx)g * cig * cog + min(co0 + ${mi}, cog - 1)) * ${ks};
+    const dcl_acc b${mi} = has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + min(co0 + ${mi}, cog - 1)) : (dcl_acc)0;
+    % for j in range(nvec):
+    dcl_accv acc${mi}_${j} = (dcl_accv)(b${mi});
+    % endfor
+    % endfor
+
+    % if taps:
+    for (int ci = 0; ci < cig; ++ci) {
+        % for t, (k, m) in enumerate(taps):
+        {
+            % for j in range(nvec):
+            const dcl_accv x${j} = DCL_LOADV(xb + off${t} + ${j * vw});
+            % endfor
+            % for mi in range(tm):
+            const dcl_acc w${mi}v = DCL_LOAD(w${mi} + ${sum(kk * st for kk, st in zip(k, kstrides))});
+            % for j in range(nvec):
+            acc${mi}_${j} = w${mi}v * x${j} + acc${mi}_${j};
+            % endfor
+            % endfor
+        }
+        % endfor
+        xb += x_plane;
+        % for mi in range(tm):
+        w${mi} += (dcl_idx)cog * ${ks};
+        % endfor
+    }
+    % endif
+
+    // Epilogue: spill the tile to private memory, then store the lanes that are real output positions.
+    dcl_acc tile[${tm * tn}];
+    % for mi in range(tm):
+    % for j in range(nvec):
+    vstore${vw}(acc${mi}_${j}, 0, tile + ${mi * tn + j * vw});
+    % endfor
+    % endfor
+    __global dcl_t* yb = y + ((dcl_idx)b * cout + (dcl_idx)g * cog + co0) * out_size;
+    const int m_count = min(${tm}, cog - co0);
+    for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
+        dcl_idx rem = v0 + n;
+        % for a in range(nd - 1):
+        const int qq${a} = rem / ps${a}; rem -= (dcl_idx)qq${a} * ps${a};
+        % endfor
+        const int qq${nd - 1} = rem;
+        if (${" && ".join(f"qq{a} < qn{a}" for a in range(nd))}) {
+            const dcl_idx yo = ${" + ".join(f"(dcl_idx)((q0{a} + qq{a}) * {stride[a]} + {r[a] - pad[a]}) * os{a}" for a in range(nd))};
+            for (int mi = 0; mi < m_count; ++mi)
+                DCL_STORE(tile[mi * ${tn} + n], yb + mi * out_size + yo);
+        }
+    }
+}
+
+% endfor

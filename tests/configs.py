@@ -1,0 +1,66 @@
+"""Layer configurations for the tests: a seeded random sweep over every parameter, with readable ids."""
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    batch: int
+    cin: int
+    cout: int
+    spatial: tuple
+    size: tuple
+    stride: tuple
+    pad: tuple
+    dilation: tuple
+    postpad: tuple
+    groups: int
+
+    @property
+    def nd(self):
+        return len(self.spatial)
+
+    @property
+    def out_spatial(self):
+        return tuple((i - 1) * s + d * (k - 1) - 2 * p + 1 + pp for i, k, s, p, d, pp in
+                     zip(self.spatial, self.size, self.stride, self.pad, self.dilation, self.postpad))
+
+    @property
+    def conv(self):
+        return dict(stride=self.stride, pad=self.pad, dilation=self.dilation, groups=self.groups)
+
+    @property
+    def id(self):
+        def axes(values):
+            return "x".join(map(str, values))
+        return (f"{self.nd}d-k{axes(self.size)}-s{axes(self.stride)}-p{axes(self.pad)}-d{axes(self.dilation)}"
+                f"-pp{axes(self.postpad)}-g{self.groups}-c{self.cin}to{self.cout}-n{self.batch}-i{axes(self.spatial)}")
+
+
+def random_config(rng):
+    nd = rng.choices([1, 2, 3, 4], weights=[3, 4, 2, 1])[0]
+    max_spatial = {1: 12, 2: 8, 3: 5, 4: 3}[nd]
+    groups = rng.choice([1, 1, 2, 3, "C"])
+    base_in = rng.choice([1, 2, 3, 4, 5, 7, 13, 17, 20])
+    base_out = rng.choice([1, 2, 3, 5, 6, 7, 11, 17, 20])
+    if groups == "C":  # depthwise-style: one input map per group
+        groups = base_in
+        cin, cout = base_in, base_in * rng.choice([1, 1, 2])
+    else:
+        cin, cout = base_in * groups, base_out * groups
+    while True:
+        size = tuple(rng.randint(1, 4) for _ in range(nd))
+        stride = tuple(rng.randint(1, 4) for _ in range(nd))
+        dilation = tuple(rng.randint(1, 3) for _ in range(nd))
+        pad = tuple(rng.randint(0, d * (k - 1)) for k, d in zip(size, dilation))
+        postpad = tuple(rng.randint(0, max(s, d) - 1) for s, d in zip(stride, dilation))
+        spatial = tuple(rng.choice([1, rng.randint(1, max_spatial)]) for _ in range(nd))
+        config = Config(rng.randint(1, 3), cin, cout, spatial, size, stride, pad, dilation, postpad, groups)
+        if all(o > 0 for o in config.out_spatial):
+            return config
+
+
+def sweep(count, seed):
+    rng = random.Random(seed)
+    return [random_config(rng) for _ in range(count)]

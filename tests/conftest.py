@@ -1,0 +1,64 @@
+"""Shared test setup: which OpenCL device runs the tests, tolerances, and small helpers.
+
+DECONVND_CL_TEST_DEVICES picks the device by a substring of "platform device" (like PYOPENCL_TEST); unset, the
+library's default device is used. Every test session gets its own kernel cache directory unless
+DECONVND_CL_CACHE_DIR is set, so tests never touch a user's cache.
+"""
+
+import os
+import tempfile
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cla
+import pytest
+
+os.environ.setdefault("DECONVND_CL_CACHE_DIR", tempfile.mkdtemp(prefix="deconvnd_cl_test_cache_"))
+
+import deconvnd_cl as dcl  # noqa: E402  (after the cache directory is chosen)
+from deconvnd_cl.device import all_devices  # noqa: E402
+
+# Relative L2 error allowed against the float64 reference, per dtype (RELIABILITY.md row 1).
+REL_L2 = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12, np.dtype(np.float16): 1e-3}
+
+
+def _test_device():
+    wanted = os.environ.get("DECONVND_CL_TEST_DEVICES")
+    if not wanted:
+        return None
+    for device in all_devices():
+        if wanted.lower() in f"{device.platform.name} {device.name}".lower():
+            return device
+    raise pytest.UsageError(f"DECONVND_CL_TEST_DEVICES={wanted!r} matches no OpenCL device")
+
+
+@pytest.fixture(scope="session")
+def queue():
+    device = _test_device()
+    if device is not None:
+        dcl.set_default_queue(cl.CommandQueue(cl.Context([device])))
+    return dcl.default_queue()
+
+
+@pytest.fixture(scope="session")
+def fp64(queue):
+    if "cl_khr_fp64" not in queue.device.extensions:
+        pytest.skip("device has no cl_khr_fp64")
+
+
+def to_device(queue, array, dtype=np.float32):
+    return cla.to_device(queue, np.ascontiguousarray(array, dtype=dtype))
+
+
+def rel_l2(actual, expected):
+    expected = np.asarray(expected, np.float64)
+    diff = np.linalg.norm((np.asarray(actual, np.float64) - expected).ravel())
+    scale = np.linalg.norm(expected.ravel())
+    return diff / scale if scale > 0 else diff
+
+
+def assert_close(actual, expected, dtype=np.float32, what="result"):
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert np.all(np.isfinite(actual)), f"{what}: non-finite values (unwritten output?)"
+    err = rel_l2(actual, expected)
+    assert err <= REL_L2[np.dtype(dtype)], f"{what}: relative L2 error {err:.3g} > {REL_L2[np.dtype(dtype)]}"

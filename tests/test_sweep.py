@@ -1,0 +1,69 @@
+"""The seeded random sweep over every parameter: all passes against the float64 reference.
+
+Every fresh output the library allocates is pre-filled with NaN here, so an element a kernel forgot to write
+fails the comparison instead of passing on a lucky zero.
+"""
+
+import zlib
+
+import numpy as np
+import pyopencl.array as cla
+import pytest
+
+import deconvnd_cl as dcl
+from deconvnd_cl import functional, reference
+from configs import sweep
+from conftest import assert_close, to_device
+
+CONFIGS = sweep(220, seed=20261125)
+
+
+@pytest.fixture(autouse=True)
+def nan_filled_outputs(monkeypatch):
+    def empty_nan(queue, shape, dtype):
+        array = cla.empty(queue, shape, dtype)
+        if array.size:
+            array.set(np.full(shape, np.nan, dtype))
+        return array
+    monkeypatch.setattr(functional, "_empty", empty_nan)
+
+
+def run_all_passes(queue, config, x, W, b, gy):
+    c = config
+    xd, Wd, bd, gyd = (to_device(queue, a) for a in (x, W, b, gy))
+    y = dcl.deconvNd(xd, Wd, bd, postpad=c.postpad, **c.conv).get()
+    gx = dcl.deconvNdBackwardData(gyd, Wd, xd, **c.conv).get()
+    wgrad, bgrad = dcl.deconvNdBackwardParams(xd, gyd, Wd, bd, **c.conv)
+    return y, gx, wgrad.get(), bgrad.get()
+
+
+def reference_passes(config, x, W, b, gy):
+    c = config
+    y = reference.forward(x, W, b, postpad=c.postpad, **c.conv)
+    gx = reference.backward_data(gy, W, c.spatial, **c.conv)
+    wgrad, bgrad = reference.backward_params(x, gy, W.shape, **c.conv)
+    return y, gx, wgrad, bgrad
+
+
+def operands(config, rng, integer):
+    c = config
+    shapes = ((c.batch, c.cin) + c.spatial, (c.cin, c.cout // c.groups) + c.size, (1, c.cout) + (1,) * c.nd,
+              (c.batch, c.cout) + c.out_spatial)
+    if integer:
+        return [rng.integers(-2, 3, shape).astype(np.float32) for shape in shapes]
+    return [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.id for c in CONFIGS])
+def test_all_passes_match_reference(queue, config):
+    rng = np.random.default_rng(zlib.crc32(config.id.encode()))
+    names = ("forward", "input grad", "W grad", "b grad")
+
+    ints = operands(config, rng, integer=True)
+    for name, got, want in zip(names, run_all_passes(queue, config, *ints), reference_passes(config, *ints)):
+        assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
+        np.testing.assert_array_equal(got, want, err_msg=f"{name} differs on integer-valued data")
+
+    reals = operands(config, rng, integer=False)
+    for name, got, want in zip(names, run_all_passes(queue, config, *reals), reference_passes(config, *reals)):
+        assert_close(got, want, what=name)
