@@ -1,0 +1,205 @@
+"""The kernel disk cache: warm processes build nothing, damage is survived, writers never block each other."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deconvnd_cl import disk_cache
+from deconvnd_cl.disk_cache import DiskCache, entries, verify_entry
+from deconvnd_cl.kernel_key import KernelKey
+from deconvnd_cl.kernel_manager import KernelManager
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One small layer, forward + backward, in a fresh process; prints what the kernel manager did.
+RUN_LAYER = """
+import json, warnings, numpy as np, pyopencl.array as cla, deconvnd_cl as dcl
+from deconvnd_cl.kernel_manager import manager
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    layer = dcl.Deconv2D(3, 4, size=3, stride=2, pad=1)
+    q = dcl.default_queue()
+    x = cla.to_device(q, np.ones((1, 3, 4, 4), np.float32))
+    y = layer(x)
+    layer.backward(cla.to_device(q, np.ones(y.shape, np.float32)))
+    ok = bool(np.isfinite(layer.grad.get()).all())
+print(json.dumps({"builds": manager().builds, "hits": manager().cache.hits, "ok": ok,
+                  "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+def env_for(cache_dir, **extra):
+    env = dict(os.environ, DECONVND_CL_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
+    env.pop("DECONVND_CL_NO_CACHE", None)
+    env.update(extra)
+    return env
+
+
+def run_layer(cache_dir, **extra):
+    result = subprocess.run([sys.executable, "-c", RUN_LAYER], env=env_for(cache_dir, **extra),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"process failed ({result.returncode}):\n{result.stderr[-3000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """A cache directory filled by one cold process."""
+    cache_dir = tmp_path_factory.mktemp("seeded")
+    first = run_layer(cache_dir)
+    assert first["ok"] and first["builds"] > 0 and first["hits"] == 0
+    return cache_dir
+
+
+def copy_of(seeded, tmp_path):
+    import shutil
+    target = tmp_path / "cache"
+    shutil.copytree(seeded, target)
+    return target
+
+
+def test_warm_process_builds_nothing(seeded, tmp_path):
+    cache_dir = copy_of(seeded, tmp_path)
+    # with building forbidden, only a fully warm cache can succeed
+    second = run_layer(cache_dir, DECONVND_CL_FORBID_BUILD="1")
+    assert second["ok"] and second["builds"] == 0 and second["hits"] > 0 and not second["warnings"]
+
+
+def binaries(cache_dir):
+    return sorted(Path(e["binary"]) for e in entries(cache_dir))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed", "flipped", "empty", "garbage-metadata",
+                                    "missing-binary"])
+def test_damaged_entry_is_rebuilt(seeded, tmp_path, damage):
+    cache_dir = copy_of(seeded, tmp_path)
+    rows = [e for e in entries(cache_dir) if "fwd" in e["name"]]
+    assert rows
+    binary, meta = Path(rows[0]["binary"]), Path(rows[0]["path"])
+    data = binary.read_bytes()
+    if damage == "truncated":
+        binary.write_bytes(data[: len(data) // 3])
+    elif damage == "zeroed":
+        binary.write_bytes(bytes(len(data)))
+    elif damage == "flipped":
+        flipped = bytearray(data)
+        flipped[len(data) // 2] ^= 0x10
+        binary.write_bytes(bytes(flipped))
+    elif damage == "empty":
+        binary.write_bytes(b"")
+    elif damage == "garbage-metadata":
+        meta.write_text("{not json")
+    else:
+        binary.unlink()
+    # loaded in a subprocess, so a driver crash on a bad binary fails this test, not the test runner
+    result = run_layer(cache_dir)
+    assert result["ok"] and result["builds"] == 1
+    assert len(result["warnings"]) == 1 and "discarding damaged kernel cache entry" in result["warnings"][0]
+    assert all(verify_entry(e["path"]) is None for e in entries(cache_dir))
+    again = run_layer(cache_dir, DECONVND_CL_FORBID_BUILD="1")
+    assert again["ok"] and again["builds"] == 0
+
+
+def test_concurrent_writers(tmp_path):
+    cache_dir = tmp_path / "shared"
+    layers = ["nd=2,inmaps=3,outmaps=5,size=3,stride=2,pad=1", "nd=1,inmaps=2,outmaps=2,size=4,stride=3",
+              "nd=3,inmaps=2,outmaps=3,size=2,stride=2"]
+    procs = [subprocess.Popen([sys.executable, "-m", "deconvnd_cl", "cache", "warm", *layers],
+                              env=env_for(cache_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    rows = entries(cache_dir)
+    assert rows and all(verify_entry(e["path"]) is None for e in rows)
+    verify = subprocess.run([sys.executable, "-m", "deconvnd_cl", "cache", "verify"], env=env_for(cache_dir),
+                            capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout
+    assert run_layer(cache_dir)["ok"]
+
+
+KILLED_WRITER = """
+import os, sys, time
+from deconvnd_cl import disk_cache
+real_write = disk_cache._atomic_write
+def slow_write(path, data):
+    if str(path).endswith(".bin"):
+        import tempfile
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        os.write(fd, data[: len(data) // 2])
+        print("WRITING", flush=True)
+        time.sleep(600)   # killed here, half-way through a binary
+    real_write(path, data)
+disk_cache._atomic_write = slow_write
+exec(open(sys.argv[1]).read())
+"""
+
+
+def test_writer_killed_mid_write(tmp_path):
+    cache_dir = tmp_path / "killed"
+    script = tmp_path / "run_layer.py"
+    script.write_text(RUN_LAYER)
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(script)], env=env_for(cache_dir),
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "WRITING"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    leftovers = list(cache_dir.glob("*/.tmp-*"))
+    assert leftovers, "the writer should have died with a temporary file half-written"
+    start = time.perf_counter()
+    result = run_layer(cache_dir)
+    assert result["ok"] and not result["warnings"]
+    assert time.perf_counter() - start < 120  # nothing waits on the dead writer (no lock files)
+    assert all(verify_entry(e["path"]) is None for e in entries(cache_dir))
+    assert disk_cache.remove_orphans(cache_dir, min_age_seconds=0) >= len(leftovers)
+    assert not list(cache_dir.glob("*/.tmp-*"))
+
+
+@pytest.mark.parametrize("changed", ["driver_version", "library_version", "template_hash", "device"])
+def test_identity_change_misses(queue, tmp_path, monkeypatch, changed):
+    cache = DiskCache(tmp_path)
+    key = KernelKey("pack", 2, "f32", 32)
+    manager = KernelManager(cache)
+    manager.program(queue, key)
+    source, device = manager.program(queue, key).source, queue.device
+    assert cache.load(device, key, source, "") is not None
+    real_identity = disk_cache.device_identity
+
+    def changed_identity(dev):
+        identity = real_identity(dev)
+        identity[changed] = identity[changed] + "-changed" if isinstance(identity[changed], str) else "x"
+        return identity
+    monkeypatch.setattr(disk_cache, "device_identity", changed_identity)
+    assert cache.load(device, key, source, "") is None
+    assert cache.load(device, key, source + "// edited template\n", "") is None
+
+
+def test_unwritable_cache_dir_degrades_to_memory(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_layer(blocker / "cache")
+    assert result["ok"] and result["builds"] > 0
+    assert len(result["warnings"]) == 1 and "cached in memory only" in result["warnings"][0]
+
+
+def test_no_home_works_uncached(tmp_path):
+    env = {k: v for k, v in env_for(tmp_path).items() if k not in ("HOME", "DECONVND_CL_CACHE_DIR",
+                                                                      "XDG_CACHE_HOME")}
+    result = subprocess.run([sys.executable, "-c", RUN_LAYER], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["ok"] and len(out["warnings"]) == 1 and "cached in memory only" in out["warnings"][0]
+
+
+def test_no_cache_switch(tmp_path):
+    result = run_layer(tmp_path / "off", DECONVND_CL_NO_CACHE="1")
+    assert result["ok"] and not (tmp_path / "off").exists()
