@@ -52,7 +52,7 @@ class DeconvND(Module):
         gx, (wgrad, bgrad) = functional.backward(
             self.inData, grad, self.W, self.b, want_data=updGrad, want_params=updParamGrads,
             wgrad=wvar.grad if updParamGrads else None, bgrad=bvar.grad if updParamGrads and bvar else None,
-            scale=scale, momentum=momentum, **self._conv_args())
+            scale=scale, momentum=momentum, variants=self.tiles, **self._conv_args())
         if updGrad:
             self.grad = gx
 

@@ -129,19 +129,26 @@ def _launch(queue, kernel, global_size, local_size, args):
     cl.enqueue_nd_range_kernel(queue, kernel, tuple(gs), (local_size,) + (1,) * (len(gs) - 1))
 
 
-def _pack(problem, src, planes, spec, index_bits):
-    """Launch `pack`: src (planes, *spec.ext) -> fresh (planes * nsplit, spec.plane) padded layout."""
+def _pack(problem, src, planes, spec, index_bits, channels=None, cpad=None):
+    """Launch `pack`: src (planes, *spec.ext) -> fresh (planes * nsplit, spec.plane) padded layout; with
+    `channels`, src is (planes, channels, *spec.ext) -> channels-last (planes * nsplit, spec.plane, cpad)."""
     queue = problem.queue
-    total = planes * spec.nsplit * spec.plane
+    total = planes * spec.nsplit * spec.plane * (cpad or 1)
     problem.check_alloc("a padded operand", total)
     dst = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, total * problem.dtype.itemsize)
     key = KernelKey("pack", len(spec.grid), dtype_tag(problem.dtype), index_bits)
     program = manager().program(queue, key)
     idx = _idx(index_bits)
-    args = [src, dst, idx(spec.plane), idx(prod(spec.grid)), idx(prod(spec.ext)), _int(spec.nsplit)]
+    rows = prod(spec.grid[:-1])
+    args = [src, dst, idx(spec.plane), idx(prod(spec.grid)), idx(prod(spec.ext)), _int(spec.nsplit), _int(rows)]
+    name = program.key.name
+    if channels is not None:
+        args += [_int(channels), _int(cpad)]
+        name += "_cl"
     for g, lo, s, e in zip(spec.grid, spec.lo, spec.split, spec.ext):
         args += [_int(g), _int(lo), _int(s), _int(e)]
-    _launch(queue, program.kernel(), (spec.plane, planes * spec.nsplit), program.local_size(None, 64), args)
+    _launch(queue, program.kernel(name), (rows + 1, planes * spec.nsplit),
+            tiles.copy_local_size(queue.device, program, name), args)
     return dst
 
 
@@ -155,6 +162,18 @@ def _finalize(problem, program, part, n_parts, dst, count, scale, momentum, inde
     kernel_name = program.key.name + "_finalize"
     _launch(problem.queue, program.kernel(kernel_name), (count,), program.local_size(kernel_name, 64),
             [part, dst.data, _idx(index_bits)(count), _int(n_parts), acc(scale), acc(momentum)])
+
+
+def _pack_weights(problem, program, W, rows, row_length, args, index_bits):
+    """Run a family's `_wpack` kernel: W -> the tile-major layout its work-items stream contiguously
+    (one work-item per row of row_length elements)."""
+    total = rows * row_length
+    problem.check_alloc("the packed weights", total)
+    wp = cl.Buffer(problem.queue.context, cl.mem_flags.READ_WRITE, total * problem.dtype.itemsize)
+    name = program.key.name + "_wpack"
+    _launch(problem.queue, program.kernel(name), (rows,), tiles.copy_local_size(problem.queue.device, program, name),
+            [_buffer(W), wp, *args, _idx(index_bits)(rows)])
+    return wp
 
 
 # ---------------------------------------------------------------------------------------------- forward
@@ -193,7 +212,8 @@ def _forward(problem, data, W, bias, tile=None):
     co_tiles = ceil(problem.cog / tm)
     out_strides = [prod(problem.out_sp[a + 1:]) for a in range(geo.nd)]
     bias_buffer = _buffer(bias) if bias is not None else _buffer(W)
-    w_buffer = _buffer(W)
+    w_buffer = _pack_weights(problem, program, W, geo.groups * co_tiles * problem.cig, geo.taps * tm,
+                             [_int(problem.cig), _int(problem.cog), _int(co_tiles)], bits)
     for phase in layout.phases:
         name = f"{program.key.name}_r{phase.index}"
         args = [xp, w_buffer, bias_buffer, y.data, _int(bias is not None), _int(problem.cig), _int(problem.cog),
@@ -244,14 +264,33 @@ def _backward_problem(grad, W, data_shape, stride, pad, dilation, groups, data_d
     return problem
 
 
-def _pack_grad(problem, grad, tile_bd, vw):
-    layout = backward_layout(problem.geo, problem.in_sp, problem.out_sp, tile_bd[1], vw)
-    planes = problem.N * problem.cout
-    bits = problem.index_bits(planes * layout.gy_pack.nsplit * layout.gy_pack.plane,
-                              problem.N * problem.cin * layout.x_pack.plane, problem.N * problem.cin
-                              * prod(problem.in_sp), problem.cin * problem.cog * problem.geo.taps)
-    gyp = _pack(problem, _buffer(grad), planes, layout.gy_pack, bits)
-    return layout, bits, gyp
+class _GradPacks:
+    """The output gradient laid out for the backward kernels, packed once per call and shared by them:
+    planar residue planes (backward data, narrow backward weights) and channels-last (wide backward weights)."""
+
+    def __init__(self, problem, grad, tile_bd, tile_bw):
+        self.problem, self.grad = problem, grad
+        self.layout = backward_layout(problem.geo, problem.in_sp, problem.out_sp, tile_bd[1], tile_bw[2])
+        spec = self.layout.gy_pack
+        self.cpad = (problem.geo.groups - 1) * problem.cog + ceil(problem.cog / tile_bw[1]) * tile_bw[1]
+        self.bits = problem.index_bits(problem.N * max(problem.cout, self.cpad) * spec.nsplit * spec.plane,
+                                       problem.N * problem.cin * self.layout.x_pack.plane,
+                                       problem.N * problem.cin * prod(problem.in_sp),
+                                       problem.cin * problem.cog * problem.geo.taps)
+        self._planar = self._channels_last = None
+
+    def planar(self):
+        if self._planar is None:
+            self._planar = _pack(self.problem, _buffer(self.grad), self.problem.N * self.problem.cout,
+                                 self.layout.gy_pack, self.bits)
+        return self._planar
+
+    def channels_last(self):
+        if self._channels_last is None:
+            problem, spec = self.problem, self.layout.gy_pack
+            self._channels_last = _pack(problem, _buffer(self.grad), problem.N, spec, self.bits,
+                                        channels=problem.cout, cpad=self.cpad)
+        return self._channels_last
 
 
 def deconvNdBackwardData(grad, W, data=None, stride=1, pad=0, dilation=1, groups=1, tile=None):
@@ -270,13 +309,17 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
         return gx
     tile = tile or tiles.gemm_tile(queue.device, problem.dtype, problem.cig)
     tm, tn, vw = tile
-    layout, bits, gyp = packed or _pack_grad(problem, grad, tile, vw)
+    packed = packed or _GradPacks(problem, grad, tile, tiles.weights_tile(queue.device, problem.dtype,
+                                                                          problem.cig, problem.cog))
+    layout, bits, gyp = packed.layout, packed.bits, packed.planar()
     program = manager().program(queue, problem.key("backward_data", tile, bits))
     idx = _idx(bits)
     ci_tiles = ceil(problem.cig / tm)
     v_tiles = ceil(layout.v_count / tn)
     in_strides = [prod(problem.in_sp[a + 1:]) for a in range(geo.nd)]
-    args = [gyp, _buffer(W), gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(v_tiles),
+    wp = _pack_weights(problem, program, W, geo.groups * ci_tiles * problem.cog, geo.taps * tm,
+                       [_int(problem.cig), _int(problem.cog), _int(ci_tiles)], bits)
+    args = [gyp, wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(v_tiles),
             idx(layout.gy_pack.plane), idx(layout.v_count), idx(prod(problem.in_sp))]
     args += [idx(s) for s in layout.strides[:-1]]
     for a in range(geo.nd):
@@ -319,7 +362,7 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
     else:
         momentum_b = momentum
     tile = tile or tiles.weights_tile(device, problem.dtype, problem.cig, problem.cog)
-    tm, tn, vw = tile
+    tm, tn, vw, gy_layout = tile
     acc_dtype = np.float64 if problem.dtype == np.float64 else np.float32
     acc_size = np.dtype(acc_dtype).itemsize
     w_size = W.size
@@ -329,9 +372,9 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         bias_part = cl_array.zeros(queue, problem.cout, acc_dtype).data if with_bias else None
         reduce = _reduce_program(problem, bits)
     else:
-        if packed is None:
-            packed = _pack_grad(problem, grad, tiles.gemm_tile(device, problem.dtype, problem.cig), vw)
-        layout, bits, gyp = packed
+        packed = packed or _GradPacks(problem, grad, tiles.gemm_tile(device, problem.dtype, problem.cig), tile)
+        layout, bits = packed.layout, packed.bits
+        gyp = packed.channels_last() if gy_layout == 1 else packed.planar()
 
         # stage one: partial sums over fixed chunks of the flattened (batch, position) space
         ci_tiles, co_tiles = ceil(problem.cig / tm), ceil(problem.cog / tn)
@@ -345,10 +388,11 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         xpk = _pack(problem, _buffer(data), problem.N * problem.cin, layout.x_pack, bits)
         program = manager().program(queue, problem.key("backward_weights", tile, bits))
         idx = _idx(bits)
-        args = [xpk, gyp, part, _int(problem.cig), _int(problem.cog), _int(co_tiles), _int(n_chunks), idx(chunk),
-                idx(k_total), idx(layout.v_end), idx(layout.x_pack.plane), idx(layout.gy_pack.plane)]
+        args = [xpk, gyp, part, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(co_tiles),
+                _int(n_chunks), idx(chunk), idx(k_total), idx(layout.v_end), idx(layout.x_pack.plane),
+                idx(layout.gy_pack.plane), _int(packed.cpad)]
         args += [idx(s) for s in layout.strides[:-1]]
-        _launch(queue, program.kernel(), (n_chunks, ci_tiles, co_tiles * geo.groups * geo.taps),
+        _launch(queue, program.kernel(), (ci_tiles, co_tiles * geo.groups, n_chunks * geo.taps),
                 tiles.local_size(queue.device, program), args)
 
         bias_part, bias_rows = None, problem.N
@@ -368,14 +412,16 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
 
 
 def backward(data, grad, W, bias, stride, pad, dilation, groups, want_data=True, want_params=True,
-             wgrad=None, bgrad=None, scale=1.0, momentum=0.0):
-    """Module helper: input grad and parameter grads from one packing of grad (validated once)."""
+             wgrad=None, bgrad=None, scale=1.0, momentum=0.0, variants=None):
+    """Module helper: input grad and parameter grads from one packing of grad (validated once).
+    `variants` maps a family name to a tile (as optimizeForShape picks them); defaults come from tiles.py."""
     problem = _backward_problem(grad, W, data.shape, stride, pad, dilation, groups)
-    device = problem.queue.device
-    tile_bd = tiles.gemm_tile(device, problem.dtype, problem.cig)
-    vw = tiles.weights_tile(device, problem.dtype, problem.cig, problem.cog)[2]
-    packed = _pack_grad(problem, grad, tile_bd, vw) if problem.N > 0 else None
+    device, variants = problem.queue.device, variants or {}
+    tile_bd = variants.get("backward_data") or tiles.gemm_tile(device, problem.dtype, problem.cig)
+    tile_bw = variants.get("backward_weights") or tiles.weights_tile(device, problem.dtype, problem.cig,
+                                                                      problem.cog)
+    packed = _GradPacks(problem, grad, tile_bd, tile_bw) if problem.N > 0 else None
     gx = _backward_data(problem, grad, W, tile_bd, packed) if want_data else None
     params = (_backward_params(problem, data, grad, W, bias is not None, wgrad, bgrad, scale, momentum,
-                               packed=packed) if want_params else (None, None))
+                               tile_bw, packed) if want_params else (None, None))
     return gx, params

@@ -54,7 +54,9 @@ def template_args(key):
     if key.family == "reduce":
         return dict(args, vw=key.tile[0])
     geo = Geometry(key.nd, key.size, key.stride, key.pad, key.dilation, (0,) * key.nd, key.groups)
-    tm, tn, vw = key.tile
+    tm, tn, vw = key.tile[:3]
+    if key.family == "backward_weights":
+        args.update(layout=key.tile[3])
     args.update(tm=tm, tn=tn, vw=vw, groups=key.groups, ks=geo.taps, kstrides=kernel_strides(key.size),
                 size=key.size, stride=key.stride, pad=key.pad, dilation=key.dilation)
     if key.family == "forward":

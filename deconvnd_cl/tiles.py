@@ -30,19 +30,30 @@ def gemm_tile(device, dtype, maps):
 
 
 def weights_tile(device, dtype, cig, cog):
-    """Backward weights: TM input maps x TN output maps, vector accumulators along the reduction."""
+    """Backward weights: (TM input maps, TN output maps, VW, gy layout); see backward_weights.mako.
+
+    With at least a vector's worth of output maps per group, vectors run over output maps (layout 1, the
+    forward's GEMM tile); with fewer (depthwise, narrow), over positions (layout 0)."""
     vw = vector_width(device, dtype)
+    if cog >= vw:
+        nvec = 2 if cog > vw and is_cpu(device) else 1
+        return (min(cig, (ACCUMULATORS if is_cpu(device) else 4) // nvec), nvec * vw, vw, 1)
     budget = ACCUMULATORS if is_cpu(device) else 4
     tm = min(4 if is_cpu(device) else 2, cig)
-    tn = min(cog, max(1, budget // tm))
-    return (tm, tn, vw)
+    return (tm, min(cog, max(1, budget // tm)), vw, 0)
 
 
 def local_size(device, program, kernel_name=None):
     """Work-items per work-group for the tiled kernels: 1 on a CPU (a work-group is then one loop nest)."""
-    return 1 if is_cpu(device) else program.local_size(kernel_name, 64)
+    import os
+    return int(os.environ.get("DCL_LS", "1")) if is_cpu(device) else program.local_size(kernel_name, 64)
 
 
 def parallel_target(device):
     """Work-items worth launching at least, to keep every compute unit busy."""
     return 8 * device.max_compute_units if is_cpu(device) else 64 * device.max_compute_units
+
+
+def copy_local_size(device, program, kernel_name=None):
+    """Work-items per work-group for the memory-bound pack kernels (PoCL runs a work-group as one loop)."""
+    return program.local_size(kernel_name, 16 if is_cpu(device) else 64)

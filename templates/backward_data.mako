@@ -3,11 +3,28 @@
 ## The host splits gy into stride residue planes (j = (i + D)*stride + R, see Geometry.backward_taps) with zero
 ## borders, so every tap reads TN contiguous elements at a constant offset. A work-item owns TM input maps x TN
 ## virtual positions of the padded plane grid (rows PS apart); positions past a row's end are never stored.
+## W is first repacked (_wpack) so each work-item streams its weights contiguously: wp[g][ci tile][co][tap][TM],
+## maps past cig zero-filled.
 <%namespace name="c" file="common.mako"/>\
 ${c.prelude(dtype, index_bits, vw)}
 <% nvec = tn // vw %>
+__kernel void ${name}_wpack(__global const dcl_t* restrict w, __global dcl_t* restrict wp, const int cig,
+                            const int cog, const int ci_tiles, const dcl_idx rows)
+{
+    const dcl_idx row = get_global_id(0);   // (g, ci tile, co)
+    if (row >= rows) return;
+    const int co = row % cog, cit = (row / cog) % ci_tiles, g = row / cog / ci_tiles;
+    __global dcl_t* d = wp + row * ${ks * tm};
+    for (int mi = 0; mi < ${tm}; ++mi) {
+        const int ci = cit * ${tm} + mi;
+        __global const dcl_t* s = w + (((dcl_idx)g * cig + DCL_MIN(ci, cig - 1)) * cog + co) * ${ks};
+        for (int t = 0; t < ${ks}; ++t)
+            DCL_STORE(ci < cig ? (dcl_acc)DCL_LOAD(s + t) : (dcl_acc)0, d + t * ${tm} + mi);
+    }
+}
+
 __kernel void ${name}(
-    __global const dcl_t* restrict gyp, __global const dcl_t* restrict w, __global dcl_t* restrict gx,
+    __global const dcl_t* restrict gyp, __global const dcl_t* restrict wp, __global dcl_t* restrict gx,
     const int cig, const int cog, const int ci_tiles, const int v_tiles, const dcl_idx plane,
     const dcl_idx v_count, const dcl_idx in_size
     % for a in range(nd - 1):
@@ -30,8 +47,8 @@ __kernel void ${name}(
     % for t, (k, rr, dd) in enumerate(taps):
     const dcl_idx off${t} = ${rr} * plane + ${" + ".join(f"{dd[a] - qlo[a]} * ps{a}" for a in range(nd - 1)) + (" + " if nd > 1 else "")}${dd[nd - 1] - qlo[nd - 1]};
     % endfor
+    __global const dcl_t* wb = wp + (dcl_idx)get_global_id(2) * cog * ${ks * tm};
     % for mi in range(tm):
-    __global const dcl_t* w${mi} = w + ((dcl_idx)g * cig + min(ci0 + ${mi}, cig - 1)) * cog * ${ks};
     % for j in range(nvec):
     dcl_accv acc${mi}_${j} = (dcl_accv)(0);
     % endfor
@@ -44,7 +61,7 @@ __kernel void ${name}(
             const dcl_accv x${j} = DCL_LOADV(gb + off${t} + ${j * vw});
             % endfor
             % for mi in range(tm):
-            const dcl_acc w${mi}v = DCL_LOAD(w${mi} + ${sum(kk * st for kk, st in zip(k, kstrides))});
+            const dcl_acc w${mi}v = DCL_LOAD(wb + ${t * tm + mi});
             % for j in range(nvec):
             acc${mi}_${j} = w${mi}v * x${j} + acc${mi}_${j};
             % endfor
@@ -52,20 +69,19 @@ __kernel void ${name}(
         }
         % endfor
         gb += ${nplanes} * plane;
-        % for mi in range(tm):
-        w${mi} += ${ks};
-        % endfor
+        wb += ${ks * tm};
     }
 
     // Epilogue: spill the tile to private memory, then store the lanes that are real input positions.
-    dcl_acc tile[${tm * tn}];
+    dcl_accv tile_v[${tm * nvec}];
     % for mi in range(tm):
     % for j in range(nvec):
-    vstore${vw}(acc${mi}_${j}, 0, tile + ${mi * tn + j * vw});
+    tile_v[${mi * nvec + j}] = acc${mi}_${j};
     % endfor
     % endfor
+    const dcl_acc* tile = (const dcl_acc*)tile_v;
     __global dcl_t* xb = gx + ((dcl_idx)b * cin + (dcl_idx)g * cig + ci0) * in_size;
-    const int m_count = min(${tm}, cig - ci0);
+    const int m_count = DCL_MIN(${tm}, cig - ci0);
     for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
         dcl_idx rem = v0 + n;
         % for a in range(nd - 1):

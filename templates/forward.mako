@@ -3,12 +3,35 @@
 ## output grid laid over the padded input grid (rows PS apart), so the input reads of a tap are TN contiguous
 ## elements. Positions past a row's end are computed on padding and never stored.
 ## Taps that reach phase r are known here, so the tap loop is unrolled with constant offsets and no tests.
+## W is first repacked (_wpack) so each work-item streams its weights contiguously: wp[g][co tile][ci][tap][TM],
+## taps in phase order, maps past cog zero-filled.
 <%namespace name="c" file="common.mako"/>\
 ${c.prelude(dtype, index_bits, vw)}
-<% nvec = tn // vw %>
+<%
+    nvec = tn // vw
+    tap_order = [sum(kk * st for kk, st in zip(k, kstrides)) for r, taps in phases for k, m in taps]
+    tap_base = [sum(len(taps) for r, taps in phases[:p]) for p in range(len(phases))]
+%>
+__constant int ${name}_tap_order[${ks}] = {${", ".join(str(t) for t in tap_order)}};
+
+__kernel void ${name}_wpack(__global const dcl_t* restrict w, __global dcl_t* restrict wp, const int cig,
+                            const int cog, const int co_tiles, const dcl_idx rows)
+{
+    const dcl_idx row = get_global_id(0);   // (g, co tile, ci)
+    if (row >= rows) return;
+    const int ci = row % cig, cot = (row / cig) % co_tiles, g = row / cig / co_tiles;
+    __global dcl_t* d = wp + row * ${ks * tm};
+    for (int mi = 0; mi < ${tm}; ++mi) {
+        const int co = cot * ${tm} + mi;
+        __global const dcl_t* s = w + (((dcl_idx)g * cig + ci) * cog + DCL_MIN(co, cog - 1)) * ${ks};
+        for (int t = 0; t < ${ks}; ++t)
+            DCL_STORE(co < cog ? (dcl_acc)DCL_LOAD(s + ${name}_tap_order[t]) : (dcl_acc)0, d + t * ${tm} + mi);
+    }
+}
+
 % for p, (r, taps) in enumerate(phases):
 __kernel void ${name}_r${p}(
-    __global const dcl_t* restrict xp, __global const dcl_t* restrict w, __global const dcl_t* restrict bias,
+    __global const dcl_t* restrict xp, __global const dcl_t* restrict wp, __global const dcl_t* restrict bias,
     __global dcl_t* restrict y, const int has_bias, const int cig, const int cog, const int co_tiles,
     const int v_tiles, const dcl_idx x_plane, const dcl_idx v_count, const dcl_idx base, const dcl_idx out_size
     % for a in range(nd - 1):
@@ -31,9 +54,9 @@ __kernel void ${name}_r${p}(
     % for t, (k, m) in enumerate(taps):
     const dcl_idx off${t} = -(${" + ".join(f"{m[a]} * ps{a}" for a in range(nd - 1)) + (" + " if nd > 1 else "")}${m[nd - 1]});
     % endfor
+    __global const dcl_t* wb = wp + ((dcl_idx)get_global_id(2) * cig * ${ks} + ${tap_base[p]}) * ${tm};
     % for mi in range(tm):
-    __global const dcl_t* w${mi} = w + ((dcl_idx)g * cig * cog + min(co0 + ${mi}, cog - 1)) * ${ks};
-    const dcl_acc b${mi} = has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + min(co0 + ${mi}, cog - 1)) : (dcl_acc)0;
+    const dcl_acc b${mi} = has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + DCL_MIN(co0 + ${mi}, cog - 1)) : (dcl_acc)0;
     % for j in range(nvec):
     dcl_accv acc${mi}_${j} = (dcl_accv)(b${mi});
     % endfor
@@ -47,7 +70,7 @@ __kernel void ${name}_r${p}(
             const dcl_accv x${j} = DCL_LOADV(xb + off${t} + ${j * vw});
             % endfor
             % for mi in range(tm):
-            const dcl_acc w${mi}v = DCL_LOAD(w${mi} + ${sum(kk * st for kk, st in zip(k, kstrides))});
+            const dcl_acc w${mi}v = DCL_LOAD(wb + ${t * tm + mi});
             % for j in range(nvec):
             acc${mi}_${j} = w${mi}v * x${j} + acc${mi}_${j};
             % endfor
@@ -55,21 +78,20 @@ __kernel void ${name}_r${p}(
         }
         % endfor
         xb += x_plane;
-        % for mi in range(tm):
-        w${mi} += (dcl_idx)cog * ${ks};
-        % endfor
+        wb += ${ks * tm};
     }
     % endif
 
     // Epilogue: spill the tile to private memory, then store the lanes that are real output positions.
-    dcl_acc tile[${tm * tn}];
+    dcl_accv tile_v[${tm * nvec}];
     % for mi in range(tm):
     % for j in range(nvec):
-    vstore${vw}(acc${mi}_${j}, 0, tile + ${mi * tn + j * vw});
+    tile_v[${mi * nvec + j}] = acc${mi}_${j};
     % endfor
     % endfor
+    const dcl_acc* tile = (const dcl_acc*)tile_v;
     __global dcl_t* yb = y + ((dcl_idx)b * cout + (dcl_idx)g * cog + co0) * out_size;
-    const int m_count = min(${tm}, cog - co0);
+    const int m_count = DCL_MIN(${tm}, cog - co0);
     for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
         dcl_idx rem = v0 + n;
         % for a in range(nd - 1):

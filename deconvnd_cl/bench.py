@@ -1,0 +1,251 @@
+"""Benchmark: forward, backward data, backward weights and a training step per layer, against PyTorch.
+
+Method (PERF-NOTES.md): warm-up launches first, the queue finished around every timing, the median of several
+repeats, PyTorch's CPU conv_transpose run alternating with ours in the same process (threads = cores), GFLOP/s
+counted as 2*N*Cin*(Cout/g)*prod(in)*prod(size) per pass, and an sgemm measured in the same process as the
+ceiling. Benchmarks report; they never assert.
+"""
+
+import os
+import time
+from math import prod
+
+import numpy as np
+import pyopencl.array as cla
+
+from . import functional, layer_spec
+from .device import default_queue, describe
+
+SUITE = [
+    ("DCGAN 512->256 8x8 k4s2p1 b16", "nd=2,inmaps=512,outmaps=256,size=4,stride=2,pad=1,batch=16,spatial=8x8"),
+    ("DCGAN out 128->3 32x32 k4s2p1 b16", "nd=2,inmaps=128,outmaps=3,size=4,stride=2,pad=1,batch=16,spatial=32x32"),
+    ("U-Net up 256->128 32x32 k2s2 b4", "nd=2,inmaps=256,outmaps=128,size=2,stride=2,batch=4,spatial=32x32"),
+    ("same 64->64 56x56 k3s1p1 b4", "nd=2,inmaps=64,outmaps=64,size=3,pad=1,batch=4,spatial=56x56"),
+    ("dilated 64->64 32x32 k3p2d2 b4", "nd=2,inmaps=64,outmaps=64,size=3,pad=2,dilation=2,batch=4,spatial=32x32"),
+    ("grouped 128->128 g32 32x32 k4s2p1 b4",
+     "nd=2,inmaps=128,outmaps=128,size=4,stride=2,pad=1,groups=32,batch=4,spatial=32x32"),
+    ("depthwise 64->64 g64 32x32 k4s2p1 b4",
+     "nd=2,inmaps=64,outmaps=64,size=4,stride=2,pad=1,groups=64,batch=4,spatial=32x32"),
+    ("V-Net up 3d 64->32 16^3 k2s2 b2", "nd=3,inmaps=64,outmaps=32,size=2,stride=2,batch=2,spatial=16x16x16"),
+    ("3d 32->16 16^3 k3s2p1 b2", "nd=3,inmaps=32,outmaps=16,size=3,stride=2,pad=1,batch=2,spatial=16x16x16"),
+    ("audio 1d 256->128 L1024 k16s8p4 b8",
+     "nd=1,inmaps=256,outmaps=128,size=16,stride=8,pad=4,batch=8,spatial=1024"),
+]
+
+PASSES = ("fwd", "bwd_data", "bwd_weights", "step")
+
+
+def suite_specs():
+    return [layer_spec.from_dict(dict(layer_spec.parse(text).to_dict(), name=name)) for name, text in SUITE]
+
+
+def flops(spec):
+    shape = spec.input_shape()
+    return 2 * shape[0] * spec.inmaps * (spec.outmaps // spec.groups) * prod(shape[2:]) * prod(
+        spec.geometry().size)
+
+
+def measure_sgemm(n=1024, repeats=3):
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times) / 1e9
+
+
+class OurLayer:
+    """The library's passes for one layer, on fixed random operands."""
+
+    def __init__(self, spec, queue, tiles=None):
+        g = spec.geometry()
+        rng = np.random.default_rng(0)
+        shape = spec.input_shape()
+        self.spec, self.queue, self.tiles = spec, queue, tiles or {}
+        self.conv = dict(stride=g.stride, pad=g.pad, dilation=g.dilation, groups=g.groups)
+        self.postpad = g.postpad
+        self.x = cla.to_device(queue, rng.standard_normal(shape).astype(np.float32))
+        self.W = cla.to_device(queue, (0.1 * rng.standard_normal((spec.inmaps, spec.outmaps // spec.groups)
+                                                                   + g.size)).astype(np.float32))
+        self.b = cla.to_device(queue, np.zeros((1, spec.outmaps) + (1,) * spec.nd, np.float32))
+        y = self.fwd()
+        self.grad = cla.to_device(queue, rng.standard_normal(y.shape).astype(np.float32))
+        self.wgrad, self.bgrad = cla.zeros_like(self.W), cla.zeros_like(self.b)
+
+    def fwd(self):
+        return functional.deconvNd(self.x, self.W, self.b, postpad=self.postpad, tile=self.tiles.get("forward"),
+                                   **self.conv)
+
+    def bwd_data(self):
+        return functional.deconvNdBackwardData(self.grad, self.W, self.x, tile=self.tiles.get("backward_data"),
+                                               **self.conv)
+
+    def bwd_weights(self):
+        return functional.deconvNdBackwardParams(self.x, self.grad, self.W, self.b, wgrad=self.wgrad,
+                                                 bgrad=self.bgrad, tile=self.tiles.get("backward_weights"),
+                                                 **self.conv)
+
+    def step(self):
+        self.fwd()
+        functional.backward(self.x, self.grad, self.W, self.b, wgrad=self.wgrad, bgrad=self.bgrad,
+                            variants=self.tiles, **self.conv)
+
+    def run(self, name):
+        getattr(self, name)()
+        self.queue.finish()
+
+
+class TorchLayer:
+    def __init__(self, spec, torch):
+        g = spec.geometry()
+        self.torch = torch
+        rng = np.random.default_rng(0)
+        shape = spec.input_shape()
+        self.fn = getattr(torch.nn.functional, f"conv_transpose{spec.nd}d")
+        self.kw = dict(stride=g.stride, padding=g.pad, output_padding=g.postpad, groups=g.groups,
+                       dilation=g.dilation)
+        self.x = torch.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+        self.W = torch.tensor((0.1 * rng.standard_normal((spec.inmaps, spec.outmaps // spec.groups) + g.size))
+                              .astype(np.float32), requires_grad=True)
+        self.b = torch.zeros(spec.outmaps, requires_grad=True)
+        with torch.no_grad():
+            self.grad = torch.randn_like(self.fn(self.x, self.W, self.b, **self.kw))
+
+    def run(self, name):
+        torch = self.torch
+        if name == "fwd":
+            with torch.no_grad():
+                self.fn(self.x, self.W, self.b, **self.kw)
+            return
+        y = self.fn(self.x, self.W, self.b, **self.kw)
+        wrt = {"bwd_data": [self.x], "bwd_weights": [self.W, self.b], "step": [self.x, self.W, self.b]}[name]
+        torch.autograd.grad(y, wrt, self.grad)
+
+
+def _median_alternating(runners, name, repeats):
+    """Median seconds per runner, alternating the runners each repeat (after one warm-up each)."""
+    for r in runners:
+        r.run(name)
+    times = [[] for _ in runners]
+    for _ in range(repeats):
+        for i, r in enumerate(runners):
+            start = time.perf_counter()
+            r.run(name)
+            times[i].append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
+
+
+def benchmark(specs, repeats=5, use_torch=True, tuned=False, out=print):
+    queue = default_queue()
+    torch = None
+    if use_torch:
+        try:
+            import torch
+            torch.set_num_threads(os.cpu_count() or 1)
+        except ImportError:
+            out("PyTorch not installed: timing deconvnd_cl alone")
+    ceiling = measure_sgemm()
+    out(f"device: {describe(queue.device)}; sgemm ceiling measured in this process: {ceiling:.0f} GFLOP/s; "
+        f"torch: {torch.__version__ + f' ({torch.get_num_threads()} threads)' if torch else 'none'}")
+    results = []
+    for spec in specs:
+        tiles = None
+        if tuned:
+            from .tuning import tune_layer
+            tiles = tune_layer(spec, queue)
+        ours = OurLayer(spec, queue, tiles)
+        peer = TorchLayer(spec, torch) if torch else None
+        row = {"layer": spec.label(), "gflop": flops(spec) / 1e9}
+        for name in PASSES:
+            runners = [ours] + ([peer] if peer else [])
+            times = _median_alternating(runners, name, repeats)
+            row[name] = times[0]
+            row[f"torch_{name}"] = times[1] if peer else None
+        results.append(row)
+        out(format_row(row, ceiling))
+    out(format_summary(results))
+    return results, ceiling
+
+
+def _pass_flops(row, name):
+    return row["gflop"] * {"fwd": 1, "bwd_data": 1, "bwd_weights": 1, "step": 3}[name]
+
+
+def format_row(row, ceiling):
+    gf = _pass_flops(row, "fwd") / row["fwd"]
+    parts = [f"{row['layer']:<40} fwd {1e3 * row['fwd']:8.2f} ms {gf:6.1f} GF/s ({100 * gf / ceiling:3.0f}%)"]
+    for name in PASSES:
+        if row.get(f"torch_{name}"):
+            parts.append(f"{name} x{row[f'torch_{name}'] / row[name]:.2f}")
+    return "  ".join(parts)
+
+
+def geomean(values):
+    values = [v for v in values if v]
+    return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
+
+
+def format_summary(results):
+    if not results or results[0].get("torch_fwd") is None:
+        return ""
+    lines = ["geometric mean speed-up vs PyTorch (peer time / ours):"]
+    for name in PASSES:
+        lines.append(f"  {name:<12} x{geomean([r[f'torch_{name}'] / r[name] for r in results]):.2f}")
+    return "\n".join(lines)
+
+
+def markdown_table(results, ceiling):
+    has_torch = results and results[0].get("torch_fwd") is not None
+    head = "| layer | fwd ms | fwd GF/s | % sgemm | bwd-data ms | bwd-weights ms | step ms |"
+    sep = "|---|---|---|---|---|---|---|"
+    if has_torch:
+        head += " torch fwd ms | torch step ms | fwd speed-up | bwd-data speed-up | bwd-weights speed-up | step speed-up |"
+        sep += "---|---|---|---|---|---|"
+    lines = [head, sep]
+    for r in results:
+        gf = r["gflop"] / r["fwd"]
+        line = (f"| {r['layer']} | {1e3 * r['fwd']:.2f} | {gf:.1f} | {100 * gf / ceiling:.0f}% | "
+                f"{1e3 * r['bwd_data']:.2f} | {1e3 * r['bwd_weights']:.2f} | {1e3 * r['step']:.2f} |")
+        if has_torch:
+            line += (f" {1e3 * r['torch_fwd']:.2f} | {1e3 * r['torch_step']:.2f} | "
+                     + " | ".join(f"{r[f'torch_{n}'] / r[n]:.2f}x" for n in PASSES) + " |")
+        lines.append(line)
+    if has_torch:
+        lines.append("| **geometric mean** | | | | | | | | | "
+                     + " | ".join(f"**{geomean([r[f'torch_{n}'] / r[n] for r in results]):.2f}x**"
+                                  for n in PASSES) + " |")
+    return "\n".join(lines)
+
+
+def plot(results, ceiling, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = [r["layer"] for r in results]
+    ours = [r["gflop"] / r["fwd"] for r in results]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(11, 5))
+    width = 0.4 if results[0].get("torch_fwd") else 0.8
+    ax.bar(x - (width / 2 if width < 0.8 else 0), ours, width, label="deconvnd_cl (PoCL)")
+    if results[0].get("torch_fwd"):
+        ax.bar(x + width / 2, [r["gflop"] / r["torch_fwd"] for r in results], width, label="PyTorch CPU")
+    ax.axhline(ceiling, color="gray", linestyle="--", label=f"sgemm ceiling ({ceiling:.0f})")
+    ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("forward GFLOP/s")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def run_cli(args, specs):
+    if args.suite or not specs:
+        specs = suite_specs() + specs
+    results, ceiling = benchmark(specs, repeats=args.repeats, use_torch=not args.no_torch, tuned=args.tuned)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown_table(results, ceiling) + "\n")
+    if args.plot:
+        plot(results, ceiling, args.plot)
+    return 0

@@ -1,0 +1,14 @@
+#!/usr/bin/env python3
+"""Benchmark deconvnd_cl against PyTorch's CPU conv_transpose on the suite of PERF-NOTES.md's layer families.
+
+    python tools/bench.py                      # the suite, table to stdout
+    python tools/bench.py --markdown docs/performance-table.md --plot docs/performance.png
+Same options as `deconvnd-cl bench` (this script is that command).
+"""
+
+import sys
+
+from deconvnd_cl.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["bench", *sys.argv[1:]]))
