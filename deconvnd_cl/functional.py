@@ -133,6 +133,10 @@ def _pack(problem, src, planes, spec, index_bits, channels=None, cpad=None):
     """Launch `pack`: src (planes, *spec.ext) -> fresh (planes * nsplit, spec.plane) padded layout; with
     `channels`, src is (planes, channels, *spec.ext) -> channels-last (planes * nsplit, spec.plane, cpad)."""
     queue = problem.queue
+    identity = (channels is None and spec.nsplit == 1 and not any(spec.lo) and spec.grid == spec.ext
+                and spec.plane == prod(spec.ext))
+    if identity:  # no border, no tail: the operand already is its own padded layout
+        return src
     total = planes * spec.nsplit * spec.plane * (cpad or 1)
     problem.check_alloc("a padded operand", total)
     dst = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, total * problem.dtype.itemsize)
@@ -140,14 +144,17 @@ def _pack(problem, src, planes, spec, index_bits, channels=None, cpad=None):
     program = manager().program(queue, key)
     idx = _idx(index_bits)
     rows = prod(spec.grid[:-1])
-    args = [src, dst, idx(spec.plane), idx(prod(spec.grid)), idx(prod(spec.ext)), _int(spec.nsplit), _int(rows)]
-    name = program.key.name
+    rows_per_item = max(1, min(rows, 4096 // spec.grid[-1]))  # about 4K elements a work-item
+    blocks = ceil(rows / rows_per_item)
+    name, args = program.key.name, [src, dst]
     if channels is not None:
-        args += [_int(channels), _int(cpad)]
         name += "_cl"
+        args += [_int(channels), _int(cpad)]
+    args += [idx(spec.plane), idx(prod(spec.grid)), idx(prod(spec.ext)), _int(spec.nsplit), _int(rows),
+             _int(rows_per_item)]
     for g, lo, s, e in zip(spec.grid, spec.lo, spec.split, spec.ext):
         args += [_int(g), _int(lo), _int(s), _int(e)]
-    _launch(queue, program.kernel(name), (rows + 1, planes * spec.nsplit),
+    _launch(queue, program.kernel(name), (blocks + 1, planes * spec.nsplit),
             tiles.copy_local_size(queue.device, program, name), args)
     return dst
 
@@ -222,7 +229,7 @@ def _forward(problem, data, W, bias, tile=None):
         args += [idx(s) for s in layout.strides[:-1]]
         for a in range(geo.nd):
             args += [_int(phase.extents[a]), _int(phase.q0[a]), idx(out_strides[a])]
-        _launch(queue, program.kernel(name), (phase.v_tiles, problem.N, geo.groups * co_tiles),
+        _launch(queue, program.kernel(name), (geo.groups * co_tiles, phase.v_tiles, problem.N),
                 tiles.local_size(queue.device, program, name), args)
     return y
 
@@ -324,7 +331,7 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
     args += [idx(s) for s in layout.strides[:-1]]
     for a in range(geo.nd):
         args += [_int(problem.in_sp[a]), idx(in_strides[a])]
-    _launch(queue, program.kernel(), (v_tiles, problem.N, geo.groups * ci_tiles),
+    _launch(queue, program.kernel(), (geo.groups * ci_tiles, v_tiles, problem.N),
             tiles.local_size(queue.device, program), args)
     return gx
 

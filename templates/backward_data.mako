@@ -35,11 +35,14 @@ __kernel void ${name}(
     % endfor
     )
 {
-    const int vt = get_global_id(0);
-    if (vt >= v_tiles) return;
-    const int b = get_global_id(1);
-    const int g = get_global_id(2) / ci_tiles;
-    const int ci0 = (get_global_id(2) % ci_tiles) * ${tm};
+    // dimension 0 (the fastest on CPU devices) runs over map tiles, so the work-groups that share an input
+    // tile run back to back while it is still in cache
+    const int mt = get_global_id(0);
+    if (mt >= ci_tiles * ${groups}) return;
+    const int vt = get_global_id(1);
+    const int b = get_global_id(2);
+    const int g = mt / ci_tiles;
+    const int ci0 = (mt % ci_tiles) * ${tm};
     const dcl_idx v0 = (dcl_idx)vt * ${tn};
     const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
 
@@ -47,7 +50,7 @@ __kernel void ${name}(
     % for t, (k, rr, dd) in enumerate(taps):
     const dcl_idx off${t} = ${rr} * plane + ${" + ".join(f"{dd[a] - qlo[a]} * ps{a}" for a in range(nd - 1)) + (" + " if nd > 1 else "")}${dd[nd - 1] - qlo[nd - 1]};
     % endfor
-    __global const dcl_t* wb = wp + (dcl_idx)get_global_id(2) * cog * ${ks * tm};
+    __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ${ks * tm};
     % for mi in range(tm):
     % for j in range(nvec):
     dcl_accv acc${mi}_${j} = (dcl_accv)(0);

@@ -42,11 +42,14 @@ __kernel void ${name}_r${p}(
     % endfor
     )
 {
-    const int vt = get_global_id(0);
-    if (vt >= v_tiles) return;
-    const int b = get_global_id(1);
-    const int g = get_global_id(2) / co_tiles;
-    const int co0 = (get_global_id(2) % co_tiles) * ${tm};
+    // dimension 0 (the fastest on CPU devices) runs over map tiles, so the work-groups that share an input
+    // tile run back to back while it is still in cache
+    const int mt = get_global_id(0);
+    if (mt >= co_tiles * ${groups}) return;
+    const int vt = get_global_id(1);
+    const int b = get_global_id(2);
+    const int g = mt / co_tiles;
+    const int co0 = (mt % co_tiles) * ${tm};
     const dcl_idx v0 = (dcl_idx)vt * ${tn};
     const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
 
@@ -54,7 +57,7 @@ __kernel void ${name}_r${p}(
     % for t, (k, m) in enumerate(taps):
     const dcl_idx off${t} = -(${" + ".join(f"{m[a]} * ps{a}" for a in range(nd - 1)) + (" + " if nd > 1 else "")}${m[nd - 1]});
     % endfor
-    __global const dcl_t* wb = wp + ((dcl_idx)get_global_id(2) * cig * ${ks} + ${tap_base[p]}) * ${tm};
+    __global const dcl_t* wb = wp + ((dcl_idx)mt * cig * ${ks} + ${tap_base[p]}) * ${tm};
     % for mi in range(tm):
     const dcl_acc b${mi} = has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + DCL_MIN(co0 + ${mi}, cog - 1)) : (dcl_acc)0;
     % for j in range(nvec):

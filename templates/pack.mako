@@ -3,114 +3,112 @@
 ## for p on the grid of extents grid0..grid{nd-1} (row-major), and 0 on the tail [grid size, dst_plane) that
 ## keeps every tile's reads inside its own plane. Writing every element means padding and tail are zeros, so
 ## junk lanes of the tiled kernels compute on zeros, never on stale memory or another plane's data.
-## A work-item copies one grid row (the last work-item of a plane zero-fills its tail): index arithmetic once
-## per row, then a plain copy loop between two zero runs.
+## A work-item copies a block of grid rows (one more block zero-fills the plane's tail): row coordinates are
+## divided out once per block and then stepped, each row a plain copy loop between two zero runs.
 <%namespace name="c" file="common.mako"/>\
 ${c.prelude(dtype, index_bits, 4)}
 <% last = nd - 1 %>
-__kernel void ${name}(
-    __global const dcl_t* restrict src, __global dcl_t* restrict dst, const dcl_idx dst_plane,
-    const dcl_idx grid_size, const dcl_idx src_plane, const int n_split, const int rows
+<%def name="params()">
+    const dcl_idx dst_plane, const dcl_idx grid_size, const dcl_idx src_plane, const int n_split,
+    const int rows, const int rows_per_item
     % for a in range(nd):
     , const int grid${a}, const int lo${a}, const int split${a}, const int ext${a}
     % endfor
-    )
-{
-    const int row = get_global_id(0);
-    if (row > rows) return;
-    const dcl_idx plane = get_global_id(1);   // (source plane, residue) pairs
-    __global dcl_t* d = dst + plane * dst_plane;
-    if (row == rows) {   // the tail past the grid
-        for (dcl_idx p = grid_size; p < dst_plane; ++p)
-            DCL_STORE((dcl_acc)0, d + p);
+</%def>
+## Sets up the block: row0/row1, the residues r{a}, the grid coordinates g{a} of row0; `tail` is the statement
+## that zero-fills the plane's tail (run by the extra block).
+<%def name="block_setup(tail)">
+    const int blocks = (rows + rows_per_item - 1) / rows_per_item;
+    const int block = get_global_id(0);
+    if (block > blocks) return;
+    const dcl_idx plane = get_global_id(1);
+    if (block == blocks) {
+        ${tail}
         return;
     }
-    d += (dcl_idx)row * grid${last};
+    const int row0 = block * rows_per_item, row1 = DCL_MIN(rows, row0 + rows_per_item);
     int rl = plane % n_split;
-    const int r${last} = rl % split${last}; rl /= split${last};
-    int rr = row;
-    bool inside = true;
-    dcl_idx src_offset = 0, src_stride = ext${last};
-    % for a in reversed(range(nd - 1)):
-    {
-        const int ga = rr % grid${a}; rr /= grid${a};
-        const int ra = rl % split${a}; rl /= split${a};
-        const int ja = (ga + lo${a}) * split${a} + ra;
-        inside = inside && ja >= 0 && ja < ext${a};
-        src_offset += (dcl_idx)ja * src_stride;
-        src_stride *= ext${a};
-    }
+    % for a in reversed(range(nd)):
+    const int r${a} = rl % split${a}; rl /= split${a};
     % endfor
-    // along the last axis: source index j = (p + lo)*split + r is inside for p in [p_lo, p_hi)
-    int p_lo = 0, p_hi = 0;
-    if (inside) {
-        p_lo = DCL_MIN(grid${last}, DCL_MAX(0, (-r${last} + split${last} - 1) / split${last} - lo${last}));
-        p_hi = DCL_MAX(p_lo, DCL_MIN(grid${last}, (ext${last} - r${last} + split${last} - 1) / split${last} - lo${last}));
+    int rr = row0;
+    % for a in reversed(range(nd - 1)):
+    int g${a} = rr % grid${a}; rr /= grid${a};
+    % endfor
+    // along the last axis the source index (p + lo)*split + r is inside for p in [p_lo, p_hi)
+    const int p_lo = DCL_MIN(grid${last}, DCL_MAX(0, (split${last} - 1 - r${last}) / split${last} - lo${last}));
+    const int p_hi = DCL_MAX(p_lo, DCL_MIN(grid${last}, (ext${last} - r${last} + split${last} - 1) / split${last} - lo${last}));
+</%def>
+## Per row: `inside` and `src_offset` (of grid position p = 0 on this row); then steps the coordinates.
+<%def name="row_source()">
+        bool inside = true;
+        dcl_idx src_offset = (dcl_idx)lo${last} * split${last} + r${last}, src_stride = ext${last};
+        % for a in reversed(range(nd - 1)):
+        {
+            const int ja = (g${a} + lo${a}) * split${a} + r${a};
+            inside = inside && ja >= 0 && ja < ext${a};
+            src_offset += (dcl_idx)ja * src_stride;
+            src_stride *= ext${a};
+        }
+        % endfor
+</%def>
+<%def name="step_row()">
+        % if nd > 1:
+        if (++g${nd - 2} == grid${nd - 2}) {
+            g${nd - 2} = 0;
+            % for a in reversed(range(nd - 2)):
+            if (++g${a} == grid${a}) { g${a} = 0;
+            % endfor
+            % for a in reversed(range(nd - 2)):
+            }
+            % endfor
+        }
+        % endif
+</%def>
+
+__kernel void ${name}(__global const dcl_t* restrict src, __global dcl_t* restrict dst, ${params()})
+{
+    ${block_setup("for (dcl_idx e = grid_size; e < dst_plane; ++e) DCL_STORE((dcl_acc)0, dst + plane * dst_plane + e);")}
+    __global const dcl_t* s_plane = src + (plane / n_split) * src_plane;
+    for (int row = row0; row < row1; ++row) {
+        ${row_source()}
+        __global dcl_t* d = dst + plane * dst_plane + (dcl_idx)row * grid${last};
+        __global const dcl_t* s = s_plane + src_offset;
+        const int lo_end = inside ? p_lo : grid${last}, hi_end = inside ? p_hi : grid${last};
+        int p = 0;
+        for (; p < lo_end; ++p)
+            DCL_STORE((dcl_acc)0, d + p);
+        if (split${last} == 1)
+            for (; p < hi_end; ++p)
+                DCL_STORE((dcl_acc)DCL_LOAD(s + p), d + p);
+        else
+            for (; p < hi_end; ++p)
+                DCL_STORE((dcl_acc)DCL_LOAD(s + (dcl_idx)p * split${last}), d + p);
+        for (; p < grid${last}; ++p)
+            DCL_STORE((dcl_acc)0, d + p);
+        ${step_row()}
     }
-    __global const dcl_t* s = src + (plane / n_split) * src_plane + src_offset
-                              + ((dcl_idx)lo${last} * split${last} + r${last});
-    int p = 0;
-    for (; p < p_lo; ++p)
-        DCL_STORE((dcl_acc)0, d + p);
-    if (split${last} == 1)
-        for (; p < p_hi; ++p)
-            DCL_STORE((dcl_acc)DCL_LOAD(s + p), d + p);
-    else
-        for (; p < p_hi; ++p)
-            DCL_STORE((dcl_acc)DCL_LOAD(s + (dcl_idx)p * split${last}), d + p);
-    for (; p < grid${last}; ++p)
-        DCL_STORE((dcl_acc)0, d + p);
 }
 
 ## Channels-last variant: dst[b, R, p, c] (c fastest, pitch cpad >= channels) for backward weights, whose
 ## work-items vectorise over output maps. Positions past the grid and maps past `channels` are zero.
-__kernel void ${name}_cl(
-    __global const dcl_t* restrict src, __global dcl_t* restrict dst, const dcl_idx dst_plane,
-    const dcl_idx grid_size, const dcl_idx src_plane, const int n_split, const int rows, const int channels,
-    const int cpad
-    % for a in range(nd):
-    , const int grid${a}, const int lo${a}, const int split${a}, const int ext${a}
-    % endfor
-    )
+__kernel void ${name}_cl(__global const dcl_t* restrict src, __global dcl_t* restrict dst, const int channels,
+                         const int cpad, ${params()})
 {
-    const int row = get_global_id(0);
-    if (row > rows) return;
-    const dcl_idx plane = get_global_id(1);   // (batch item, residue) pairs
-    __global dcl_t* d = dst + plane * dst_plane * cpad;
-    if (row == rows) {   // the tail past the grid
-        for (dcl_idx e = grid_size * cpad; e < dst_plane * cpad; ++e)
-            DCL_STORE((dcl_acc)0, d + e);
-        return;
-    }
-    d += (dcl_idx)row * grid${last} * cpad;
-    int rl = plane % n_split;
-    const int r${last} = rl % split${last}; rl /= split${last};
-    int rr = row;
-    bool inside = true;
-    dcl_idx src_offset = 0, src_stride = ext${last};
-    % for a in reversed(range(nd - 1)):
-    {
-        const int ga = rr % grid${a}; rr /= grid${a};
-        const int ra = rl % split${a}; rl /= split${a};
-        const int ja = (ga + lo${a}) * split${a} + ra;
-        inside = inside && ja >= 0 && ja < ext${a};
-        src_offset += (dcl_idx)ja * src_stride;
-        src_stride *= ext${a};
-    }
-    % endfor
-    int p_lo = 0, p_hi = 0;
-    if (inside) {
-        p_lo = DCL_MIN(grid${last}, DCL_MAX(0, (-r${last} + split${last} - 1) / split${last} - lo${last}));
-        p_hi = DCL_MAX(p_lo, DCL_MIN(grid${last}, (ext${last} - r${last} + split${last} - 1) / split${last} - lo${last}));
-    }
-    __global const dcl_t* s = src + (plane / n_split) * channels * src_plane + src_offset
-                              + ((dcl_idx)lo${last} * split${last} + r${last});
-    for (int c = 0; c < cpad; ++c) {
-        __global const dcl_t* sc = s + (dcl_idx)c * src_plane;
-        for (int p = 0; p < grid${last}; ++p) {
-            const dcl_acc value = (c < channels && p >= p_lo && p < p_hi)
-                                  ? (dcl_acc)DCL_LOAD(sc + (dcl_idx)p * split${last}) : (dcl_acc)0;
-            DCL_STORE(value, d + (dcl_idx)p * cpad + c);
+    ${block_setup("for (dcl_idx e = grid_size * cpad; e < dst_plane * cpad; ++e) DCL_STORE((dcl_acc)0, dst + plane * dst_plane * cpad + e);")}
+    __global const dcl_t* s_plane = src + (plane / n_split) * channels * src_plane;
+    for (int row = row0; row < row1; ++row) {
+        ${row_source()}
+        __global dcl_t* d = dst + (plane * dst_plane + (dcl_idx)row * grid${last}) * cpad;
+        for (int ch = 0; ch < cpad; ++ch) {
+            __global const dcl_t* s = s_plane + (dcl_idx)ch * src_plane + src_offset;
+            const bool live = inside && ch < channels;
+            for (int p = 0; p < grid${last}; ++p) {
+                const dcl_acc value = (live && p >= p_lo && p < p_hi)
+                                      ? (dcl_acc)DCL_LOAD(s + (dcl_idx)p * split${last}) : (dcl_acc)0;
+                DCL_STORE(value, d + (dcl_idx)p * cpad + ch);
+            }
         }
+        ${step_row()}
     }
 }
