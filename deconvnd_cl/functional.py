@@ -6,6 +6,7 @@ kernel family, reduce where needed. Outputs are fresh arrays; gradients passed i
 written by the last kernel of a call, so a call that fails leaves them as they were.
 """
 
+import os
 from math import ceil, prod
 
 import numpy as np
@@ -93,7 +94,10 @@ class _Problem:
         return (self.N, self.cout) + self.out_sp
 
     def index_bits(self, *element_counts):
-        """32-bit index arithmetic when every buffer's largest linear index fits, else 64-bit."""
+        """32-bit index arithmetic when every buffer's largest linear index fits, else 64-bit.
+        DECONVND_CL_INDEX_BITS=64 forces 64-bit (the tests compare both on small shapes)."""
+        if os.environ.get("DECONVND_CL_INDEX_BITS") == "64":
+            return 64
         return 32 if max(element_counts) + 1024 <= INT32_LIMIT else 64
 
     def check_alloc(self, what, elements, itemsize=None):
@@ -123,6 +127,8 @@ def _idx(bits):
 
 
 def _launch(queue, kernel, global_size, local_size, args):
+    if not all(global_size):  # nothing to compute: never enqueue an empty range
+        return
     gs = list(global_size)
     gs[0] = ceil(gs[0] / local_size) * local_size
     kernel.set_args(*args)
@@ -221,16 +227,17 @@ def _forward(problem, data, W, bias, tile=None):
     bias_buffer = _buffer(bias) if bias is not None else _buffer(W)
     w_buffer = _pack_weights(problem, program, W, geo.groups * co_tiles * problem.cig, geo.taps * tm,
                              [_int(problem.cig), _int(problem.cog), _int(co_tiles)], bits)
-    for phase in layout.phases:
-        name = f"{program.key.name}_r{phase.index}"
-        args = [xp, w_buffer, bias_buffer, y.data, _int(bias is not None), _int(problem.cig), _int(problem.cog),
-                _int(co_tiles), _int(phase.v_tiles), idx(layout.pack.plane), idx(phase.v_count), idx(phase.base),
-                idx(prod(problem.out_sp))]
-        args += [idx(s) for s in layout.strides[:-1]]
-        for a in range(geo.nd):
-            args += [_int(phase.extents[a]), _int(phase.q0[a]), idx(out_strides[a])]
-        _launch(queue, program.kernel(name), (geo.groups * co_tiles, phase.v_tiles, problem.N),
-                tiles.local_size(queue.device, program, name), args)
+    phase_info = np.zeros((len(geo.forward_phases()), 3 + 2 * geo.nd), np.int64 if bits == 64 else np.int32)
+    for phase in layout.phases:  # phases without outputs keep v_tiles = 0
+        phase_info[phase.index, :3] = (phase.v_tiles, phase.v_count, phase.base)
+        phase_info[phase.index, 3::2], phase_info[phase.index, 4::2] = phase.q0, phase.extents
+    info = cl.Buffer(queue.context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=phase_info)
+    args = [xp, w_buffer, bias_buffer, y.data, info, _int(bias is not None), _int(problem.cig), _int(problem.cog),
+            _int(co_tiles), idx(layout.pack.plane), idx(prod(problem.out_sp))]
+    args += [idx(s) for s in layout.strides[:-1]] + [idx(s) for s in out_strides]
+    v_tiles = max(phase.v_tiles for phase in layout.phases)
+    _launch(queue, program.kernel(), (len(phase_info) * geo.groups * co_tiles, v_tiles, problem.N),
+            tiles.local_size(queue.device, program), args)
     return y
 
 
@@ -281,7 +288,6 @@ class _GradPacks:
         spec = self.layout.gy_pack
         self.cpad = (problem.geo.groups - 1) * problem.cog + ceil(problem.cog / tile_bw[1]) * tile_bw[1]
         self.bits = problem.index_bits(problem.N * max(problem.cout, self.cpad) * spec.nsplit * spec.plane,
-                                       problem.N * problem.cin * self.layout.x_pack.plane,
                                        problem.N * problem.cin * prod(problem.in_sp),
                                        problem.cin * problem.cog * problem.geo.taps)
         self._planar = self._channels_last = None
@@ -383,22 +389,24 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         layout, bits = packed.layout, packed.bits
         gyp = packed.channels_last() if gy_layout == 1 else packed.planar()
 
-        # stage one: partial sums over fixed chunks of the flattened (batch, position) space
+        # stage one: partial sums over fixed chunks of input rows (batch item, all axes but the last)
         ci_tiles, co_tiles = ceil(problem.cig / tm), ceil(problem.cog / tn)
         tiles_total = ci_tiles * co_tiles * geo.groups * geo.taps
-        k_total = problem.N * layout.v_end
-        n_chunks = max(1, min(k_total // vw, ceil(tiles.parallel_target(device) / tiles_total)))
-        chunk = ceil(k_total / n_chunks / vw) * vw
-        n_chunks = ceil(k_total / chunk)
+        rows_per_b = prod(problem.in_sp[:-1])
+        total_rows = problem.N * rows_per_b
+        n_chunks = max(1, min(total_rows, ceil(tiles.parallel_target(device) / tiles_total)))
+        chunk_rows = ceil(total_rows / n_chunks)
+        n_chunks = ceil(total_rows / chunk_rows)
         problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size)
         part = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, n_chunks * w_size * acc_size)
-        xpk = _pack(problem, _buffer(data), problem.N * problem.cin, layout.x_pack, bits)
         program = manager().program(queue, problem.key("backward_weights", tile, bits))
         idx = _idx(bits)
-        args = [xpk, gyp, part, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(co_tiles),
-                _int(n_chunks), idx(chunk), idx(k_total), idx(layout.v_end), idx(layout.x_pack.plane),
-                idx(layout.gy_pack.plane), _int(packed.cpad)]
-        args += [idx(s) for s in layout.strides[:-1]]
+        args = [_buffer(data), gyp, part, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(co_tiles),
+                idx(chunk_rows), idx(total_rows), idx(rows_per_b), idx(prod(problem.in_sp)),
+                idx(layout.gy_pack.plane), _int(packed.cpad), _int(problem.in_sp[-1])]
+        in_strides = [prod(problem.in_sp[a + 1:]) for a in range(geo.nd)]
+        for a in range(geo.nd - 1):
+            args += [_int(problem.in_sp[a]), idx(in_strides[a]), idx(layout.strides[a])]
         _launch(queue, program.kernel(), (ci_tiles, co_tiles * geo.groups, n_chunks * geo.taps),
                 tiles.local_size(queue.device, program), args)
 

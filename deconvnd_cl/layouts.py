@@ -84,21 +84,18 @@ def forward_layout(geo, in_sp, out_sp, tn):
 
 @dataclass(frozen=True)
 class BackwardLayout:
-    """The residue-plane grid shared by backward data and backward weights.
-
-    Input position i reads gy plane R at grid row i + D - qlo; x is laid on the same grid at row i (for the
-    weight gradient), so both operands of a tap advance together along the virtual positions v.
-    """
+    """The residue-plane grid shared by backward data and backward weights: input position i reads gy plane R
+    at grid row i + D - qlo, so the virtual position v = sum(i * strides) of the input grid walks every tap's
+    operand contiguously."""
 
     gy_pack: PackSpec
-    x_pack: PackSpec
     strides: tuple
     v_count: int
-    v_end: int       # v_count rounded up to the vector width: where the weight reduction stops
 
 
 def backward_layout(geo, in_sp, out_sp, tn, vw):
-    """tn: backward data's positions per tile; vw: the weight reduction's vector width."""
+    """tn: backward data's positions per tile; vw: the weight reduction's vector width (it reads whole vectors
+    from the start of each input row)."""
     nd = geo.nd
     qlo = backward_qlo(geo)
     taps = geo.backward_taps()
@@ -107,9 +104,7 @@ def backward_layout(geo, in_sp, out_sp, tn, vw):
     grid = tuple(h - l + 1 for l, h in zip(qlo, qhi))
     strides = row_major_strides(grid)
     v_count = virtual_count(in_sp, strides)
-    v_end = ceil(v_count / vw) * vw
-    reach = max(ceil(v_count / tn) * tn, v_end)  # the furthest virtual position either kernel reads
+    reach = max(ceil(v_count / tn) * tn, v_count + vw)  # past the furthest virtual position either kernel reads
     max_shift = max(sum((dd[a] - qlo[a]) * strides[a] for a in range(nd)) for _, _, dd in taps)
     gy_pack = PackSpec(grid, qlo, geo.stride, tuple(out_sp), max(prod(grid), reach + max_shift))
-    x_pack = PackSpec(grid, (0,) * nd, (1,) * nd, tuple(in_sp), max(prod(grid), reach))
-    return BackwardLayout(gy_pack, x_pack, strides, v_count, v_end)
+    return BackwardLayout(gy_pack, strides, v_count)

@@ -83,8 +83,8 @@ class Module:
         queue = default_queue()
         if not supports_dtype(queue.device, T):
             raise ModuleError(f"calcMode dtype {T} is not supported by device {queue.device.name.strip()}")
-        for name, var in self.getVarTable().items():
-            data = var.data.astype(T)
+        for name, var in self.getVarTable().items():  # converted on the host: no fp16 kernels needed
+            data = cl_array.to_device(queue, var.data.get().astype(T))
             self.setVar(name, Variable(data, name=var.name, withgrad=var.hasGrad))
         self.calctype = T.type
 

@@ -7,6 +7,8 @@ work-group lets PoCL run each tile as a plain loop nest. GPUs want smaller tiles
 The choice depends on the layer and the device, never on the spatial size, so new input sizes reuse builds.
 """
 
+import os
+
 import numpy as np
 
 from .device import is_cpu
@@ -44,9 +46,14 @@ def weights_tile(device, dtype, cig, cog):
 
 
 def local_size(device, program, kernel_name=None):
-    """Work-items per work-group for the tiled kernels: 1 on a CPU (a work-group is then one loop nest)."""
-    import os
-    return int(os.environ.get("DCL_LS", "1")) if is_cpu(device) else program.local_size(kernel_name, 64)
+    """Work-items per work-group for the tiled kernels: 1 on a CPU (a work-group is then one loop nest).
+
+    DECONVND_CL_LOCAL_SIZE overrides the wish (capped by the kernel's queried limit); the tests use it to show
+    that results do not depend on it."""
+    wanted = os.environ.get("DECONVND_CL_LOCAL_SIZE")
+    if wanted:
+        return program.local_size(kernel_name, int(wanted))
+    return 1 if is_cpu(device) else program.local_size(kernel_name, 64)
 
 
 def parallel_target(device):

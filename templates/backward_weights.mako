@@ -1,8 +1,10 @@
 ## Backward weights, stage one of a deterministic two-stage reduction:
 ##     part[c, ci, co, k] = sum over chunk c of x[b, ci, i] * gy[b, co, i*stride + k*dilation - pad].
-## Chunk c covers a fixed range of the flattened (batch, virtual position v) space of the padded plane grid, on
-## which x (zero outside the input) and the stride residue planes of gy are laid out with the same row pitch, so
-## both operands of a tap advance together. A work-item owns TM input maps x TN output maps of one tap k.
+## Chunk c covers a fixed range of input rows (batch item and every axis but the last); along a row, x is read
+## in place and gy from its stride residue planes, where tap k's partner of input position i sits at grid row
+## i + D - qlo (Geometry.backward_taps), so both operands advance together. Only real input positions are
+## visited: a NaN or Inf in gy meets exactly the x values it meets in the definition, never padding.
+## A work-item owns TM input maps x TN output maps of one tap k.
 ## Two layouts (tile[3]):
 ##   0  gy planar: TM x TN vector accumulators along v, lanes summed in a fixed order at the end
 ##      (for few output maps per group: depthwise and narrow layers);
@@ -15,11 +17,12 @@
 ${c.prelude(dtype, index_bits, vw)}
 <% nvec = tn // vw %>
 __kernel void ${name}(
-    __global const dcl_t* restrict xpk, __global const dcl_t* restrict gyp, __global dcl_acc* restrict part,
-    const int cig, const int cog, const int ci_tiles, const int co_tiles, const int n_chunks, const dcl_idx chunk,
-    const dcl_idx k_total, const dcl_idx v_end, const dcl_idx x_plane, const dcl_idx g_plane, const int cpad
+    __global const dcl_t* restrict x, __global const dcl_t* restrict gyp, __global dcl_acc* restrict part,
+    const int cig, const int cog, const int ci_tiles, const int co_tiles, const dcl_idx chunk_rows,
+    const dcl_idx total_rows, const dcl_idx rows_per_b, const dcl_idx in_plane, const dcl_idx g_plane,
+    const int cpad, const int in_last
     % for a in range(nd - 1):
-    , const dcl_idx ps${a}
+    , const int in${a}, const dcl_idx is${a}, const dcl_idx ps${a}
     % endfor
     )
 {
@@ -58,18 +61,26 @@ __kernel void ${name}(
     % endfor
 % endif
 
-    const dcl_idx hi = DCL_MIN((dcl_idx)ch * chunk + chunk, k_total);
-    for (dcl_idx seg = (dcl_idx)ch * chunk; seg < hi; ) {   // segments of the chunk within one batch item
-        const dcl_idx b = seg / v_end;
-        const dcl_idx v_lo = seg - b * v_end, v_hi = DCL_MIN(v_end, v_lo + (hi - seg));
+    const dcl_idx row_hi = DCL_MIN((dcl_idx)ch * chunk_rows + chunk_rows, total_rows);
+    for (dcl_idx row = (dcl_idx)ch * chunk_rows; row < row_hi; ++row) {
+        const dcl_idx b = row / rows_per_b;
+        dcl_idx rem = row - b * rows_per_b, x_row = 0, g_row = shift;
+        % for a in reversed(range(nd - 1)):
+        {
+            const int ia = rem % in${a}; rem /= in${a};
+            x_row += (dcl_idx)ia * is${a};
+            g_row += (dcl_idx)ia * ps${a};
+        }
+        % endfor
         % for mi in range(tm):
-        __global const dcl_t* x${mi} = xpk + (b * cin + (dcl_idx)g * cig + DCL_MIN(ci0 + ${mi}, cig - 1)) * x_plane;
+        __global const dcl_t* x${mi} = x + (b * cin + (dcl_idx)g * cig + DCL_MIN(ci0 + ${mi}, cig - 1)) * in_plane + x_row;
         % endfor
 % if layout == 0:
         % for ni in range(tn):
-        __global const dcl_t* y${ni} = gyp + ((b * cout + (dcl_idx)g * cog + DCL_MIN(co0 + ${ni}, cog - 1)) * ${nplanes} + r_lin) * g_plane + shift;
+        __global const dcl_t* y${ni} = gyp + ((b * cout + (dcl_idx)g * cog + DCL_MIN(co0 + ${ni}, cog - 1)) * ${nplanes} + r_lin) * g_plane + g_row;
         % endfor
-        for (dcl_idx v = v_lo; v < v_hi; v += ${vw}) {
+        int v = 0;
+        for (; v + ${vw} <= in_last; v += ${vw}) {
             % for mi in range(tm):
             const dcl_accv xv${mi} = DCL_LOADV(x${mi} + v);
             % endfor
@@ -82,11 +93,31 @@ __kernel void ${name}(
             }
             % endfor
         }
+        if (v < in_last) {   // the row's last, partial vector: lanes past the row are zero on both sides
+            const int left = in_last - v;
+            % for mi in range(tm):
+            dcl_accv xv${mi} = (dcl_accv)(0);
+            % for l in range(vw - 1):
+            if (${l} < left) xv${mi}.s${HEX[l]} = DCL_LOAD(x${mi} + v + ${l});
+            % endfor
+            % endfor
+            % for ni in range(tn):
+            {
+                dcl_accv yv = DCL_LOADV(y${ni} + v);
+                % for l in range(1, vw):
+                if (${l} >= left) yv.s${HEX[l]} = 0;
+                % endfor
+                % for mi in range(tm):
+                acc${mi}_${ni} = xv${mi} * yv + acc${mi}_${ni};
+                % endfor
+            }
+            % endfor
+        }
 % else:
-        __global const dcl_t* yb = gyp + ((b * ${nplanes} + r_lin) * g_plane + shift) * cpad + (dcl_idx)g * cog + co0;
-        for (dcl_idx v = v_lo; v < v_hi; ++v) {
+        __global const dcl_t* yb = gyp + ((b * ${nplanes} + r_lin) * g_plane + g_row) * cpad + (dcl_idx)g * cog + co0;
+        for (int v = 0; v < in_last; ++v) {
             % for j in range(nvec):
-            const dcl_accv y${j} = DCL_LOADV(yb + v * cpad + ${j * vw});
+            const dcl_accv y${j} = DCL_LOADV(yb + (dcl_idx)v * cpad + ${j * vw});
             % endfor
             % for mi in range(tm):
             {
@@ -98,7 +129,6 @@ __kernel void ${name}(
             % endfor
         }
 % endif
-        seg += v_hi - v_lo;
     }
 
     __global dcl_acc* pb = part + (dcl_idx)ch * cin * cog * ${ks};

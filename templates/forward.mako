@@ -1,5 +1,5 @@
-## Forward deconvolution, owner-side: one kernel per stride phase r (o + pad = q*stride + r), each a register-
-## tiled implicit GEMM. A work-item owns TM output maps x TN consecutive "virtual" positions v of the phase's
+## Forward deconvolution, owner-side: for each stride phase r (o + pad = q*stride + r) a register-tiled
+## implicit GEMM. A work-item owns TM output maps x TN consecutive "virtual" positions v of the phase's
 ## output grid laid over the padded input grid (rows PS apart), so the input reads of a tap are TN contiguous
 ## elements. Positions past a row's end are computed on padding and never stored.
 ## Taps that reach phase r are known here, so the tap loop is unrolled with constant offsets and no tests.
@@ -29,84 +29,118 @@ __kernel void ${name}_wpack(__global const dcl_t* restrict w, __global dcl_t* re
     }
 }
 
-% for p, (r, taps) in enumerate(phases):
-__kernel void ${name}_r${p}(
+## One launch covers every phase: dimension 0 runs over (phase, map tile) with map tiles fastest, so the
+## work-groups that read overlapping input tiles run back to back. Per phase the host passes, in phase_info:
+## v_tiles, v_count, base, then q0 and the extent of q per axis (PHASE_INFO entries a phase).
+<% info = 3 + 2 * nd %>
+## Epilogue of phase r: store the lanes of the tile that are real output positions, o = q*stride + r - pad.
+## The grid coordinates of v0 are divided out once, then stepped lane by lane.
+<%def name="store_tile(r)">
+        {
+            const dcl_acc* tile = (const dcl_acc*)tile_v;
+            __global dcl_t* yb = y + ((dcl_idx)b * cout + (dcl_idx)g * cog + co0) * out_size;
+            const int m_count = DCL_MIN(${tm}, cog - co0);
+            dcl_idx rem = v0;
+            % for a in range(nd - 1):
+            int qq${a} = rem / ps${a}; rem -= (dcl_idx)qq${a} * ps${a};
+            % endfor
+            int qq${nd - 1} = rem;
+            for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
+                if (${" && ".join(f"qq{a} < info[{4 + 2 * a}]" for a in range(nd))}) {
+                    const dcl_idx yo = ${" + ".join(f"((info[{3 + 2 * a}] + qq{a}) * {stride[a]} + {r[a] - pad[a]}) * os{a}" for a in range(nd))};
+                    for (int mi = 0; mi < m_count; ++mi)
+                        DCL_STORE(tile[mi * ${tn} + n], yb + mi * out_size + yo);
+                }
+                % if nd > 1:
+                if (++qq${nd - 1} == ps${nd - 2}) {   // next row of the padded grid
+                    qq${nd - 1} = 0;
+                    % for a in reversed(range(nd - 1)):
+                    % if a > 0:
+                    if (++qq${a} == ps${a - 1} / ps${a}) { qq${a} = 0;
+                    % else:
+                    ++qq0;
+                    % endif
+                    % endfor
+                    % for a in reversed(range(1, nd - 1)):
+                    }
+                    % endfor
+                }
+                % else:
+                ++qq0;
+                % endif
+            }
+        }
+</%def>
+__kernel void ${name}(
     __global const dcl_t* restrict xp, __global const dcl_t* restrict wp, __global const dcl_t* restrict bias,
-    __global dcl_t* restrict y, const int has_bias, const int cig, const int cog, const int co_tiles,
-    const int v_tiles, const dcl_idx x_plane, const dcl_idx v_count, const dcl_idx base, const dcl_idx out_size
+    __global dcl_t* restrict y, __global const dcl_idx* restrict phase_info, const int has_bias, const int cig,
+    const int cog, const int co_tiles, const dcl_idx x_plane, const dcl_idx out_size
     % for a in range(nd - 1):
     , const dcl_idx ps${a}
     % endfor
     % for a in range(nd):
-    , const int qn${a}, const int q0${a}, const dcl_idx os${a}
+    , const dcl_idx os${a}
     % endfor
     )
 {
-    // dimension 0 (the fastest on CPU devices) runs over map tiles, so the work-groups that share an input
-    // tile run back to back while it is still in cache
-    const int mt = get_global_id(0);
-    if (mt >= co_tiles * ${groups}) return;
+    const int map_tiles = co_tiles * ${groups};
+    if (get_global_id(0) >= ${len(phases)} * map_tiles) return;
+    const int p = get_global_id(0) / map_tiles, mt = get_global_id(0) % map_tiles;
+    __global const dcl_idx* info = phase_info + p * ${info};
     const int vt = get_global_id(1);
+    if (vt >= info[0]) return;
+    const dcl_idx v_count = info[1];
     const int b = get_global_id(2);
     const int g = mt / co_tiles;
     const int co0 = (mt % co_tiles) * ${tm};
     const dcl_idx v0 = (dcl_idx)vt * ${tn};
     const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
-
-    __global const dcl_t* xb = xp + ((dcl_idx)b * cin + (dcl_idx)g * cig) * x_plane + base + v0;
-    % for t, (k, m) in enumerate(taps):
-    const dcl_idx off${t} = -(${" + ".join(f"{m[a]} * ps{a}" for a in range(nd - 1)) + (" + " if nd > 1 else "")}${m[nd - 1]});
-    % endfor
-    __global const dcl_t* wb = wp + ((dcl_idx)mt * cig * ${ks} + ${tap_base[p]}) * ${tm};
-    % for mi in range(tm):
-    const dcl_acc b${mi} = has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + DCL_MIN(co0 + ${mi}, cog - 1)) : (dcl_acc)0;
-    % for j in range(nvec):
-    dcl_accv acc${mi}_${j} = (dcl_accv)(b${mi});
-    % endfor
-    % endfor
-
-    % if taps:
-    for (int ci = 0; ci < cig; ++ci) {
-        % for t, (k, m) in enumerate(taps):
-        {
-            % for j in range(nvec):
-            const dcl_accv x${j} = DCL_LOADV(xb + off${t} + ${j * vw});
-            % endfor
-            % for mi in range(tm):
-            const dcl_acc w${mi}v = DCL_LOAD(wb + ${t * tm + mi});
-            % for j in range(nvec):
-            acc${mi}_${j} = w${mi}v * x${j} + acc${mi}_${j};
-            % endfor
-            % endfor
-        }
-        % endfor
-        xb += x_plane;
-        wb += ${ks * tm};
-    }
-    % endif
-
-    // Epilogue: spill the tile to private memory, then store the lanes that are real output positions.
+    __global const dcl_t* xb = xp + ((dcl_idx)b * cin + (dcl_idx)g * cig) * x_plane + info[2] + v0;
     dcl_accv tile_v[${tm * nvec}];
     % for mi in range(tm):
-    % for j in range(nvec):
-    tile_v[${mi * nvec + j}] = acc${mi}_${j};
+    const dcl_acc b${mi} = has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + DCL_MIN(co0 + ${mi}, cog - 1)) : (dcl_acc)0;
     % endfor
-    % endfor
-    const dcl_acc* tile = (const dcl_acc*)tile_v;
-    __global dcl_t* yb = y + ((dcl_idx)b * cout + (dcl_idx)g * cog + co0) * out_size;
-    const int m_count = DCL_MIN(${tm}, cog - co0);
-    for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
-        dcl_idx rem = v0 + n;
-        % for a in range(nd - 1):
-        const int qq${a} = rem / ps${a}; rem -= (dcl_idx)qq${a} * ps${a};
-        % endfor
-        const int qq${nd - 1} = rem;
-        if (${" && ".join(f"qq{a} < qn{a}" for a in range(nd))}) {
-            const dcl_idx yo = ${" + ".join(f"(dcl_idx)((q0{a} + qq{a}) * {stride[a]} + {r[a] - pad[a]}) * os{a}" for a in range(nd))};
-            for (int mi = 0; mi < m_count; ++mi)
-                DCL_STORE(tile[mi * ${tn} + n], yb + mi * out_size + yo);
-        }
-    }
-}
 
-% endfor
+    switch (p) {
+    % for p, (r, taps) in enumerate(phases):
+    case ${p}: {
+        % for t, (k, m) in enumerate(taps):
+        const dcl_idx off${t} = -(${" + ".join(f"{m[a]} * ps{a}" for a in range(nd - 1)) + (" + " if nd > 1 else "")}${m[nd - 1]});
+        % endfor
+        __global const dcl_t* wb = wp + ((dcl_idx)mt * cig * ${ks} + ${tap_base[p]}) * ${tm};
+        % for mi in range(tm):
+        % for j in range(nvec):
+        dcl_accv acc${mi}_${j} = (dcl_accv)(b${mi});
+        % endfor
+        % endfor
+        % if taps:
+        for (int ci = 0; ci < cig; ++ci) {
+            % for t, (k, m) in enumerate(taps):
+            {
+                % for j in range(nvec):
+                const dcl_accv x${j} = DCL_LOADV(xb + off${t} + ${j * vw});
+                % endfor
+                % for mi in range(tm):
+                const dcl_acc w${mi}v = DCL_LOAD(wb + ${t * tm + mi});
+                % for j in range(nvec):
+                acc${mi}_${j} = w${mi}v * x${j} + acc${mi}_${j};
+                % endfor
+                % endfor
+            }
+            % endfor
+            xb += x_plane;
+            wb += ${ks * tm};
+        }
+        % endif
+        % for mi in range(tm):
+        % for j in range(nvec):
+        tile_v[${mi * nvec + j}] = acc${mi}_${j};
+        % endfor
+        % endfor
+        ${store_tile(r)}
+        break;
+    }
+    % endfor
+    }
+
+}

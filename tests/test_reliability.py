@@ -1,0 +1,224 @@
+"""RELIABILITY.md's matrix on the PoCL device: determinism, zero sizes, views, NaN/Inf, fp16, index width,
+work-group limits, and a machine with no OpenCL platform."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyopencl.array as cla
+import pytest
+
+import deconvnd_cl as dcl
+from deconvnd_cl import functional, reference
+from conftest import assert_close, to_device
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (batch, cin, cout, spatial, size, stride, pad, dilation, postpad, groups): dense, grouped and depthwise
+# layers whose backward weights take each of the two gy layouts
+CASES = [
+    (2, 12, 20, (5, 6), (4, 4), (2, 2), (1, 1), (1, 1), (0, 0), 1),
+    (2, 6, 6, (4, 5), (3, 3), (2, 1), (1, 0), (1, 2), (1, 1), 6),
+    (1, 4, 9, (3, 2, 4), (2, 3, 2), (2, 2, 1), (0, 1, 1), (1, 1, 2), (1, 0, 0), 1),
+    (3, 5, 3, (7,), (5,), (3,), (2,), (1,), (2,), 1),
+]
+
+
+def case_id(case):
+    return f"{len(case[3])}d-c{case[1]}to{case[2]}-g{case[9]}"
+
+
+def run_passes(queue, case, x, W, b, gy, dtype=np.float32):
+    n, cin, cout, sp, k, s, p, d, pp, g = case
+    xd, Wd, bd, gyd = (to_device(queue, a, dtype) for a in (x, W, b, gy))
+    y = dcl.deconvNd(xd, Wd, bd, s, p, d, pp, g).get()
+    gx = dcl.deconvNdBackwardData(gyd, Wd, xd, s, p, d, g).get()
+    wg, bg = dcl.deconvNdBackwardParams(xd, gyd, Wd, bd, s, p, d, g)
+    return y, gx, wg.get(), bg.get()
+
+
+def reference_passes(case, x, W, b, gy):
+    n, cin, cout, sp, k, s, p, d, pp, g = case
+    dW, db = reference.backward_params(x, gy, W.shape, s, p, d, g)
+    return (reference.forward(x, W, b, s, p, d, pp, g), reference.backward_data(gy, W, sp, s, p, d, g), dW, db)
+
+
+def operands(case, seed=0, integer=False):
+    n, cin, cout, sp, k, s, p, d, pp, g = case
+    rng = np.random.default_rng(seed)
+    out = tuple((i - 1) * ss + dd * (kk - 1) - 2 * ppad + 1 + post
+                for i, kk, ss, ppad, dd, post in zip(sp, k, s, p, d, pp))
+    shapes = ((n, cin) + sp, (cin, cout // g) + k, (1, cout) + (1,) * len(sp), (n, cout) + out)
+    if integer:
+        return [rng.integers(-2, 3, shape).astype(np.float64) for shape in shapes]
+    return [rng.standard_normal(shape) for shape in shapes]
+
+
+# ---------------------------------------------------------------------------------------------- determinism
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_repeated_calls_bitwise_identical(queue, case):
+    ops = operands(case)
+    first = run_passes(queue, case, *ops)
+    for _ in range(2):
+        for a, b in zip(first, run_passes(queue, case, *ops)):
+            assert a.tobytes() == b.tobytes()
+
+
+DETERMINISM_SCRIPT = """
+import hashlib, json, sys, numpy as np
+sys.path.insert(0, {tests!r})
+from test_reliability import CASES, operands, run_passes
+import deconvnd_cl as dcl
+q = dcl.default_queue()
+digest = hashlib.sha256()
+for case in CASES:
+    for array in run_passes(q, case, *operands(case)):
+        digest.update(array.tobytes())
+print(digest.hexdigest())
+"""
+
+
+def digest_in_subprocess(**env_extra):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **env_extra)
+    result = subprocess.run([sys.executable, "-c", DETERMINISM_SCRIPT.format(tests=str(ROOT / "tests"))],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_bitwise_identical_across_threads_and_local_sizes():
+    """Same bits with 1 or 2 PoCL threads and with work-groups of 1 or 4 work-items."""
+    reference_digest = digest_in_subprocess(POCL_MAX_PTHREAD_COUNT="2")
+    assert digest_in_subprocess(POCL_MAX_PTHREAD_COUNT="1") == reference_digest
+    assert digest_in_subprocess(DECONVND_CL_LOCAL_SIZE="4") == reference_digest
+
+
+def test_work_group_limit_256():
+    """Everything passes on a device that caps work-groups at 256 (as some AMD GPUs do)."""
+    env = dict(os.environ, POCL_MAX_WORK_GROUP_SIZE="256", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             str(ROOT / "tests" / "test_properties.py"), "-k", "adjoint or direct"],
+                            env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------- index width
+
+@pytest.mark.parametrize("case", CASES[:3], ids=case_id)
+def test_64bit_indexing_gives_the_same_bits(queue, case, monkeypatch):
+    ops = operands(case, seed=3)
+    narrow = run_passes(queue, case, *ops)
+    monkeypatch.setenv("DECONVND_CL_INDEX_BITS", "64")
+    wide = run_passes(queue, case, *ops)
+    for a, b in zip(narrow, wide):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_index_width_choice(queue):
+    problem = functional._Problem(queue, (1, 1, 8), (1, 1, 2), np.float32, 1, 0, 1, 0, 1)
+    assert problem.index_bits(2**31 - 2000) == 32
+    assert problem.index_bits(2**31 - 1000) == 64
+    assert problem.index_bits(2**40) == 64
+
+
+@pytest.mark.slow
+def test_over_2_31_elements_matches_batch_split(queue):
+    """A tensor of more than 2^31 elements, checked against the same batch computed in two halves."""
+    limit = queue.device.max_mem_alloc_size
+    if limit < 2**31 * 4 + 2**20:
+        pytest.skip(f"device max_mem_alloc_size {limit} cannot hold 2^31 float32 elements")
+    layer = dcl.Deconv1D(1, 1, size=2, stride=2, useBias=False)
+    x = cla.to_device(queue, np.ones((2, 1, 2**30 + 8), np.float32))  # output: 2^31 + 32 elements
+    y = layer(x)
+    half = layer(x[:1].copy())
+    assert np.array_equal(y[1:].get(), half.get())
+
+
+# ---------------------------------------------------------------------------------------------- sizes, views
+
+def test_zero_batch(queue, monkeypatch):
+    launched = []
+    real_launch = functional._launch
+    monkeypatch.setattr(functional, "_launch", lambda q, k, g, l, a: launched.append(g) or real_launch(q, k, g, l, a))
+    layer = dcl.Deconv2D(3, 4, size=3, stride=2, pad=1)
+    x = cla.empty(queue, (0, 3, 5, 5), np.float32)
+    y = layer(x)
+    assert y.shape == (0, 4, 9, 9)
+    layer.vars["W"].grad.fill(1.0)
+    gx = layer.backward(cla.empty(queue, (0, 4, 9, 9), np.float32), momentum=0.5)
+    assert gx.shape == (0, 3, 5, 5)
+    assert np.all(layer.vars["W"].grad.get() == 0.5) and np.all(layer.vars["b"].grad.get() == 0.5)
+    assert all(all(g) for g in launched)
+
+
+def test_offset_view_is_read_correctly(queue):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 5, 4)).astype(np.float32)
+    W = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    whole = to_device(queue, x)
+    view = whole[1:]  # contiguous, but starts at an offset into the buffer
+    assert view.offset > 0
+    y = dcl.deconvNd(view, to_device(queue, W), stride=2).get()
+    assert_close(y, reference.forward(x[1:], W, None, 2))
+
+
+# ---------------------------------------------------------------------------------------------- NaN / Inf
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_nan_inf_propagate_like_the_reference(queue, case):
+    x, W, b, gy = operands(case, seed=5)
+    rng = np.random.default_rng(6)
+    for array in (x, gy):
+        flat = array.reshape(-1)
+        picks = rng.choice(flat.size, size=2, replace=False)
+        flat[picks[0]], flat[picks[1]] = np.nan, np.inf
+    names = ("forward", "input grad", "W grad", "b grad")
+    with np.errstate(invalid="ignore"):
+        expected = reference_passes(case, x, W, b, gy)
+    for name, got, want in zip(names, run_passes(queue, case, x, W, b, gy), expected):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{name}: NaN mask")
+        np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want), err_msg=f"{name}: +Inf mask")
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want), err_msg=f"{name}: -Inf mask")
+        finite = np.isfinite(want)
+        assert_close(got[finite], want[finite], what=name)
+
+
+# ---------------------------------------------------------------------------------------------- float16
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_float16_storage_exact_on_small_integers(queue, case):
+    ops = operands(case, seed=7, integer=True)
+    got = run_passes(queue, case, *ops, dtype=np.float16)
+    for name, g, want in zip(("forward", "input grad", "W grad", "b grad"), got, reference_passes(case, *ops)):
+        assert g.dtype == np.float16
+        np.testing.assert_array_equal(g.astype(np.float64), want, err_msg=name)
+
+
+def test_calc_mode_float16(queue):
+    layer = dcl.Deconv2D(2, 3, size=2, stride=2, initscheme="uniform", wscale=2)
+    layer.calcMode(np.float16)
+    assert layer.W.dtype == np.float16 and layer.calctype == np.float16
+    x = np.random.default_rng(8).integers(-2, 3, (1, 2, 3, 3)).astype(np.float16)
+    y = layer(to_device(queue, x, np.float16))
+    want = reference.forward(x, layer.W.get(), layer.b.get(), 2)
+    assert_close(y.get().astype(np.float64), want, np.float16)
+
+
+# ---------------------------------------------------------------------------------------------- no platform
+
+def test_no_opencl_platform_says_how_to_get_one(tmp_path):
+    env = dict(os.environ, OCL_ICD_VENDORS=str(tmp_path), OPENCL_VENDOR_PATH=str(tmp_path),
+               PYTHONPATH=str(ROOT))
+    env.pop("PYOPENCL_CTX", None)
+    script = ("import deconvnd_cl as dcl\ntry:\n    dcl.default_queue()\nexcept dcl.ModuleError as e:\n"
+              "    print('MODULE_ERROR', e)\n")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    if "MODULE_ERROR" not in result.stdout:
+        pytest.skip(f"the OpenCL platforms could not be hidden here: {result.stdout or result.stderr[-300:]}")
+    assert "pip install pocl-binary-distribution" in result.stdout
+    cli = subprocess.run([sys.executable, "-m", "deconvnd_cl", "devices"], env=env, capture_output=True, text=True)
+    assert cli.returncode == 3 and "pocl-binary-distribution" in cli.stderr
