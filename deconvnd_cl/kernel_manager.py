@@ -68,7 +68,9 @@ class KernelManager:
 
     def _load_or_build(self, context, device, key):
         source = render(key)
-        options = " ".join(BUILD_OPTIONS)
+        # DECONVND_CL_BUILD_OPTIONS adds options, e.g. -cl-opt-disable for Oclgrind's uninitialised-value
+        # checker, which cannot follow LLVM's `freeze` instruction that optimised builds contain
+        options = " ".join(BUILD_OPTIONS + tuple(os.environ.get("DECONVND_CL_BUILD_OPTIONS", "").split()))
         binary = self.cache.load(device, key, source, options)
         if binary is not None:
             try:

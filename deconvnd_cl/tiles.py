@@ -57,8 +57,10 @@ def local_size(device, program, kernel_name=None):
 
 
 def parallel_target(device):
-    """Work-items worth launching at least, to keep every compute unit busy."""
-    return 8 * device.max_compute_units if is_cpu(device) else 64 * device.max_compute_units
+    """Work-items worth launching at least, to keep every compute unit busy. A constant per device kind, not
+    a function of max_compute_units: the weight gradient's chunking (and so its summation order) follows from
+    it, and results must not change with the thread count (POCL_MAX_PTHREAD_COUNT) or the GPU's size."""
+    return 64 if is_cpu(device) else 8192
 
 
 def copy_local_size(device, program, kernel_name=None):

@@ -149,6 +149,7 @@ def test_zero_batch(queue, monkeypatch):
     y = layer(x)
     assert y.shape == (0, 4, 9, 9)
     layer.vars["W"].grad.fill(1.0)
+    layer.vars["b"].grad.fill(1.0)
     gx = layer.backward(cla.empty(queue, (0, 4, 9, 9), np.float32), momentum=0.5)
     assert gx.shape == (0, 3, 5, 5)
     assert np.all(layer.vars["W"].grad.get() == 0.5) and np.all(layer.vars["b"].grad.get() == 0.5)
@@ -222,3 +223,25 @@ def test_no_opencl_platform_says_how_to_get_one(tmp_path):
     assert "pip install pocl-binary-distribution" in result.stdout
     cli = subprocess.run([sys.executable, "-m", "deconvnd_cl", "devices"], env=env, capture_output=True, text=True)
     assert cli.returncode == 3 and "pocl-binary-distribution" in cli.stderr
+
+
+# ---------------------------------------------------------------------------------------------- unwritten memory
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_internal_buffers_never_read_unwritten(queue, case, monkeypatch):
+    """Every scratch buffer the library allocates (padded operands, packed weights, partial sums) starts as
+    NaN: a kernel reading an element no kernel wrote would turn a result NaN."""
+    import pyopencl as cl
+    real_buffer = cl.Buffer
+
+    def nan_buffer(context, flags, size=0, hostbuf=None):
+        if hostbuf is not None:
+            return real_buffer(context, flags, size, hostbuf)
+        buffer = real_buffer(context, flags, size)
+        cl.enqueue_copy(queue, buffer, np.full(size, 0xFF, np.uint8))  # all-ones bytes: a NaN in every dtype
+        return buffer
+    monkeypatch.setattr(cl, "Buffer", nan_buffer)
+    ops = operands(case, seed=9, integer=True)
+    for name, got, want in zip(("forward", "input grad", "W grad", "b grad"), run_passes(queue, case, *ops),
+                               reference_passes(case, *ops)):
+        np.testing.assert_array_equal(got, want, err_msg=name)
