@@ -86,6 +86,20 @@ class DeconvND(Module):
             spatial.append(span // s + 1)
         return (shape[0], self.inmaps) + tuple(spatial)
 
+    def optimizeForShape(self, shape, memlimit=None):
+        """Time the kernel variants for this input shape on this device and use the fastest from now on; the
+        choice is stored beside the kernel cache, so later processes reuse it without timing.
+
+        memlimit is accepted for PuzzleLib compatibility: every variant needs the same scratch memory (the
+        padded operands), so there is no workspace trade-off to bound."""
+        from .layer_spec import LayerSpec
+        from .tuning import tune_layer
+        self.checkDataShape(shape)
+        spec = LayerSpec(self.nd, self.inmaps, self.outmaps, self.size, self.stride, self.pad, self.dilation,
+                         self.postpad, self.groups, np.dtype(self.calctype).name, shape[0], tuple(shape[2:]))
+        self.tiles = tune_layer(spec, shape=tuple(shape))
+        return self.tiles
+
     def numOfFlops(self, shape):
         """Multiply-adds x 2 of one forward pass on data of this shape."""
         return 2 * shape[0] * self.inmaps * (self.outmaps // self.groups) * prod(shape[2:]) * self.geometry.taps

@@ -69,6 +69,45 @@ class Module:
             raise ModuleError(f"paramSize unit must be None, 'kb' or 'mb' (given: {unit!r})")
         return nbytes / divisors[unit] if unit else nbytes
 
+    # -- weights on disk: PuzzleLib's HDF5 layout (params/<idx> datasets, links/<name>.<param> -> idx)
+    def _prefix(self):
+        return self.name or type(self).__name__
+
+    def save(self, path):
+        h5py = _h5py()
+        with h5py.File(path, "w") as f:
+            params, links = f.create_group("params"), f.create_group("links")
+            for idx, (name, var) in enumerate(sorted(self.getVarTable().items())):
+                params.create_dataset(str(idx), data=var.data.get())
+                links.create_dataset(f"{self._prefix()}.{name}", data=idx)
+
+    def load(self, path):
+        """Weights from a PuzzleLib-layout file; links are matched by this module's name, or by the parameter
+        name alone when exactly one link ends with it. All checked before anything is replaced."""
+        h5py = _h5py()
+        loaded = {}
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise ModuleError(f"cannot open {path} as HDF5: {e}") from None
+        with f:
+            if "params" not in f or "links" not in f:
+                raise ModuleError(f"{path} is not in PuzzleLib's layout (expected groups 'params' and 'links')")
+            links = {name: int(f["links"][name][()]) for name in f["links"]}
+            for name, var in self.getVarTable().items():
+                link = f"{self._prefix()}.{name}"
+                if link not in links:
+                    candidates = [k for k in links if k.endswith("." + name)]
+                    if len(candidates) != 1:
+                        raise ModuleError(f"{path} has no link for parameter {name!r} (links: {sorted(links)})")
+                    link = candidates[0]
+                data = f["params"][str(links[link])][()]
+                if data.shape != var.data.shape:
+                    raise ModuleError(f"{path}: {link} has shape {data.shape} (expected: {var.data.shape})")
+                loaded[name] = data.astype(var.data.dtype)
+        for name, data in loaded.items():
+            self.vars[name].data.set(data)
+
     # -- modes
     def trainMode(self):
         self.train = True
@@ -135,3 +174,11 @@ class Module:
 
     def gradShapeFrom(self, shape):
         raise NotImplementedError
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise ModuleError("save/load need h5py: pip install deconvnd_cl[hdf5]") from None
+    return h5py
