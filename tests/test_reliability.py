@@ -212,7 +212,7 @@ def test_calc_mode_float16(queue):
 # ---------------------------------------------------------------------------------------------- no platform
 
 def test_no_opencl_platform_says_how_to_get_one(tmp_path):
-    env = dict(os.environ, OCL_ICD_VENDORS=str(tmp_path), OPENCL_VENDOR_PATH=str(tmp_path),
+    env = dict(os.environ, OCL_ICD_VENDORS=str(tmp_path / "no-vendors"), OPENCL_VENDOR_PATH=str(tmp_path),
                PYTHONPATH=str(ROOT))
     env.pop("PYOPENCL_CTX", None)
     script = ("import deconvnd_cl as dcl\ntry:\n    dcl.default_queue()\nexcept dcl.ModuleError as e:\n"
