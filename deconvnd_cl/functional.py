@@ -358,6 +358,9 @@ def deconvNdBackwardParams(data, grad, W, bias=None, stride=1, pad=0, dilation=1
             if like is None:
                 raise ModuleError(f"{name} given without the parameter it is the gradient of")
             _check_array(name, given, queue, like.dtype)
+            if given.offset:
+                raise ModuleError(f"{name} is a view at offset {given.offset}; it is written in place, so it must "
+                                  "own its buffer (pass a fresh array)")
             if given.shape != like.shape:
                 raise ModuleError(f"{name} has shape {given.shape} (expected: {like.shape})")
     return _backward_params(problem, data, grad, W, bias is not None, wgrad, bgrad, scale, momentum, tile)

@@ -133,3 +133,11 @@ def test_too_large_for_device(queue, no_launch):
     W = to_device(queue, np.ones((1, 1, 1)))
     with pytest.raises(dcl.ModuleError, match=f"max_mem_alloc_size of {limit} bytes"):
         dcl.deconvNd(x, W, stride=stride)
+
+
+def test_gradient_output_views_rejected(queue, no_launch):
+    x = to_device(queue, np.ones((1, 4, 3, 3)))
+    W = to_device(queue, np.ones((4, 2, 3, 3)))
+    big = to_device(queue, np.ones((2, 4, 2, 3, 3)))
+    with pytest.raises(dcl.ModuleError, match="wgrad is a view at offset"):
+        dcl.deconvNdBackwardParams(x, to_device(queue, np.ones((1, 2, 5, 5))), W, wgrad=big[1])
