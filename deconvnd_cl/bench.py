@@ -129,13 +129,20 @@ class TorchLayer:
             torch.autograd.grad(self._graph, wrt, self.grad, retain_graph=True)
 
 
+SETTLE_SECONDS = 0.03
+
+
 def _median_alternating(runners, name, repeats):
-    """Median seconds per runner, alternating the runners each repeat (after one warm-up each)."""
+    """Median seconds per runner, alternating the runners each repeat (after one warm-up each).
+
+    Each timed call starts after a short pause: the OpenMP threads behind PyTorch spin for a while after a
+    call returns, and on a 2-core machine that spinning would be charged to whichever runner comes next."""
     for r in runners:
         r.run(name)
     times = [[] for _ in runners]
     for _ in range(repeats):
         for i, r in enumerate(runners):
+            time.sleep(SETTLE_SECONDS)
             start = time.perf_counter()
             r.run(name)
             times[i].append(time.perf_counter() - start)

@@ -383,7 +383,7 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
     acc_size = np.dtype(acc_dtype).itemsize
     w_size = W.size
     if problem.N == 0:  # empty batch: the new gradients are zero, blended as usual
-        bits, n_chunks, bias_rows = 32, 1, 1
+        bits, n_chunks, bias_rows, direct = 32, 1, 1, False
         part = cl_array.zeros(queue, w_size, acc_dtype).data
         bias_part = cl_array.zeros(queue, problem.cout, acc_dtype).data if with_bias else None
         reduce = _reduce_program(problem, bits)
@@ -400,8 +400,13 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         n_chunks = max(1, min(total_rows, ceil(tiles.parallel_target(device) / tiles_total)))
         chunk_rows = ceil(total_rows / n_chunks)
         n_chunks = ceil(total_rows / chunk_rows)
-        problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size)
-        part = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, n_chunks * w_size * acc_size)
+        # one chunk, nothing to blend: stage one writes the gradient itself and stage two is skipped
+        direct = n_chunks == 1 and momentum_w == 0 and scale == 1 and np.dtype(acc_dtype) == problem.dtype
+        if direct:
+            part = wgrad.data
+        else:
+            problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size)
+            part = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, n_chunks * w_size * acc_size)
         program = manager().program(queue, problem.key("backward_weights", tile, bits))
         idx = _idx(bits)
         args = [_buffer(data), gyp, part, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(co_tiles),
@@ -423,7 +428,8 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
                      _idx(bits)(prod(problem.out_sp))])
 
     # stage two: the only writes to wgrad / bgrad, so a failure above leaves them untouched
-    _finalize(problem, reduce, part, n_chunks, wgrad, w_size, scale, momentum_w, bits)
+    if not direct:
+        _finalize(problem, reduce, part, n_chunks, wgrad, w_size, scale, momentum_w, bits)
     if with_bias:
         _finalize(problem, reduce, bias_part, bias_rows, bgrad, problem.cout, scale, momentum_b, bits)
     return wgrad, (bgrad if with_bias else None)

@@ -61,17 +61,20 @@ __kernel void ${name}(
     % endfor
 % endif
 
-    const dcl_idx row_hi = DCL_MIN((dcl_idx)ch * chunk_rows + chunk_rows, total_rows);
-    for (dcl_idx row = (dcl_idx)ch * chunk_rows; row < row_hi; ++row) {
-        const dcl_idx b = row / rows_per_b;
-        dcl_idx rem = row - b * rows_per_b, x_row = 0, g_row = shift;
-        % for a in reversed(range(nd - 1)):
-        {
-            const int ia = rem % in${a}; rem /= in${a};
-            x_row += (dcl_idx)ia * is${a};
-            g_row += (dcl_idx)ia * ps${a};
-        }
-        % endfor
+    // The chunk's first row is divided out once; later rows step the coordinates (rows can be short, and
+    // divisions per row would cost more than the row's arithmetic).
+    const dcl_idx row_lo = (dcl_idx)ch * chunk_rows;
+    const dcl_idx row_hi = DCL_MIN(row_lo + chunk_rows, total_rows);
+    dcl_idx b = row_lo / rows_per_b;
+    % if nd > 1:
+    dcl_idx rem = row_lo - b * rows_per_b;
+    % for a in reversed(range(nd - 1)):
+    int i${a} = rem % in${a}; rem /= in${a};
+    % endfor
+    % endif
+    for (dcl_idx row = row_lo; row < row_hi; ++row) {
+        const dcl_idx x_row = ${" + ".join([f"(dcl_idx)i{a} * is{a}" for a in range(nd - 1)] or ["0"])};
+        const dcl_idx g_row = shift${"".join(f" + (dcl_idx)i{a} * ps{a}" for a in range(nd - 1))};
         % for mi in range(tm):
         __global const dcl_t* x${mi} = x + (b * cin + (dcl_idx)g * cig + DCL_MIN(ci0 + ${mi}, cig - 1)) * in_plane + x_row;
         % endfor
@@ -129,6 +132,21 @@ __kernel void ${name}(
             % endfor
         }
 % endif
+        // next row: step the coordinates, the last axis but one fastest
+        % if nd > 1:
+        if (++i${nd - 2} == in${nd - 2}) {
+            i${nd - 2} = 0;
+            % for a in reversed(range(nd - 2)):
+            if (++i${a} == in${a}) { i${a} = 0;
+            % endfor
+            ++b;
+            % for a in reversed(range(nd - 2)):
+            }
+            % endfor
+        }
+        % else:
+        ++b;
+        % endif
     }
 
     __global dcl_acc* pb = part + (dcl_idx)ch * cin * cog * ${ks};

@@ -100,13 +100,19 @@ __kernel void ${name}_cl(__global const dcl_t* restrict src, __global dcl_t* res
     for (int row = row0; row < row1; ++row) {
         ${row_source()}
         __global dcl_t* d = dst + (plane * dst_plane + (dcl_idx)row * grid${last}) * cpad;
-        for (int ch = 0; ch < cpad; ++ch) {
-            __global const dcl_t* s = s_plane + (dcl_idx)ch * src_plane + src_offset;
-            const bool live = inside && ch < channels;
-            for (int p = 0; p < grid${last}; ++p) {
-                const dcl_acc value = (live && p >= p_lo && p < p_hi)
-                                      ? (dcl_acc)DCL_LOAD(s + (dcl_idx)p * split${last}) : (dcl_acc)0;
-                DCL_STORE(value, d + (dcl_idx)p * cpad + ch);
+        // a blocked transpose: 16 positions at a time, read along each map's row, written into a block of
+        // 16 x cpad elements that stays in cache
+        __global const dcl_t* s = s_plane + src_offset;
+        for (int p0 = 0; p0 < grid${last}; p0 += 16) {
+            const int p1 = DCL_MIN(grid${last}, p0 + 16);
+            for (int ch = 0; ch < cpad; ++ch) {
+                __global const dcl_t* sc = s + (dcl_idx)ch * src_plane;
+                const bool live = inside && ch < channels;
+                for (int p = p0; p < p1; ++p) {
+                    const dcl_acc value = (live && p >= p_lo && p < p_hi)
+                                          ? (dcl_acc)DCL_LOAD(sc + (dcl_idx)p * split${last}) : (dcl_acc)0;
+                    DCL_STORE(value, d + (dcl_idx)p * cpad + ch);
+                }
             }
         }
         ${step_row()}

@@ -114,3 +114,11 @@ def test_usage_error_exit_code(tmp_path):
 def test_demo(tmp_path):
     result = cli("demo", cache_dir=tmp_path)
     assert result.returncode == 0 and "OK: all passes match the reference" in result.stdout
+
+
+def test_bench_runs_and_reports(tmp_path):
+    table = tmp_path / "table.md"
+    result = cli("bench", "nd=1,inmaps=4,outmaps=4,size=4,stride=2,pad=1,batch=2,spatial=16", "--repeats", "1",
+                 "--no-torch", "--markdown", str(table), cache_dir=tmp_path / "c")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "GF/s" in result.stdout and "| layer |" in table.read_text()
