@@ -203,3 +203,18 @@ def test_no_home_works_uncached(tmp_path):
 def test_no_cache_switch(tmp_path):
     result = run_layer(tmp_path / "off", DECONVND_CL_NO_CACHE="1")
     assert result["ok"] and not (tmp_path / "off").exists()
+
+
+def test_build_failure_carries_log_options_key_and_source(queue, tmp_path, monkeypatch):
+    from deconvnd_cl import kernel_manager
+    from deconvnd_cl.errors import KernelBuildError, ModuleError
+    monkeypatch.setattr(kernel_manager, "render", lambda key: "__kernel void broken(__global float* a) { a[0] = ; }")
+    manager = KernelManager(DiskCache(tmp_path))
+    with pytest.raises(KernelBuildError) as caught:
+        manager.program(queue, KernelKey("pack", 1, "f32", 32))
+    error = caught.value
+    assert isinstance(error, ModuleError) and error.key_name == "dcl_pack1d_f32_i32"
+    assert error.log.strip() and "error" in error.log.lower()
+    assert Path(error.source_path).read_text().startswith("__kernel void broken")
+    assert queue.device.name.strip() in str(error) and "options" in str(error)
+    assert entries(tmp_path) == []  # nothing cached for a failed build
