@@ -217,7 +217,8 @@ def _forward(problem, data, W, bias, tile=None):
     tm, tn, _ = tile
     layout = forward_layout(geo, problem.in_sp, problem.out_sp, tn)
     planes = problem.N * problem.cin
-    bits = problem.index_bits(planes * layout.pack.plane, y.size, W.size)
+    packed_w = geo.groups * ceil(problem.cog / tm) * tm * problem.cig * geo.taps
+    bits = problem.index_bits(planes * layout.pack.plane, y.size, packed_w)
     xp = _pack(problem, _buffer(data), planes, layout.pack, bits)
 
     program = manager().program(queue, problem.key("forward", tile, bits))
@@ -243,7 +244,7 @@ def _forward(problem, data, W, bias, tile=None):
 
 # ---------------------------------------------------------------------------------------------- backward
 
-def _backward_problem(grad, W, data_shape, stride, pad, dilation, groups, data_dtype=None):
+def _backward_problem(grad, W, data_shape, stride, pad, dilation, groups):
     """Validate grad against W and the forward input's shape; the postpad is what grad's shape implies."""
     queue = _queue_for(grad)
     _check_array("grad", grad, queue)
@@ -289,7 +290,8 @@ class _GradPacks:
         self.cpad = (problem.geo.groups - 1) * problem.cog + ceil(problem.cog / tile_bw[1]) * tile_bw[1]
         self.bits = problem.index_bits(problem.N * max(problem.cout, self.cpad) * spec.nsplit * spec.plane,
                                        problem.N * problem.cin * prod(problem.in_sp),
-                                       problem.cin * problem.cog * problem.geo.taps)
+                                       # weights repacked with input maps rounded up to a tile (<= 16)
+                                       (problem.cin + 16 * problem.geo.groups) * problem.cog * problem.geo.taps)
         self._planar = self._channels_last = None
 
     def planar(self):
