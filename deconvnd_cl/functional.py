@@ -135,15 +135,17 @@ def _launch(queue, kernel, global_size, local_size, args):
     cl.enqueue_nd_range_kernel(queue, kernel, tuple(gs), (local_size,) + (1,) * (len(gs) - 1))
 
 
-def _pack(problem, src, planes, spec, index_bits, channels=None, cpad=None):
+def _pack(problem, src, planes, spec, index_bits, channels=None, block=None):
     """Launch `pack`: src (planes, *spec.ext) -> fresh (planes * nsplit, spec.plane) padded layout; with
-    `channels`, src is (planes, channels, *spec.ext) -> channels-last (planes * nsplit, spec.plane, cpad)."""
+    `channels`, src is (planes, channels, *spec.ext) -> map-blocked channels-last
+    (planes * nsplit, groups * blocks per group, spec.plane, block)."""
     queue = problem.queue
     identity = (channels is None and spec.nsplit == 1 and not any(spec.lo) and spec.grid == spec.ext
                 and spec.plane == prod(spec.ext))
     if identity:  # no border, no tail: the operand already is its own padded layout
         return src
-    total = planes * spec.nsplit * spec.plane * (cpad or 1)
+    blocks_per_group = ceil(problem.cog / block) if channels is not None else 0
+    total = planes * spec.nsplit * spec.plane * (problem.geo.groups * blocks_per_group * block if block else 1)
     problem.check_alloc("a padded operand", total)
     dst = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, total * problem.dtype.itemsize)
     key = KernelKey("pack", len(spec.grid), dtype_tag(problem.dtype), index_bits)
@@ -155,7 +157,7 @@ def _pack(problem, src, planes, spec, index_bits, channels=None, cpad=None):
     name, args = program.key.name, [src, dst]
     if channels is not None:
         name += "_cl"
-        args += [_int(channels), _int(cpad)]
+        args += [_int(channels), _int(problem.cog), _int(blocks_per_group), _int(block)]
     args += [idx(spec.plane), idx(prod(spec.grid)), idx(prod(spec.ext)), _int(spec.nsplit), _int(rows),
              _int(rows_per_item)]
     for g, lo, s, e in zip(spec.grid, spec.lo, spec.split, spec.ext):
@@ -287,8 +289,10 @@ class _GradPacks:
         self.problem, self.grad = problem, grad
         self.layout = backward_layout(problem.geo, problem.in_sp, problem.out_sp, tile_bd[1], tile_bw[2])
         spec = self.layout.gy_pack
-        self.cpad = (problem.geo.groups - 1) * problem.cog + ceil(problem.cog / tile_bw[1]) * tile_bw[1]
-        self.bits = problem.index_bits(problem.N * max(problem.cout, self.cpad) * spec.nsplit * spec.plane,
+        self.block = tile_bw[1]  # output maps per block of the channels-last layout
+        self.blocks_per_group = ceil(problem.cog / self.block)
+        padded_maps = max(problem.cout, problem.geo.groups * self.blocks_per_group * self.block)
+        self.bits = problem.index_bits(problem.N * padded_maps * spec.nsplit * spec.plane,
                                        problem.N * problem.cin * prod(problem.in_sp),
                                        # weights repacked with input maps rounded up to a tile (<= 16)
                                        (problem.cin + 16 * problem.geo.groups) * problem.cog * problem.geo.taps)
@@ -304,7 +308,7 @@ class _GradPacks:
         if self._channels_last is None:
             problem, spec = self.problem, self.layout.gy_pack
             self._channels_last = _pack(problem, _buffer(self.grad), problem.N, spec, self.bits,
-                                        channels=problem.cout, cpad=self.cpad)
+                                        channels=problem.cout, block=self.block)
         return self._channels_last
 
 
@@ -413,7 +417,7 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         idx = _idx(bits)
         args = [_buffer(data), gyp, part, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(co_tiles),
                 idx(chunk_rows), idx(total_rows), idx(rows_per_b), idx(prod(problem.in_sp)),
-                idx(layout.gy_pack.plane), _int(packed.cpad), _int(problem.in_sp[-1])]
+                idx(layout.gy_pack.plane), _int(packed.blocks_per_group), _int(problem.in_sp[-1])]
         in_strides = [prod(problem.in_sp[a + 1:]) for a in range(geo.nd)]
         for a in range(geo.nd - 1):
             args += [_int(problem.in_sp[a]), idx(in_strides[a]), idx(layout.strides[a])]

@@ -8,7 +8,7 @@
 ## Two layouts (tile[3]):
 ##   0  gy planar: TM x TN vector accumulators along v, lanes summed in a fixed order at the end
 ##      (for few output maps per group: depthwise and narrow layers);
-##   1  gy channels-last (pack's _cl kernel): accumulators are vectors over TN output maps, one scalar x per
+##   1  gy channels-last in blocks of TN maps (pack's _cl kernel): accumulators are vectors over TN output maps, one scalar x per
 ##      input map per position, a register-tiled GEMM like the forward's.
 ## Chunks depend on the shape only, so results are bitwise identical for any thread count or local size.
 ## reduce.mako's finalize sums the chunks in order.
@@ -20,7 +20,7 @@ __kernel void ${name}(
     __global const dcl_t* restrict x, __global const dcl_t* restrict gyp, __global dcl_acc* restrict part,
     const int cig, const int cog, const int ci_tiles, const int co_tiles, const dcl_idx chunk_rows,
     const dcl_idx total_rows, const dcl_idx rows_per_b, const dcl_idx in_plane, const dcl_idx g_plane,
-    const int cpad, const int in_last
+    const int blocks_per_group, const int in_last
     % for a in range(nd - 1):
     , const int in${a}, const dcl_idx is${a}, const dcl_idx ps${a}
     % endfor
@@ -117,10 +117,11 @@ __kernel void ${name}(
             % endfor
         }
 % else:
-        __global const dcl_t* yb = gyp + ((b * ${nplanes} + r_lin) * g_plane + g_row) * cpad + (dcl_idx)g * cog + co0;
+        __global const dcl_t* yb = gyp + (((b * ${nplanes} + r_lin) * ${groups} * blocks_per_group
+                                         + g * blocks_per_group + co0 / ${tn}) * g_plane + g_row) * ${tn};
         for (int v = 0; v < in_last; ++v) {
             % for j in range(nvec):
-            const dcl_accv y${j} = DCL_LOADV(yb + (dcl_idx)v * cpad + ${j * vw});
+            const dcl_accv y${j} = DCL_LOADV(yb + (dcl_idx)v * ${tn} + ${j * vw});
             % endfor
             % for mi in range(tm):
             {

@@ -90,28 +90,33 @@ __kernel void ${name}(__global const dcl_t* restrict src, __global dcl_t* restri
     }
 }
 
-## Channels-last variant: dst[b, R, p, c] (c fastest, pitch cpad >= channels) for backward weights, whose
-## work-items vectorise over output maps. Positions past the grid and maps past `channels` are zero.
+## Map-blocked channels-last variant for backward weights, whose work-items vectorise over output maps:
+## dst[b, R, block, p, lane], each group's maps cut into blocks of `block_maps` maps (lanes past the group's maps
+## are zero), so the maps a work-item reads for consecutive positions are one contiguous stream.
 __kernel void ${name}_cl(__global const dcl_t* restrict src, __global dcl_t* restrict dst, const int channels,
-                         const int cpad, ${params()})
+                         const int group_maps, const int blocks_per_group, const int block_maps, ${params()})
 {
-    ${block_setup("for (dcl_idx e = grid_size * cpad; e < dst_plane * cpad; ++e) DCL_STORE((dcl_acc)0, dst + plane * dst_plane * cpad + e);")}
+    const int map_blocks = channels / group_maps * blocks_per_group;
+    ${block_setup("for (int bl = 0; bl < map_blocks; ++bl) for (dcl_idx e = grid_size * block_maps; e < dst_plane * block_maps; ++e) DCL_STORE((dcl_acc)0, dst + (plane * map_blocks + bl) * dst_plane * block_maps + e);")}
     __global const dcl_t* s_plane = src + (plane / n_split) * channels * src_plane;
     for (int row = row0; row < row1; ++row) {
         ${row_source()}
-        __global dcl_t* d = dst + (plane * dst_plane + (dcl_idx)row * grid${last}) * cpad;
-        // a blocked transpose: 16 positions at a time, read along each map's row, written into a block of
-        // 16 x cpad elements that stays in cache
         __global const dcl_t* s = s_plane + src_offset;
+        // a blocked transpose: 16 positions at a time, read along each map's row, written into the block
         for (int p0 = 0; p0 < grid${last}; p0 += 16) {
             const int p1 = DCL_MIN(grid${last}, p0 + 16);
-            for (int ch = 0; ch < cpad; ++ch) {
-                __global const dcl_t* sc = s + (dcl_idx)ch * src_plane;
-                const bool live = inside && ch < channels;
-                for (int p = p0; p < p1; ++p) {
-                    const dcl_acc value = (live && p >= p_lo && p < p_hi)
-                                          ? (dcl_acc)DCL_LOAD(sc + (dcl_idx)p * split${last}) : (dcl_acc)0;
-                    DCL_STORE(value, d + (dcl_idx)p * cpad + ch);
+            for (int bl = 0; bl < map_blocks; ++bl) {
+                __global dcl_t* d = dst + ((plane * map_blocks + bl) * dst_plane + (dcl_idx)row * grid${last}) * block_maps;
+                const int g = bl / blocks_per_group;
+                for (int lane = 0; lane < block_maps; ++lane) {
+                    const int co = (bl % blocks_per_group) * block_maps + lane;
+                    const bool live = inside && co < group_maps;
+                    __global const dcl_t* sc = s + (dcl_idx)(g * group_maps + DCL_MIN(co, group_maps - 1)) * src_plane;
+                    for (int p = p0; p < p1; ++p) {
+                        const dcl_acc value = (live && p >= p_lo && p < p_hi)
+                                              ? (dcl_acc)DCL_LOAD(sc + (dcl_idx)p * split${last}) : (dcl_acc)0;
+                        DCL_STORE(value, d + (dcl_idx)p * block_maps + lane);
+                    }
                 }
             }
         }
