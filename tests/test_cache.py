@@ -6,10 +6,8 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from deconvnd_cl import disk_cache

@@ -1,7 +1,6 @@
 """RELIABILITY.md's matrix on the PoCL device: determinism, zero sizes, views, NaN/Inf, fp16, index width,
 work-group limits, and a machine with no OpenCL platform."""
 
-import json
 import os
 import subprocess
 import sys

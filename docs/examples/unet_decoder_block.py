@@ -25,7 +25,7 @@ def main():
     fuse = dcl.Deconv2D(128, 64, size=3, pad=1, name="fuse")
     bottom = rng.standard_normal((2, 128, 16, 16)).astype(np.float32)
     skip = rng.standard_normal((2, 64, 32, 32)).astype(np.float32)
-    bottom_d, skip_d = cla.to_device(queue, bottom), cla.to_device(queue, skip)
+    bottom_d = cla.to_device(queue, bottom)
 
     def forward():
         upsampled = up(bottom_d)                                        # (2, 64, 32, 32)
