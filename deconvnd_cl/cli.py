@@ -214,7 +214,6 @@ def warm_layer(spec, backward=True):
     from . import functional
     from .device import default_queue
     queue = default_queue()
-    spec.geometry()
     dtype = spec.np_dtype
     shape = spec.input_shape()
     geo = spec.geometry()

@@ -3,7 +3,8 @@
 deconvNd / deconvNdBackwardData / deconvNdBackwardParams take pyopencl arrays, check everything before any
 compile or launch, and drive the kernels: pack the operand into its padded grid (layouts.py), run the tiled
 kernel family, reduce where needed. Outputs are fresh arrays; gradients passed in (wgrad, bgrad) are only
-written by the last kernel of a call, so a call that fails leaves them as they were.
+written by the last kernels of a call, after every build and allocation, so a call that fails leaves them as
+they were.
 """
 
 import os
@@ -19,7 +20,7 @@ from .errors import ModuleError
 from .geometry import Geometry
 from .kernel_key import KernelKey, dtype_tag
 from .kernel_manager import manager
-from .layouts import backward_layout, forward_layout
+from .layouts import backward_layout, forward_layout, row_major_strides
 
 INT32_LIMIT = 2**31 - 1
 
@@ -226,7 +227,7 @@ def _forward(problem, data, W, bias, tile=None):
     program = manager().program(queue, problem.key("forward", tile, bits))
     idx = _idx(bits)
     co_tiles = ceil(problem.cog / tm)
-    out_strides = [prod(problem.out_sp[a + 1:]) for a in range(geo.nd)]
+    out_strides = row_major_strides(problem.out_sp)
     bias_buffer = _buffer(bias) if bias is not None else _buffer(W)
     w_buffer = _pack_weights(problem, program, W, geo.groups * co_tiles * problem.cig, geo.taps * tm,
                              [_int(problem.cig), _int(problem.cog), _int(co_tiles)], bits)
@@ -335,7 +336,7 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
     idx = _idx(bits)
     ci_tiles = ceil(problem.cig / tm)
     v_tiles = ceil(layout.v_count / tn)
-    in_strides = [prod(problem.in_sp[a + 1:]) for a in range(geo.nd)]
+    in_strides = row_major_strides(problem.in_sp)
     wp = _pack_weights(problem, program, W, geo.groups * ci_tiles * problem.cog, geo.taps * tm,
                        [_int(problem.cig), _int(problem.cog), _int(ci_tiles)], bits)
     args = [gyp, wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(v_tiles),
@@ -406,34 +407,35 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         n_chunks = max(1, min(total_rows, ceil(tiles.parallel_target(device) / tiles_total)))
         chunk_rows = ceil(total_rows / n_chunks)
         n_chunks = ceil(total_rows / chunk_rows)
-        # one chunk, nothing to blend: stage one writes the gradient itself and stage two is skipped
-        direct = n_chunks == 1 and momentum_w == 0 and scale == 1 and np.dtype(acc_dtype) == problem.dtype
-        if direct:
-            part = wgrad.data
-        else:
-            problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size)
-            part = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, n_chunks * w_size * acc_size)
         program = manager().program(queue, problem.key("backward_weights", tile, bits))
-        idx = _idx(bits)
-        args = [_buffer(data), gyp, part, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(co_tiles),
-                idx(chunk_rows), idx(total_rows), idx(rows_per_b), idx(prod(problem.in_sp)),
-                idx(layout.gy_pack.plane), _int(packed.blocks_per_group), _int(problem.in_sp[-1])]
-        in_strides = [prod(problem.in_sp[a + 1:]) for a in range(geo.nd)]
-        for a in range(geo.nd - 1):
-            args += [_int(problem.in_sp[a]), idx(in_strides[a]), idx(layout.strides[a])]
-        _launch(queue, program.kernel(), (ci_tiles, co_tiles * geo.groups, n_chunks * geo.taps),
-                tiles.local_size(queue.device, program), args)
-
-        bias_part, bias_rows = None, problem.N
         reduce = _reduce_program(problem, bits)
+        bias_part, bias_rows = None, problem.N
         if with_bias:  # per (batch item, map) sums of grad, summed over the batch by finalize
             bias_part = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, bias_rows * problem.cout * acc_size)
             name = reduce.key.name + "_rows"
             _launch(queue, reduce.kernel(name), (problem.N * problem.cout,), reduce.local_size(name, 64),
                     [_buffer(grad), bias_part, _idx(bits)(problem.N * problem.cout),
                      _idx(bits)(prod(problem.out_sp))])
+        # one chunk, nothing to blend: stage one writes the gradient itself and stage two is skipped. Every
+        # build and scratch allocation of the call has happened by now, so this write comes with the others.
+        direct = n_chunks == 1 and momentum_w == 0 and scale == 1 and np.dtype(acc_dtype) == problem.dtype
+        if direct:
+            part = wgrad.data
+        else:
+            problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size)
+            part = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, n_chunks * w_size * acc_size)
+        idx = _idx(bits)
+        args = [_buffer(data), gyp, part, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(co_tiles),
+                idx(chunk_rows), idx(total_rows), idx(rows_per_b), idx(prod(problem.in_sp)),
+                idx(layout.gy_pack.plane), _int(packed.blocks_per_group), _int(problem.in_sp[-1])]
+        in_strides = row_major_strides(problem.in_sp)
+        for a in range(geo.nd - 1):
+            args += [_int(problem.in_sp[a]), idx(in_strides[a]), idx(layout.strides[a])]
+        _launch(queue, program.kernel(), (ci_tiles, co_tiles * geo.groups, n_chunks * geo.taps),
+                tiles.local_size(queue.device, program), args)
 
-    # stage two: the only writes to wgrad / bgrad, so a failure above leaves them untouched
+    # stage two: the last writes to wgrad / bgrad (with the direct weight write just above), so a failure in
+    # validation, building or allocation leaves them untouched
     if not direct:
         _finalize(problem, reduce, part, n_chunks, wgrad, w_size, scale, momentum_w, bits)
     if with_bias:
