@@ -218,7 +218,7 @@ def _forward(problem, data, W, bias, tile=None):
         return y
     tile = tile or tiles.gemm_tile(queue.device, problem.dtype, problem.cog)
     tm, tn, _ = tile
-    layout = forward_layout(geo, problem.in_sp, problem.out_sp, tn)
+    layout = forward_layout(geo, problem.in_sp, problem.out_sp, tn, problem.dtype.itemsize)
     planes = problem.N * problem.cin
     packed_w = geo.groups * ceil(problem.cog / tm) * tm * problem.cig * geo.taps
     bits = problem.index_bits(planes * layout.pack.plane, y.size, packed_w)
@@ -288,7 +288,8 @@ class _GradPacks:
 
     def __init__(self, problem, grad, tile_bd, tile_bw):
         self.problem, self.grad = problem, grad
-        self.layout = backward_layout(problem.geo, problem.in_sp, problem.out_sp, tile_bd[1], tile_bw[2])
+        self.layout = backward_layout(problem.geo, problem.in_sp, problem.out_sp, tile_bd[1], tile_bw[2],
+                                      problem.dtype.itemsize)
         spec = self.layout.gy_pack
         self.block = tile_bw[1]  # output maps per block of the channels-last layout
         self.blocks_per_group = ceil(problem.cog / self.block)

@@ -112,11 +112,17 @@ __kernel void ${name}_cl(__global const dcl_t* restrict src, __global dcl_t* res
                     const int co = (bl % blocks_per_group) * block_maps + lane;
                     const bool live = inside && co < group_maps;
                     __global const dcl_t* sc = s + (dcl_idx)(g * group_maps + DCL_MIN(co, group_maps - 1)) * src_plane;
-                    for (int p = p0; p < p1; ++p) {
-                        const dcl_acc value = (live && p >= p_lo && p < p_hi)
-                                              ? (dcl_acc)DCL_LOAD(sc + (dcl_idx)p * split${last}) : (dcl_acc)0;
-                        DCL_STORE(value, d + (dcl_idx)p * block_maps + lane);
-                    }
+                    __global dcl_t* dl = d + lane;
+                    // [p0, copy_lo) zeros, [copy_lo, copy_hi) copied, [copy_hi, p1) zeros: no test per element
+                    const int copy_lo = live ? DCL_MAX(p0, DCL_MIN(p1, p_lo)) : p1;
+                    const int copy_hi = live ? DCL_MAX(copy_lo, DCL_MIN(p1, p_hi)) : p1;
+                    int p = p0;
+                    for (; p < copy_lo; ++p)
+                        DCL_STORE((dcl_acc)0, dl + (dcl_idx)p * block_maps);
+                    for (; p < copy_hi; ++p)
+                        DCL_STORE((dcl_acc)DCL_LOAD(sc + (dcl_idx)p * split${last}), dl + (dcl_idx)p * block_maps);
+                    for (; p < p1; ++p)
+                        DCL_STORE((dcl_acc)0, dl + (dcl_idx)p * block_maps);
                 }
             }
         }

@@ -38,8 +38,10 @@ class Config:
                 f"-pp{axes(self.postpad)}-g{self.groups}-c{self.cin}to{self.cout}-n{self.batch}-i{axes(self.spatial)}")
 
 
-def random_config(rng):
-    nd = rng.choices([1, 2, 3, 4], weights=[3, 4, 2, 1])[0]
+def random_config(rng, long_rows=False):
+    """long_rows: the last axis 17-44 long and the others short, so the tiles of 16 positions (and the packing
+    kernels' blocks of 16) lie both wholly inside a row and across its end; the plain sweep's rows are shorter."""
+    nd = rng.choices([1, 2, 3, 4], weights=[3, 4, 2, 0 if long_rows else 1])[0]
     max_spatial = {1: 12, 2: 8, 3: 5, 4: 3}[nd]
     groups = rng.choice([1, 1, 2, 3, "C"])
     base_in = rng.choice([1, 2, 3, 4, 5, 7, 13, 17, 20])
@@ -56,11 +58,13 @@ def random_config(rng):
         pad = tuple(rng.randint(0, d * (k - 1)) for k, d in zip(size, dilation))
         postpad = tuple(rng.randint(0, max(s, d) - 1) for s, d in zip(stride, dilation))
         spatial = tuple(rng.choice([1, rng.randint(1, max_spatial)]) for _ in range(nd))
+        if long_rows:
+            spatial = tuple(min(e, 3) for e in spatial[:-1]) + (rng.randint(17, 44),)
         config = Config(rng.randint(1, 3), cin, cout, spatial, size, stride, pad, dilation, postpad, groups)
         if all(o > 0 for o in config.out_spatial):
             return config
 
 
-def sweep(count, seed):
+def sweep(count, seed, long_rows=False):
     rng = random.Random(seed)
-    return [random_config(rng) for _ in range(count)]
+    return [random_config(rng, long_rows) for _ in range(count)]

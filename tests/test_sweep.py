@@ -15,7 +15,7 @@ from deconvnd_cl import functional, reference
 from configs import sweep
 from conftest import assert_close, to_device
 
-CONFIGS = sweep(220, seed=20261125)
+CONFIGS = sweep(220, seed=20261125) + sweep(30, seed=20261126, long_rows=True)
 
 
 @pytest.fixture(autouse=True)
