@@ -75,7 +75,21 @@ __kernel void ${name}(
         wb += ${ks * tm};
     }
 
-    // Epilogue: spill the tile to private memory, then store the lanes that are real input positions.
+    // Epilogue. Input positions are contiguous along a row, so a tile whose TN lanes are all real positions of
+    // one row (the common case) is stored as whole vectors straight from the accumulators; other tiles are
+    // spilled to private memory and stored lane by lane, the real positions only.
+    __global dcl_t* xb = gx + ((dcl_idx)b * cin + (dcl_idx)g * cig + ci0) * in_size;
+    const int m_count = DCL_MIN(${tm}, cig - ci0);
+${c.split_position("i", "v0", nd)}
+    if (m_count == ${tm} && i${nd - 1} + ${tn} <= in${nd - 1}${"".join(f" && i{a} < in{a}" for a in range(nd - 1))}) {
+        __global dcl_t* xr = xb + ${" + ".join(f"(dcl_idx)i{a} * is{a}" for a in range(nd))};
+        % for mi in range(tm):
+        % for j in range(nvec):
+        DCL_STOREV(acc${mi}_${j}, xr + ${mi} * in_size + ${j * vw});
+        % endfor
+        % endfor
+        return;
+    }
     dcl_accv tile_v[${tm * nvec}];
     % for mi in range(tm):
     % for j in range(nvec):
@@ -83,18 +97,12 @@ __kernel void ${name}(
     % endfor
     % endfor
     const dcl_acc* tile = (const dcl_acc*)tile_v;
-    __global dcl_t* xb = gx + ((dcl_idx)b * cin + (dcl_idx)g * cig + ci0) * in_size;
-    const int m_count = DCL_MIN(${tm}, cig - ci0);
     for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
-        dcl_idx rem = v0 + n;
-        % for a in range(nd - 1):
-        const int i${a} = rem / ps${a}; rem -= (dcl_idx)i${a} * ps${a};
-        % endfor
-        const int i${nd - 1} = rem;
         if (${" && ".join(f"i{a} < in{a}" for a in range(nd))}) {
             const dcl_idx xo = ${" + ".join(f"(dcl_idx)i{a} * is{a}" for a in range(nd))};
             for (int mi = 0; mi < m_count; ++mi)
                 DCL_STORE(tile[mi * ${tn} + n], xb + mi * in_size + xo);
         }
+${c.next_position("i", nd)}
     }
 }

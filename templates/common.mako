@@ -13,6 +13,7 @@ typedef ${"long" if index_bits == 64 else "int"} dcl_idx;
 #define DCL_LOAD(p) vload_half(0, (p))
 #define DCL_LOADV(p) vload_half${vw}(0, (p))
 #define DCL_STORE(v, p) vstore_half((v), 0, (p))
+#define DCL_STOREV(x, p) vstore_half${vw}((x), 0, (p))
 % else:
 ## An unaligned vector load through a packed struct: PoCL compiles vloadN() to an out-of-line call that
 ## spills every accumulator around it; the packed struct becomes one unaligned vector move.
@@ -20,8 +21,39 @@ typedef struct __attribute__((packed)) { dcl_accv v; } dcl_unaligned;
 #define DCL_LOAD(p) (*(p))
 #define DCL_LOADV(p) (((__global const dcl_unaligned*)(p))->v)
 #define DCL_STORE(v, p) (*(p) = (v))
+#define DCL_STOREV(x, p) (((__global dcl_unaligned*)(p))->v = (x))
 % endif
 ## min() and max() are out-of-line calls on PoCL too.
 #define DCL_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define DCL_MAX(a, b) ((a) > (b) ? (a) : (b))
+</%def>
+
+## Tiles walk "virtual" positions v of a padded grid whose rows are ps{nd-2} apart (ps{a}: the pitch of axis a,
+## row-major). split_position declares the grid coordinates {c}0..{c}{nd-1} of v, with one division per axis;
+## next_position steps them to v + 1 without dividing (a tile's epilogue divides once, then steps per lane).
+<%def name="split_position(c, v, nd)">
+            dcl_idx rem_${c} = ${v};
+            % for a in range(nd - 1):
+            int ${c}${a} = rem_${c} / ps${a}; rem_${c} -= (dcl_idx)${c}${a} * ps${a};
+            % endfor
+            int ${c}${nd - 1} = rem_${c};
+</%def>
+<%def name="next_position(c, nd)">
+                % if nd > 1:
+                if (++${c}${nd - 1} == ps${nd - 2}) {   // next row of the padded grid
+                    ${c}${nd - 1} = 0;
+                    % for a in reversed(range(nd - 1)):
+                    % if a > 0:
+                    if (++${c}${a} == ps${a - 1} / ps${a}) { ${c}${a} = 0;
+                    % else:
+                    ++${c}0;
+                    % endif
+                    % endfor
+                    % for a in reversed(range(1, nd - 1)):
+                    }
+                    % endfor
+                }
+                % else:
+                ++${c}0;
+                % endif
 </%def>

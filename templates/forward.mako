@@ -40,34 +40,14 @@ __kernel void ${name}_wpack(__global const dcl_t* restrict w, __global dcl_t* re
             const dcl_acc* tile = (const dcl_acc*)tile_v;
             __global dcl_t* yb = y + ((dcl_idx)b * cout + (dcl_idx)g * cog + co0) * out_size;
             const int m_count = DCL_MIN(${tm}, cog - co0);
-            dcl_idx rem = v0;
-            % for a in range(nd - 1):
-            int qq${a} = rem / ps${a}; rem -= (dcl_idx)qq${a} * ps${a};
-            % endfor
-            int qq${nd - 1} = rem;
+${c.split_position("qq", "v0", nd)}
             for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
                 if (${" && ".join(f"qq{a} < info[{4 + 2 * a}]" for a in range(nd))}) {
                     const dcl_idx yo = ${" + ".join(f"((info[{3 + 2 * a}] + qq{a}) * {stride[a]} + {r[a] - pad[a]}) * os{a}" for a in range(nd))};
                     for (int mi = 0; mi < m_count; ++mi)
                         DCL_STORE(tile[mi * ${tn} + n], yb + mi * out_size + yo);
                 }
-                % if nd > 1:
-                if (++qq${nd - 1} == ps${nd - 2}) {   // next row of the padded grid
-                    qq${nd - 1} = 0;
-                    % for a in reversed(range(nd - 1)):
-                    % if a > 0:
-                    if (++qq${a} == ps${a - 1} / ps${a}) { qq${a} = 0;
-                    % else:
-                    ++qq0;
-                    % endif
-                    % endfor
-                    % for a in reversed(range(1, nd - 1)):
-                    }
-                    % endfor
-                }
-                % else:
-                ++qq0;
-                % endif
+${c.next_position("qq", nd)}
             }
         }
 </%def>

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.oclgrind
 
 # (batch, cin, cout, spatial, size, stride, pad, dilation, postpad, groups): tails, groups, depthwise,
-# stride > kernel, postpad, dilation, padding >= kernel, nd 1..4, spatial size 1
+# stride > kernel, postpad, dilation, padding >= kernel, nd 1..4, spatial size 1, and rows longer than a CPU
+# tile of 16 positions (the last two), so whole-row vector stores run next to lane-by-lane ones
 SHAPES = [
     (1, 1, 1, (3,), (2,), (2,), (0,), (1,), (0,), 1),
     (2, 3, 5, (4,), (3,), (1,), (1,), (1,), (0,), 1),
@@ -44,6 +45,8 @@ SHAPES = [
     (1, 2, 10, (2, 2, 1), (2, 3, 2), (2, 1, 2), (0, 1, 0), (2, 1, 1), (1, 0, 1), 1),
     (1, 2, 2, (2, 1, 2, 2), (2, 2, 1, 2), (1, 2, 1, 2), (0, 1, 0, 0), (1, 1, 1, 1), (0, 1, 0, 1), 2),
     (1, 1, 3, (2, 2, 2, 1), (1, 2, 2, 2), (2, 1, 2, 1), (0, 0, 1, 1), (1, 1, 1, 2), (1, 0, 0, 1), 1),
+    (1, 6, 4, (20,), (3,), (2,), (1,), (1,), (1,), 1),
+    (1, 8, 3, (2, 18), (2, 3), (2, 1), (0, 1), (1, 2), (1, 0), 1),
 ]
 
 # per family: the tiles a GPU-like device gets by default, and CPU-style tiles passed explicitly
