@@ -25,8 +25,9 @@ def unaliased_plane(elements, itemsize):
     The tiled kernels read one short run from each of many planes in turn (one per input map). When the pitch
     is a multiple of a large power of two (a 32x32 float plane is 4 KiB), all those runs fall into a few sets
     of the L1 and L2 caches and evict one another (the U-Net layer's forward kernel took 12-17 ms on 32x32
-    planes against 13-14 ms on 32x33 ones, which have more work). A pitch of an odd number of cache lines spreads them over every set. Pitches that are not a multiple
-    of 8 lines are left alone (their runs already spread over most sets)."""
+    planes against 13-14 ms on 32x33 ones, which have more work). A pitch of an odd number of cache lines
+    spreads them over every set. Pitches that are not a multiple of 8 lines are left alone (their runs
+    already spread over most sets)."""
     line = max(1, CACHE_LINE // itemsize)
     if elements % (8 * line):
         return elements
