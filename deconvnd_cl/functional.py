@@ -282,6 +282,11 @@ def _backward_problem(grad, W, data_shape, stride, pad, dilation, groups):
     return problem
 
 
+def _default_weights_tile(problem):
+    return tiles.weights_tile(problem.queue.device, problem.dtype, problem.cig, problem.cog,
+                              problem.geo.non_overlapping)
+
+
 class _GradPacks:
     """The output gradient laid out for the backward kernels, packed once per call and shared by them:
     planar residue planes (backward data, narrow backward weights) and channels-last (wide backward weights)."""
@@ -330,8 +335,7 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
         return gx
     tile = tile or tiles.gemm_tile(queue.device, problem.dtype, problem.cig)
     tm, tn, vw = tile
-    packed = packed or _GradPacks(problem, grad, tile, tiles.weights_tile(queue.device, problem.dtype,
-                                                                          problem.cig, problem.cog))
+    packed = packed or _GradPacks(problem, grad, tile, _default_weights_tile(problem))
     layout, bits, gyp = packed.layout, packed.bits, packed.planar()
     program = manager().program(queue, problem.key("backward_data", tile, bits))
     idx = _idx(bits)
@@ -385,7 +389,7 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         bgrad, momentum_b = _empty(queue, (1, problem.cout) + (1,) * geo.nd, problem.dtype), 0.0
     else:
         momentum_b = momentum
-    tile = tile or tiles.weights_tile(device, problem.dtype, problem.cig, problem.cog)
+    tile = tile or _default_weights_tile(problem)
     tm, tn, vw, gy_layout = tile
     acc_dtype = np.float64 if problem.dtype == np.float64 else np.float32
     acc_size = np.dtype(acc_dtype).itemsize
@@ -451,8 +455,7 @@ def backward(data, grad, W, bias, stride, pad, dilation, groups, want_data=True,
     problem = _backward_problem(grad, W, data.shape, stride, pad, dilation, groups)
     device, variants = problem.queue.device, variants or {}
     tile_bd = variants.get("backward_data") or tiles.gemm_tile(device, problem.dtype, problem.cig)
-    tile_bw = variants.get("backward_weights") or tiles.weights_tile(device, problem.dtype, problem.cig,
-                                                                      problem.cog)
+    tile_bw = variants.get("backward_weights") or _default_weights_tile(problem)
     packed = _GradPacks(problem, grad, tile_bd, tile_bw) if problem.N > 0 else None
     gx = _backward_data(problem, grad, W, tile_bd, packed) if want_data else None
     params = (_backward_params(problem, data, grad, W, bias is not None, wgrad, bgrad, scale, momentum,

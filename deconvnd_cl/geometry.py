@@ -102,6 +102,12 @@ class Geometry:
             phases.append((r, taps))
         return phases
 
+    @property
+    def non_overlapping(self):
+        """Up-sampling whose taps never overlap: a stride above 1 and at most one tap per output position
+        (kernel size = stride, as in U-Net/V-Net decoders), so each stride phase is a 1x1 convolution."""
+        return any(s > 1 for s in self.stride) and all(len(taps) <= 1 for _, taps in self.forward_phases())
+
     def backward_taps(self):
         """Per tap k, where the backward passes read the output gradient.
 

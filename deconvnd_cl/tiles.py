@@ -31,12 +31,18 @@ def gemm_tile(device, dtype, maps):
     return (tm, vw * max(1, min(4, ACCUMULATORS // tm)), vw)
 
 
-def weights_tile(device, dtype, cig, cog):
+def weights_tile(device, dtype, cig, cog, non_overlapping=False):
     """Backward weights: (TM input maps, TN output maps, VW, gy layout); see backward_weights.mako.
 
     With at least a vector's worth of output maps per group, vectors run over output maps (layout 1, the
-    forward's GEMM tile); with fewer (depthwise, narrow), over positions (layout 0)."""
+    forward's GEMM tile); with fewer (depthwise, narrow), over positions (layout 0). On a CPU, non-overlapping
+    up-sampling layers (Geometry.non_overlapping: kernel size = stride) take layout 0 too: each gradient element
+    is then a dot product of x with one residue plane of gy, which layout 0 reads as it is, where layout 1
+    first needs gy transposed (measured 1.06-1.41x on the training step of three such layers,
+    docs/performance.md)."""
     vw = vector_width(device, dtype)
+    if non_overlapping and is_cpu(device):
+        return (min(3, cig), min(4, cog), vw, 0)
     if cog >= vw:
         nvec = 2 if cog > vw and is_cpu(device) else 1
         return (min(cig, (ACCUMULATORS if is_cpu(device) else 4) // nvec), nvec * vw, vw, 1)

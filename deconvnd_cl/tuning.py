@@ -20,11 +20,11 @@ from .kernel_manager import manager
 _memory = {}
 
 
-def _candidates(device, dtype, cig, cog):
+def _candidates(device, dtype, cig, cog, non_overlapping):
     vw = tiles.vector_width(device, dtype)
     gemm = {tiles.gemm_tile(device, dtype, cog)}
     data = {tiles.gemm_tile(device, dtype, cig)}
-    weights = {tiles.weights_tile(device, dtype, cig, cog)}
+    weights = {tiles.weights_tile(device, dtype, cig, cog, non_overlapping)}
     widths = (vw,) if is_cpu(device) else (4, 8)
     for v in widths:
         for tm, nvec in ((6, 2), (4, 3), (4, 2), (3, 4), (8, 1), (2, 4), (1, 4)):
@@ -118,7 +118,8 @@ def tune_layer(spec, queue=None, shape=None, progress=None, force=False):
         "backward_data": lambda t: functional.deconvNdBackwardData(grad, W, x, tile=t, **conv),
         "backward_weights": lambda t: functional.deconvNdBackwardParams(x, grad, W, tile=t, **conv),
     }
-    candidates = _candidates(queue.device, dtype, spec.inmaps // g.groups, spec.outmaps // g.groups)
+    candidates = _candidates(queue.device, dtype, spec.inmaps // g.groups, spec.outmaps // g.groups,
+                             g.non_overlapping)
     total = sum(len(c) for c in candidates.values())
     done, winners = 0, {}
     for family, tiles_to_try in candidates.items():
