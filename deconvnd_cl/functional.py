@@ -231,7 +231,8 @@ def _forward(problem, data, W, bias, tile=None):
     bias_buffer = _buffer(bias) if bias is not None else _buffer(W)
     w_buffer = _pack_weights(problem, program, W, geo.groups * co_tiles * problem.cig, geo.taps * tm,
                              [_int(problem.cig), _int(problem.cog), _int(co_tiles)], bits)
-    phase_info = np.zeros((len(geo.forward_phases()), 3 + 2 * geo.nd), np.int64 if bits == 64 else np.int32)
+    # one row per stride phase (prod(stride) of them, as in Geometry.forward_phases)
+    phase_info = np.zeros((prod(geo.stride), 3 + 2 * geo.nd), np.int64 if bits == 64 else np.int32)
     for phase in layout.phases:  # phases without outputs keep v_tiles = 0
         phase_info[phase.index, :3] = (phase.v_tiles, phase.v_count, phase.base)
         phase_info[phase.index, 3::2], phase_info[phase.index, 4::2] = phase.q0, phase.extents

@@ -133,21 +133,8 @@ __kernel void ${name}(
             % endfor
         }
 % endif
-        // next row: step the coordinates, the last axis but one fastest
-        % if nd > 1:
-        if (++i${nd - 2} == in${nd - 2}) {
-            i${nd - 2} = 0;
-            % for a in reversed(range(nd - 2)):
-            if (++i${a} == in${a}) { i${a} = 0;
-            % endfor
-            ++b;
-            % for a in reversed(range(nd - 2)):
-            }
-            % endfor
-        }
-        % else:
-        ++b;
-        % endif
+        // next row: step the coordinates, the last axis but one fastest, then the batch item
+        ${c.odometer([f"i{a}" for a in range(nd - 1)], [f"in{a}" for a in range(nd - 1)], "++b;")}
     }
 
     __global dcl_acc* pb = part + (dcl_idx)ch * cin * cog * ${ks};

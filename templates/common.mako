@@ -28,9 +28,23 @@ typedef struct __attribute__((packed)) { dcl_accv v; } dcl_unaligned;
 #define DCL_MAX(a, b) ((a) > (b) ? (a) : (b))
 </%def>
 
+## Coordinates stepped like an odometer, so loops over positions or rows divide once and then only count:
+## increments the last of `names`; a coordinate reaching its entry of `extents` returns to 0 and carries into
+## the one before it; a carry out of the first runs `carry_out`.
+<%def name="odometer(names, extents, carry_out)">
+% if names:
+if (++${names[-1]} == ${extents[-1]}) {
+    ${names[-1]} = 0;
+    ${odometer(names[:-1], extents[:-1], carry_out)}
+}
+% else:
+${carry_out}
+% endif
+</%def>
+
 ## Tiles walk "virtual" positions v of a padded grid whose rows are ps{nd-2} apart (ps{a}: the pitch of axis a,
 ## row-major). split_position declares the grid coordinates {c}0..{c}{nd-1} of v, with one division per axis;
-## next_position steps them to v + 1 without dividing (a tile's epilogue divides once, then steps per lane).
+## next_position steps them to v + 1 (a tile's epilogue divides once, then steps per lane).
 <%def name="split_position(c, v, nd)">
             dcl_idx rem_${c} = ${v};
             % for a in range(nd - 1):
@@ -39,21 +53,6 @@ typedef struct __attribute__((packed)) { dcl_accv v; } dcl_unaligned;
             int ${c}${nd - 1} = rem_${c};
 </%def>
 <%def name="next_position(c, nd)">
-                % if nd > 1:
-                if (++${c}${nd - 1} == ps${nd - 2}) {   // next row of the padded grid
-                    ${c}${nd - 1} = 0;
-                    % for a in reversed(range(nd - 1)):
-                    % if a > 0:
-                    if (++${c}${a} == ps${a - 1} / ps${a}) { ${c}${a} = 0;
-                    % else:
-                    ++${c}0;
-                    % endif
-                    % endfor
-                    % for a in reversed(range(1, nd - 1)):
-                    }
-                    % endfor
-                }
-                % else:
-                ++${c}0;
-                % endif
+${odometer([f"{c}{a}" for a in range(1, nd)],
+           [f"ps{a - 1} / ps{a}" if a < nd - 1 else f"ps{a - 1}" for a in range(1, nd)], f"++{c}0;")}
 </%def>

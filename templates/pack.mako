@@ -53,17 +53,7 @@ ${c.prelude(dtype, index_bits, 4)}
         % endfor
 </%def>
 <%def name="step_row()">
-        % if nd > 1:
-        if (++g${nd - 2} == grid${nd - 2}) {
-            g${nd - 2} = 0;
-            % for a in reversed(range(nd - 2)):
-            if (++g${a} == grid${a}) { g${a} = 0;
-            % endfor
-            % for a in reversed(range(nd - 2)):
-            }
-            % endfor
-        }
-        % endif
+        ${c.odometer([f"g{a}" for a in range(nd - 1)], [f"grid{a}" for a in range(nd - 1)], "")}
 </%def>
 
 __kernel void ${name}(__global const dcl_t* restrict src, __global dcl_t* restrict dst, ${params()})
