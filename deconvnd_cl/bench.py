@@ -67,9 +67,8 @@ class OurLayer:
         self.conv = dict(stride=g.stride, pad=g.pad, dilation=g.dilation, groups=g.groups)
         self.postpad = g.postpad
         self.x = cla.to_device(queue, rng.standard_normal(shape).astype(np.float32))
-        self.W = cla.to_device(queue, (0.1 * rng.standard_normal((spec.inmaps, spec.outmaps // spec.groups)
-                                                                   + g.size)).astype(np.float32))
-        self.b = cla.to_device(queue, np.zeros((1, spec.outmaps) + (1,) * spec.nd, np.float32))
+        self.W = cla.to_device(queue, (0.1 * rng.standard_normal(spec.weight_shape())).astype(np.float32))
+        self.b = cla.to_device(queue, np.zeros(spec.bias_shape(), np.float32))
         y = self.fwd()
         self.grad = cla.to_device(queue, rng.standard_normal(y.shape).astype(np.float32))
         self.wgrad, self.bgrad = cla.zeros_like(self.W), cla.zeros_like(self.b)
@@ -107,8 +106,8 @@ class TorchLayer:
         self.kw = dict(stride=g.stride, padding=g.pad, output_padding=g.postpad, groups=g.groups,
                        dilation=g.dilation)
         self.x = torch.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
-        self.W = torch.tensor((0.1 * rng.standard_normal((spec.inmaps, spec.outmaps // spec.groups) + g.size))
-                              .astype(np.float32), requires_grad=True)
+        self.W = torch.tensor((0.1 * rng.standard_normal(spec.weight_shape())).astype(np.float32),
+                              requires_grad=True)
         self.b = torch.zeros(spec.outmaps, requires_grad=True)
         with torch.no_grad():
             self.grad = torch.randn_like(self.fn(self.x, self.W, self.b, **self.kw))

@@ -218,8 +218,8 @@ def warm_layer(spec, backward=True):
     shape = spec.input_shape()
     geo = spec.geometry()
     x = cla.to_device(queue, np.zeros(shape, dtype))
-    W = cla.to_device(queue, np.zeros((spec.inmaps, spec.outmaps // spec.groups) + geo.size, dtype))
-    b = cla.to_device(queue, np.zeros((1, spec.outmaps) + (1,) * spec.nd, dtype))
+    W = cla.to_device(queue, np.zeros(spec.weight_shape(), dtype))
+    b = cla.to_device(queue, np.zeros(spec.bias_shape(), dtype))
     y = functional.deconvNd(x, W, b, geo.stride, geo.pad, geo.dilation, geo.postpad, geo.groups)
     if backward:
         functional.backward(x, y, W, b, geo.stride, geo.pad, geo.dilation, geo.groups)

@@ -49,6 +49,13 @@ class LayerSpec:
             spatial = self.spatial if isinstance(self.spatial, tuple) else (self.spatial,) * self.nd
         return (self.batch, self.inmaps) + tuple(spatial)
 
+    def weight_shape(self):
+        """(inmaps, outmaps / groups, *size), the layout of W."""
+        return (self.inmaps, self.outmaps // self.groups) + self.geometry().size
+
+    def bias_shape(self):
+        return (1, self.outmaps) + (1,) * self.nd
+
     def label(self):
         g = self.geometry()
         ax = lambda v: "x".join(map(str, v))  # noqa: E731

@@ -110,7 +110,7 @@ def tune_layer(spec, queue=None, shape=None, progress=None, force=False):
     rng = np.random.default_rng(0)
     conv = dict(stride=g.stride, pad=g.pad, dilation=g.dilation, groups=g.groups)
     x = cla.to_device(queue, rng.standard_normal(shape).astype(dtype))
-    W = cla.to_device(queue, rng.standard_normal((spec.inmaps, spec.outmaps // g.groups) + g.size).astype(dtype))
+    W = cla.to_device(queue, rng.standard_normal(spec.weight_shape()).astype(dtype))
     y = functional.deconvNd(x, W, None, postpad=g.postpad, **conv)
     grad = cla.to_device(queue, rng.standard_normal(y.shape).astype(dtype))
     runs = {
