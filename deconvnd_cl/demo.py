@@ -9,6 +9,7 @@ import pyopencl.array as cla
 from . import reference
 from .deconv import Deconv2D
 from .device import default_queue, describe
+from .reference import rel_l2
 
 
 def _timed(queue, fn, repeats=5):
@@ -21,10 +22,6 @@ def _timed(queue, fn, repeats=5):
         queue.finish()
         times.append(time.perf_counter() - start)
     return result, float(np.median(times))
-
-
-def rel_l2(a, b):
-    return float(np.linalg.norm((a - b).ravel()) / max(np.linalg.norm(b.ravel()), 1e-30))
 
 
 def main(out=print):

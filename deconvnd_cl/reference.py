@@ -104,3 +104,11 @@ def backward_params(x, grad, W_shape, stride=1, pad=0, dilation=1, groups=1):
 def _out_zero_postpad(geo, in_spatial):
     return tuple((i - 1) * s + d * (k - 1) - 2 * p + 1
                  for i, k, s, p, d in zip(in_spatial, geo.size, geo.stride, geo.pad, geo.dilation))
+
+
+def rel_l2(actual, expected):
+    """Relative L2 error of `actual` against `expected`, in float64 (the absolute error when expected is 0)."""
+    expected = np.asarray(expected, np.float64)
+    diff = np.linalg.norm((np.asarray(actual, np.float64) - expected).ravel())
+    scale = np.linalg.norm(expected.ravel())
+    return float(diff / scale) if scale > 0 else float(diff)

@@ -17,6 +17,7 @@ os.environ.setdefault("DECONVND_CL_CACHE_DIR", tempfile.mkdtemp(prefix="deconvnd
 
 import deconvnd_cl as dcl  # noqa: E402  (after the cache directory is chosen)
 from deconvnd_cl.device import all_devices  # noqa: E402
+from deconvnd_cl.reference import rel_l2  # noqa: E402
 
 # Relative L2 error allowed against the float64 reference, per dtype (RELIABILITY.md row 1).
 REL_L2 = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12, np.dtype(np.float16): 1e-3}
@@ -48,13 +49,6 @@ def fp64(queue):
 
 def to_device(queue, array, dtype=np.float32):
     return cla.to_device(queue, np.ascontiguousarray(array, dtype=dtype))
-
-
-def rel_l2(actual, expected):
-    expected = np.asarray(expected, np.float64)
-    diff = np.linalg.norm((np.asarray(actual, np.float64) - expected).ravel())
-    scale = np.linalg.norm(expected.ravel())
-    return diff / scale if scale > 0 else diff
 
 
 def assert_close(actual, expected, dtype=np.float32, what="result"):

@@ -12,10 +12,7 @@ import pyopencl.array as cla
 
 import deconvnd_cl as dcl
 from deconvnd_cl import reference
-
-
-def rel_l2(a, b):
-    return float(np.linalg.norm((a - b).ravel()) / np.linalg.norm(b.ravel()))
+from deconvnd_cl.reference import rel_l2
 
 
 def main():
