@@ -134,14 +134,18 @@ SETTLE_SECONDS = 0.03
 def _median_alternating(runners, name, repeats):
     """Median seconds per runner, alternating the runners each repeat (after one warm-up each).
 
-    Each timed call starts after a short pause: the OpenMP threads behind PyTorch spin for a while after a
-    call returns, and on a 2-core machine that spinning would be charged to whichever runner comes next."""
+    Each timed call follows a pause and then an untimed call of the same runner. The pause lets the other
+    runner's threads stop: PyTorch's OpenMP threads spin for a while after a call returns, and on a 2-core
+    machine that spinning would be charged to whoever comes next. The untimed call wakes the runner's own
+    threads: after the pause, a call that first has to wake sleeping threads took up to 4x longer (PyTorch:
+    4 vs 15 ms for the same layer, in bursts), and a training loop, which calls back to back, never pays that."""
     for r in runners:
         r.run(name)
     times = [[] for _ in runners]
     for _ in range(repeats):
         for i, r in enumerate(runners):
             time.sleep(SETTLE_SECONDS)
+            r.run(name)
             start = time.perf_counter()
             r.run(name)
             times[i].append(time.perf_counter() - start)

@@ -14,7 +14,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from . import tiles
+from . import memory, tiles
 from .device import default_queue, supports_dtype
 from .errors import ModuleError
 from .geometry import Geometry
@@ -112,10 +112,6 @@ class _Problem:
         return KernelKey.for_conv(family, self.geo, self.dtype, tile, index_bits)
 
 
-def _empty(queue, shape, dtype):
-    return cl_array.empty(queue, shape, dtype)
-
-
 # ---------------------------------------------------------------------------------------------- launching
 
 def _int(v):
@@ -148,7 +144,7 @@ def _pack(problem, src, planes, spec, index_bits, channels=None, block=None):
     blocks_per_group = ceil(problem.cog / block) if channels is not None else 0
     total = planes * spec.nsplit * spec.plane * (problem.geo.groups * blocks_per_group * block if block else 1)
     problem.check_alloc("a padded operand", total)
-    dst = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, total * problem.dtype.itemsize)
+    dst = memory.buffer(queue, total * problem.dtype.itemsize)
     key = KernelKey("pack", len(spec.grid), dtype_tag(problem.dtype), index_bits)
     program = manager().program(queue, key)
     idx = _idx(index_bits)
@@ -185,7 +181,7 @@ def _pack_weights(problem, program, W, rows, row_length, args, index_bits):
     (one work-item per row of row_length elements)."""
     total = rows * row_length
     problem.check_alloc("the packed weights", total)
-    wp = cl.Buffer(problem.queue.context, cl.mem_flags.READ_WRITE, total * problem.dtype.itemsize)
+    wp = memory.buffer(problem.queue, total * problem.dtype.itemsize)
     name = program.key.name + "_wpack"
     _launch(problem.queue, program.kernel(name), (rows,), tiles.copy_local_size(problem.queue.device, program, name),
             [_buffer(W), wp, *args, _idx(index_bits)(rows)])
@@ -213,7 +209,7 @@ def deconvNd(data, W, bias=None, stride=1, pad=0, dilation=1, postpad=0, groups=
 def _forward(problem, data, W, bias, tile=None):
     queue, geo = problem.queue, problem.geo
     problem.check_alloc("the output", prod(problem.out_shape))
-    y = _empty(queue, problem.out_shape, problem.dtype)
+    y = memory.empty(queue, problem.out_shape, problem.dtype)
     if problem.N == 0:
         return y
     tile = tile or tiles.gemm_tile(queue.device, problem.dtype, problem.cog)
@@ -331,7 +327,7 @@ def deconvNdBackwardData(grad, W, data=None, stride=1, pad=0, dilation=1, groups
 
 def _backward_data(problem, grad, W, tile=None, packed=None):
     queue, geo = problem.queue, problem.geo
-    gx = _empty(queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
+    gx = memory.empty(queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
     if problem.N == 0:
         return gx
     tile = tile or tiles.gemm_tile(queue.device, problem.dtype, problem.cig)
@@ -383,11 +379,11 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
                      tile=None, packed=None):
     queue, geo, device = problem.queue, problem.geo, problem.queue.device
     if wgrad is None:
-        wgrad, momentum_w = _empty(queue, W.shape, problem.dtype), 0.0
+        wgrad, momentum_w = memory.empty(queue, W.shape, problem.dtype), 0.0
     else:
         momentum_w = momentum
     if with_bias and bgrad is None:
-        bgrad, momentum_b = _empty(queue, (1, problem.cout) + (1,) * geo.nd, problem.dtype), 0.0
+        bgrad, momentum_b = memory.empty(queue, (1, problem.cout) + (1,) * geo.nd, problem.dtype), 0.0
     else:
         momentum_b = momentum
     tile = tile or _default_weights_tile(problem)
@@ -417,7 +413,7 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         reduce = _reduce_program(problem, bits)
         bias_part, bias_rows = None, problem.N
         if with_bias:  # per (batch item, map) sums of grad, summed over the batch by finalize
-            bias_part = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, bias_rows * problem.cout * acc_size)
+            bias_part = memory.buffer(queue, bias_rows * problem.cout * acc_size)
             name = reduce.key.name + "_rows"
             _launch(queue, reduce.kernel(name), (problem.N * problem.cout,), reduce.local_size(name, 64),
                     [_buffer(grad), bias_part, _idx(bits)(problem.N * problem.cout),
@@ -429,7 +425,7 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
             part = wgrad.data
         else:
             problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size)
-            part = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, n_chunks * w_size * acc_size)
+            part = memory.buffer(queue, n_chunks * w_size * acc_size)
         idx = _idx(bits)
         args = [_buffer(data), gyp, part, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(co_tiles),
                 idx(chunk_rows), idx(total_rows), idx(rows_per_b), idx(prod(problem.in_sp)),

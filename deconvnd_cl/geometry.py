@@ -5,6 +5,7 @@ NumPy reference, so the three can never disagree about where a tap lands.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import product
 from math import prod
 
@@ -84,23 +85,24 @@ class Geometry:
                               f"(size={self.size}, stride={self.stride}, pad={self.pad}, dilation={self.dilation})")
         return out
 
+    @lru_cache(maxsize=256)  # noqa: B019 -- geometries are few and immutable; every call of a layer asks again
     def forward_phases(self):
         """Stride phases of the forward gather.
 
         Output position o (per axis) gets contributions from taps k with (o + pad - k*d) divisible by s, namely
         from x[(o + pad - k*d) / s]. Writing o + pad = q*s + r, a tap k belongs to phase r when k*d = r + m*s,
-        and then reads x[q - m]. Returns [(r, [(k, m), ...]), ...] for every r in the grid of stride residues,
+        and then reads x[q - m]. Returns ((r, ((k, m), ...)), ...) for every r in the grid of stride residues,
         each k and m a tuple of nd ints.
         """
         phases = []
         for r in product(*(range(s) for s in self.stride)):
-            taps = [
+            taps = tuple(
                 (k, tuple((kk * d - rr) // s for kk, d, rr, s in zip(k, self.dilation, r, self.stride)))
                 for k in product(*(range(n) for n in self.size))
                 if all((kk * d - rr) % s == 0 for kk, d, rr, s in zip(k, self.dilation, r, self.stride))
-            ]
+            )
             phases.append((r, taps))
-        return phases
+        return tuple(phases)
 
     @property
     def non_overlapping(self):
@@ -108,16 +110,17 @@ class Geometry:
         (kernel size = stride, as in U-Net/V-Net decoders), so each stride phase is a 1x1 convolution."""
         return any(s > 1 for s in self.stride) and all(len(taps) <= 1 for _, taps in self.forward_phases())
 
+    @lru_cache(maxsize=256)  # noqa: B019
     def backward_taps(self):
         """Per tap k, where the backward passes read the output gradient.
 
         The gradient read by input position i through tap k sits at j = i*s + k*d - pad. Splitting the output
         grid into s residue planes, j = (i + D)*s + R with R = (k*d - pad) mod s and D = (k*d - pad) div s.
-        Returns [(k, R, D), ...], each a tuple of nd ints.
+        Returns ((k, R, D), ...), each a tuple of nd ints.
         """
-        return [
+        return tuple(
             (k,
              tuple((kk * d - p) % s for kk, d, p, s in zip(k, self.dilation, self.pad, self.stride)),
              tuple((kk * d - p) // s for kk, d, p, s in zip(k, self.dilation, self.pad, self.stride)))
             for k in product(*(range(n) for n in self.size))
-        ]
+        )

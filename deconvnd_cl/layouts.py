@@ -7,6 +7,7 @@ These functions compute those grids; they depend on the shape, never on the devi
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 from math import ceil, prod
 
 from .render import backward_qlo
@@ -72,6 +73,7 @@ class ForwardLayout:
     phases: tuple    # ForwardPhase for every phase with outputs
 
 
+@lru_cache(maxsize=256)  # a layer's calls all ask for the same layout
 def forward_layout(geo, in_sp, out_sp, tn, itemsize):
     nd = geo.nd
     live = []
@@ -112,6 +114,7 @@ class BackwardLayout:
     v_count: int
 
 
+@lru_cache(maxsize=256)
 def backward_layout(geo, in_sp, out_sp, tn, vw, itemsize):
     """tn: backward data's positions per tile; vw: the weight reduction's vector width (it reads whole vectors
     from the start of each input row)."""

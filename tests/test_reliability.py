@@ -229,19 +229,22 @@ def test_no_opencl_platform_says_how_to_get_one(tmp_path):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_internal_buffers_never_read_unwritten(queue, case, monkeypatch):
-    """Every scratch buffer the library allocates (padded operands, packed weights, partial sums) starts as
-    NaN: a kernel reading an element no kernel wrote would turn a result NaN."""
+    """Every scratch buffer the library takes (padded operands, packed weights, partial sums) starts as NaN,
+    whether the pool hands out a new block or one a previous call used: a kernel reading an element no kernel
+    of this call wrote would turn a result NaN."""
     import pyopencl as cl
-    real_buffer = cl.Buffer
 
-    def nan_buffer(context, flags, size=0, hostbuf=None):
-        if hostbuf is not None:
-            return real_buffer(context, flags, size, hostbuf)
-        buffer = real_buffer(context, flags, size)
-        cl.enqueue_copy(queue, buffer, np.full(size, 0xFF, np.uint8))  # all-ones bytes: a NaN in every dtype
+    from deconvnd_cl import memory
+    real_buffer, taken = memory.buffer, []
+
+    def nan_buffer(queue_, nbytes):
+        buffer = real_buffer(queue_, nbytes)
+        taken.append(nbytes)
+        cl.enqueue_copy(queue_, buffer, np.full(buffer.size, 0xFF, np.uint8))  # all-ones bytes: NaN in every dtype
         return buffer
-    monkeypatch.setattr(cl, "Buffer", nan_buffer)
+    monkeypatch.setattr(memory, "buffer", nan_buffer)
     ops = operands(case, seed=9, integer=True)
     for name, got, want in zip(("forward", "input grad", "W grad", "b grad"), run_passes(queue, case, *ops),
                                reference_passes(case, *ops)):
         np.testing.assert_array_equal(got, want, err_msg=name)
+    assert taken, "the library took no scratch buffer through deconvnd_cl.memory"
