@@ -279,14 +279,36 @@ def _backward_problem(grad, W, data_shape, stride, pad, dilation, groups):
     return problem
 
 
+def _default_data_tile(problem):
+    device, geo = problem.queue.device, problem.geo
+    if geo.direct_backward:
+        tile = tiles.backward_data_tile(device, problem.dtype, problem.cig, geo.stride[-1])
+        if problem.in_sp[-1] >= tile[1]:  # rows shorter than a tile are read from the packed planes
+            return tile
+    return tiles.backward_data_tile(device, problem.dtype, problem.cig)
+
+
 def _default_weights_tile(problem):
     return tiles.weights_tile(problem.queue.device, problem.dtype, problem.cig, problem.cog,
-                              problem.geo.non_overlapping)
+                              problem.geo.non_overlapping, problem.geo.direct_backward)
+
+
+def _check_gy_in_place(problem, family, tile, rows_from=1):
+    """A tile that reads gy in place (GY_IN_PLACE) needs a direct_backward layer and, for backward data,
+    input rows of at least `rows_from` positions (its last tile per row is moved back inside the row) and
+    whole vectors of positions."""
+    geo = problem.geo
+    whole = family != "backward_data" or tile[1] * geo.stride[-1] % tile[2] == 0
+    if not geo.direct_backward or problem.in_sp[-1] < rows_from or not whole:
+        raise ModuleError(f"{family} tile {tile} reads gy in place: it needs kernel size = stride, no pad, no "
+                          f"dilation, a last stride <= 2, input rows >= {rows_from} positions and TN * last "
+                          f"stride a multiple of VW (layer {geo}, input {problem.in_sp})")
 
 
 class _GradPacks:
     """The output gradient laid out for the backward kernels, packed once per call and shared by them:
-    planar residue planes (backward data, narrow backward weights) and channels-last (wide backward weights)."""
+    planar residue planes (backward data, narrow backward weights) and channels-last (wide backward weights);
+    `raw()` is gy itself, for the kernels that read it in place and for the bias sums."""
 
     def __init__(self, problem, grad, tile_bd, tile_bw):
         self.problem, self.grad = problem, grad
@@ -300,18 +322,23 @@ class _GradPacks:
                                        problem.N * problem.cin * prod(problem.in_sp),
                                        # weights repacked with input maps rounded up to a tile (<= 16)
                                        (problem.cin + 16 * problem.geo.groups) * problem.cog * problem.geo.taps)
-        self._planar = self._channels_last = None
+        self._raw = self._planar = self._channels_last = None
+
+    def raw(self):
+        if self._raw is None:
+            self._raw = _buffer(self.grad)
+        return self._raw
 
     def planar(self):
         if self._planar is None:
-            self._planar = _pack(self.problem, _buffer(self.grad), self.problem.N * self.problem.cout,
+            self._planar = _pack(self.problem, self.raw(), self.problem.N * self.problem.cout,
                                  self.layout.gy_pack, self.bits)
         return self._planar
 
     def channels_last(self):
         if self._channels_last is None:
             problem, spec = self.problem, self.layout.gy_pack
-            self._channels_last = _pack(problem, _buffer(self.grad), problem.N, spec, self.bits,
+            self._channels_last = _pack(problem, self.raw(), problem.N, spec, self.bits,
                                         channels=problem.cout, block=self.block)
         return self._channels_last
 
@@ -330,18 +357,31 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
     gx = memory.empty(queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
     if problem.N == 0:
         return gx
-    tile = tile or tiles.gemm_tile(queue.device, problem.dtype, problem.cig)
-    tm, tn, vw = tile
+    tile = tile or _default_data_tile(problem)
+    tm, tn, vw = tile[:3]
+    in_place = tile[3:] == (tiles.GY_IN_PLACE,)
+    if in_place:
+        _check_gy_in_place(problem, "backward_data", tile, rows_from=tn)
     packed = packed or _GradPacks(problem, grad, tile, _default_weights_tile(problem))
-    layout, bits, gyp = packed.layout, packed.bits, packed.planar()
+    layout, bits = packed.layout, packed.bits
     program = manager().program(queue, problem.key("backward_data", tile, bits))
     idx = _idx(bits)
     ci_tiles = ceil(problem.cig / tm)
-    v_tiles = ceil(layout.v_count / tn)
     in_strides = row_major_strides(problem.in_sp)
     wp = _pack_weights(problem, program, W, geo.groups * ci_tiles * problem.cog, geo.taps * tm,
                        [_int(problem.cig), _int(problem.cog), _int(ci_tiles)], bits)
-    args = [gyp, wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(v_tiles),
+    if in_place:
+        tiles_per_row = ceil(problem.in_sp[-1] / tn)
+        out_strides = row_major_strides(problem.out_sp)
+        args = [packed.raw(), wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles),
+                _int(tiles_per_row), idx(prod(problem.out_sp)), idx(prod(problem.in_sp)), _int(problem.in_sp[-1])]
+        for a in range(geo.nd - 1):
+            args += [_int(problem.in_sp[a]), idx(in_strides[a]), idx(out_strides[a])]
+        _launch(queue, program.kernel(), (geo.groups * ci_tiles, prod(problem.in_sp[:-1]) * tiles_per_row,
+                                          problem.N), tiles.local_size(queue.device, program), args)
+        return gx
+    v_tiles = ceil(layout.v_count / tn)
+    args = [packed.planar(), wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(v_tiles),
             idx(layout.gy_pack.plane), idx(layout.v_count), idx(prod(problem.in_sp))]
     args += [idx(s) for s in layout.strides[:-1]]
     for a in range(geo.nd):
@@ -397,13 +437,20 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         bias_part = cl_array.zeros(queue, problem.cout, acc_dtype).data if with_bias else None
         reduce = _reduce_program(problem, bits)
     else:
-        packed = packed or _GradPacks(problem, grad, tiles.gemm_tile(device, problem.dtype, problem.cig), tile)
+        if gy_layout == tiles.GY_IN_PLACE:
+            _check_gy_in_place(problem, "backward_weights", tile)
+        packed = packed or _GradPacks(problem, grad, _default_data_tile(problem), tile)
         layout, bits = packed.layout, packed.bits
-        gyp = packed.channels_last() if gy_layout == 1 else packed.planar()
+        gyp = {0: packed.planar, 1: packed.channels_last, tiles.GY_IN_PLACE: packed.raw}[gy_layout]()
+        # gy's plane and row pitches as the kernel reads it: the packed grid's, or gy's own
+        g_plane, g_strides = ((prod(problem.out_sp), row_major_strides(problem.out_sp)) if gy_layout == tiles.GY_IN_PLACE
+                              else (layout.gy_pack.plane, layout.strides))
+        # work-items per (maps tile, chunk): one per tap, or with gy in place one per row of last-axis taps
+        tap_items = geo.taps // geo.stride[-1] if gy_layout == tiles.GY_IN_PLACE else geo.taps
 
         # stage one: partial sums over fixed chunks of input rows (batch item, all axes but the last)
         ci_tiles, co_tiles = ceil(problem.cig / tm), ceil(problem.cog / tn)
-        tiles_total = ci_tiles * co_tiles * geo.groups * geo.taps
+        tiles_total = ci_tiles * co_tiles * geo.groups * tap_items
         rows_per_b = prod(problem.in_sp[:-1])
         total_rows = problem.N * rows_per_b
         n_chunks = max(1, min(total_rows, ceil(tiles.parallel_target(device) / tiles_total)))
@@ -416,7 +463,7 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
             bias_part = memory.buffer(queue, bias_rows * problem.cout * acc_size)
             name = reduce.key.name + "_rows"
             _launch(queue, reduce.kernel(name), (problem.N * problem.cout,), reduce.local_size(name, 64),
-                    [_buffer(grad), bias_part, _idx(bits)(problem.N * problem.cout),
+                    [packed.raw(), bias_part, _idx(bits)(problem.N * problem.cout),
                      _idx(bits)(prod(problem.out_sp))])
         # one chunk, nothing to blend: stage one writes the gradient itself and stage two is skipped. Every
         # build and scratch allocation of the call has happened by now, so this write comes with the others.
@@ -429,11 +476,11 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         idx = _idx(bits)
         args = [_buffer(data), gyp, part, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(co_tiles),
                 idx(chunk_rows), idx(total_rows), idx(rows_per_b), idx(prod(problem.in_sp)),
-                idx(layout.gy_pack.plane), _int(packed.blocks_per_group), _int(problem.in_sp[-1])]
+                idx(g_plane), _int(packed.blocks_per_group), _int(problem.in_sp[-1])]
         in_strides = row_major_strides(problem.in_sp)
         for a in range(geo.nd - 1):
-            args += [_int(problem.in_sp[a]), idx(in_strides[a]), idx(layout.strides[a])]
-        _launch(queue, program.kernel(), (ci_tiles, co_tiles * geo.groups, n_chunks * geo.taps),
+            args += [_int(problem.in_sp[a]), idx(in_strides[a]), idx(g_strides[a])]
+        _launch(queue, program.kernel(), (ci_tiles, co_tiles * geo.groups, n_chunks * tap_items),
                 tiles.local_size(queue.device, program), args)
 
     # stage two: the last writes to wgrad / bgrad (with the direct weight write just above), so a failure in
@@ -450,8 +497,8 @@ def backward(data, grad, W, bias, stride, pad, dilation, groups, want_data=True,
     """Module helper: input grad and parameter grads from one packing of grad (validated once).
     `variants` maps a family name to a tile (as optimizeForShape picks them); defaults come from tiles.py."""
     problem = _backward_problem(grad, W, data.shape, stride, pad, dilation, groups)
-    device, variants = problem.queue.device, variants or {}
-    tile_bd = variants.get("backward_data") or tiles.gemm_tile(device, problem.dtype, problem.cig)
+    variants = variants or {}
+    tile_bd = variants.get("backward_data") or _default_data_tile(problem)
     tile_bw = variants.get("backward_weights") or _default_weights_tile(problem)
     packed = _GradPacks(problem, grad, tile_bd, tile_bw) if problem.N > 0 else None
     gx = _backward_data(problem, grad, W, tile_bd, packed) if want_data else None

@@ -110,6 +110,14 @@ class Geometry:
         (kernel size = stride, as in U-Net/V-Net decoders), so each stride phase is a 1x1 convolution."""
         return any(s > 1 for s in self.stride) and all(len(taps) <= 1 for _, taps in self.forward_phases())
 
+    @property
+    def direct_backward(self):
+        """Kernel size = stride on every axis (above 1 on one at least), no padding, no dilation, and a last-axis
+        stride of at most 2: every output position has exactly one tap, and the backward kernels read gy where
+        it lies (gy layout 2 in tiles.py) instead of from a packed copy."""
+        return (self.size == self.stride and any(s > 1 for s in self.stride) and not any(self.pad)
+                and all(d == 1 for d in self.dilation) and self.stride[-1] <= 2)
+
     @lru_cache(maxsize=256)  # noqa: B019
     def backward_taps(self):
         """Per tap k, where the backward passes read the output gradient.

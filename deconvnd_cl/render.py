@@ -57,6 +57,8 @@ def template_args(key):
     tm, tn, vw = key.tile[:3]
     if key.family == "backward_weights":
         args.update(layout=key.tile[3])
+    if key.family == "backward_data":  # an optional fourth entry: 2 reads gy in place (Geometry.direct_backward)
+        args.update(direct=key.tile[3:] == (2,))
     args.update(tm=tm, tn=tn, vw=vw, groups=key.groups, ks=geo.taps, kstrides=kernel_strides(key.size),
                 size=key.size, stride=key.stride, pad=key.pad, dilation=key.dilation)
     if key.family == "forward":

@@ -31,7 +31,18 @@ def gemm_tile(device, dtype, maps):
     return (tm, vw * max(1, min(4, ACCUMULATORS // tm)), vw)
 
 
-def weights_tile(device, dtype, cig, cog, non_overlapping=False):
+GY_IN_PLACE = 2  # gy layout of the backward tiles that read the output gradient unpacked
+
+
+def backward_data_tile(device, dtype, cig, direct_last_stride=0):
+    """Backward data: gemm_tile, or for layers that read gy in place (Geometry.direct_backward: pass their last
+    stride, 1 or 2) (TM, TN input positions, VW, GY_IN_PLACE), TN chosen so the tile keeps gemm_tile's number
+    of accumulators (with a last stride of 2 a vector holds VW/2 positions, each with its two taps)."""
+    tm, tn, vw = gemm_tile(device, dtype, cig)
+    return (tm, tn // direct_last_stride, vw, GY_IN_PLACE) if direct_last_stride else (tm, tn, vw)
+
+
+def weights_tile(device, dtype, cig, cog, non_overlapping=False, direct=False):
     """Backward weights: (TM input maps, TN output maps, VW, gy layout); see backward_weights.mako.
 
     With at least a vector's worth of output maps per group, vectors run over output maps (layout 1, the
@@ -39,8 +50,11 @@ def weights_tile(device, dtype, cig, cog, non_overlapping=False):
     up-sampling layers (Geometry.non_overlapping: kernel size = stride) take layout 0 too: each gradient element
     is then a dot product of x with one residue plane of gy, which layout 0 reads as it is, where layout 1
     first needs gy transposed (measured 1.06-1.41x on the training step of three such layers,
-    docs/performance.md)."""
+    docs/performance.md); those without padding or dilation (`direct`, Geometry.direct_backward) read gy
+    unpacked (layout GY_IN_PLACE), sparing the packing pass."""
     vw = vector_width(device, dtype)
+    if direct and is_cpu(device):
+        return (min(3, cig), min(4, cog), vw, GY_IN_PLACE)
     if non_overlapping and is_cpu(device):
         return (min(3, cig), min(4, cog), vw, 0)
     if cog >= vw:

@@ -20,11 +20,14 @@ from .kernel_manager import manager
 _memory = {}
 
 
-def _candidates(device, dtype, cig, cog, non_overlapping):
+def _candidates(device, dtype, cig, cog, non_overlapping, direct_last_stride=0):
+    """Tile variants per family. direct_last_stride (1 or 2, 0 if none): the layer can read gy in place
+    (Geometry.direct_backward), which adds the GY_IN_PLACE variants; those that do not fit the shape fail and
+    are skipped by the tuner."""
     vw = tiles.vector_width(device, dtype)
     gemm = {tiles.gemm_tile(device, dtype, cog)}
-    data = {tiles.gemm_tile(device, dtype, cig)}
-    weights = {tiles.weights_tile(device, dtype, cig, cog, non_overlapping)}
+    data = {tiles.backward_data_tile(device, dtype, cig, direct_last_stride)}
+    weights = {tiles.weights_tile(device, dtype, cig, cog, non_overlapping, bool(direct_last_stride))}
     widths = (vw,) if is_cpu(device) else (4, 8)
     for v in widths:
         for tm, nvec in ((6, 2), (4, 3), (4, 2), (3, 4), (8, 1), (2, 4), (1, 4)):
@@ -32,6 +35,11 @@ def _candidates(device, dtype, cig, cog, non_overlapping):
             data.add((min(tm, cig), v * nvec, v))
         for tm, tn in ((4, 3), (3, 4), (2, 6), (1, 12)):
             weights.add((min(tm, cig), min(tn, cog), v, 0))
+            if direct_last_stride:
+                weights.add((min(tm, cig), min(tn, cog), v, tiles.GY_IN_PLACE))
+        if direct_last_stride:
+            for tm, nvec in ((6, 2), (4, 3), (3, 4), (8, 1)):
+                data.add((min(tm, cig), v * nvec // direct_last_stride, v, tiles.GY_IN_PLACE))
         if cog >= v:
             for tm, nvec in ((6, 2), (4, 3), (12, 1), (3, 4)):
                 weights.add((min(tm, cig), v * nvec, v, 1))
@@ -119,7 +127,7 @@ def tune_layer(spec, queue=None, shape=None, progress=None, force=False):
         "backward_weights": lambda t: functional.deconvNdBackwardParams(x, grad, W, tile=t, **conv),
     }
     candidates = _candidates(queue.device, dtype, spec.inmaps // g.groups, spec.outmaps // g.groups,
-                             g.non_overlapping)
+                             g.non_overlapping, g.stride[-1] if g.direct_backward else 0)
     total = sum(len(c) for c in candidates.values())
     done, winners = 0, {}
     for family, tiles_to_try in candidates.items():

@@ -5,9 +5,19 @@
 ## virtual positions of the padded plane grid (rows PS apart); positions past a row's end are never stored.
 ## W is first repacked (_wpack) so each work-item streams its weights contiguously: wp[g][ci tile][co][tap][TM],
 ## maps past cig zero-filled.
+## direct (Geometry.direct_backward: kernel size = stride, no pad, no dilation, last stride <= 2): every output
+## position has exactly one tap, so gy is read where it lies, with no residue planes and no packing pass.
+## A work-item owns TM input maps x TN positions of one input row; for the last stride 2, the 2*TN gradient
+## elements those positions read are loaded as one run and split into its even (tap 0) and odd (tap 1) lanes.
 <%namespace name="c" file="common.mako"/>\
+<%! import itertools %>\
 ${c.prelude(dtype, index_bits, vw)}
-<% nvec = tn // vw %>
+<%
+nvec = tn // vw
+# packed weight order per (g, ci tile, co): [tap][TM]; reading gy in place with a last stride of 2:
+# [tap row][TM][last-axis tap], so an input map's two taps load as one pair
+wpack_index = "(t / 2 * %d + mi) * 2 + t %% 2" % tm if direct and stride[nd - 1] == 2 else "t * %d + mi" % tm
+%>
 __kernel void ${name}_wpack(__global const dcl_t* restrict w, __global dcl_t* restrict wp, const int cig,
                             const int cog, const int ci_tiles, const dcl_idx rows)
 {
@@ -19,10 +29,109 @@ __kernel void ${name}_wpack(__global const dcl_t* restrict w, __global dcl_t* re
         const int ci = cit * ${tm} + mi;
         __global const dcl_t* s = w + (((dcl_idx)g * cig + DCL_MIN(ci, cig - 1)) * cog + co) * ${ks};
         for (int t = 0; t < ${ks}; ++t)
-            DCL_STORE(ci < cig ? (dcl_acc)DCL_LOAD(s + t) : (dcl_acc)0, d + t * ${tm} + mi);
+            DCL_STORE(ci < cig ? (dcl_acc)DCL_LOAD(s + t) : (dcl_acc)0, d + ${wpack_index});
     }
 }
 
+% if direct:
+<%
+sl = stride[nd - 1]
+outer = list(itertools.product(*(range(n) for n in size[:-1])))
+pos_vec = vw // sl        # input positions per accumulator vector
+nacc = tn // pos_vec      # accumulator vectors per input map
+%>
+__kernel void ${name}(
+    __global const dcl_t* restrict gy, __global const dcl_t* restrict wp, __global dcl_t* restrict gx,
+    const int cig, const int cog, const int ci_tiles, const int tiles_per_row, const dcl_idx out_size,
+    const dcl_idx in_size, const int in_last
+    % for a in range(nd - 1):
+    , const int in${a}, const dcl_idx is${a}, const dcl_idx os${a}
+    % endfor
+    )
+{
+    const int mt = get_global_id(0);
+    if (mt >= ci_tiles * ${groups}) return;
+    const dcl_idx row = get_global_id(1) / tiles_per_row;
+    const int b = get_global_id(2);
+    const int g = mt / ci_tiles;
+    const int ci0 = (mt % ci_tiles) * ${tm};
+    const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
+    // The row's last tile is moved back to end at the row's end (the host asks in_last >= TN): its loads stay
+    // inside the row, and it stores only the positions the tile before it did not.
+    int il = (get_global_id(1) % tiles_per_row) * ${tn};
+    const int skip = DCL_MAX(0, il + ${tn} - in_last);
+    il -= skip;
+    dcl_idx rem = row;
+    dcl_idx x_off = il, g_off = (dcl_idx)${sl} * il;
+    % for a in reversed(range(nd - 1)):
+    {
+        const int ia = rem % in${a}; rem /= in${a};
+        x_off += (dcl_idx)ia * is${a};
+        g_off += (dcl_idx)(${stride[a]} * ia) * os${a};
+    }
+    % endfor
+
+    __global const dcl_t* gb = gy + ((dcl_idx)b * cout + (dcl_idx)g * cog) * out_size + g_off;
+    % for t, ko in enumerate(outer):
+    const dcl_idx off${t} = ${" + ".join([f"(dcl_idx){ko[a]} * os{a}" for a in range(nd - 1)] or ["0"])};
+    % endfor
+    __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ${ks * tm};
+    % for mi in range(tm):
+    % for j in range(nacc):
+    dcl_accv acc${mi}_${j} = (dcl_accv)(0);
+    % endfor
+    % endfor
+
+    for (int co = 0; co < cog; ++co) {
+        % for t, ko in enumerate(outer):
+        {
+            % for j in range(nacc):
+            const dcl_accv y${j} = DCL_LOADV(gb + off${t} + ${j * vw});
+            % endfor
+            % for mi in range(tm):
+            {
+            % if sl == 2:
+                // lanes alternate the last axis' taps 0 and 1, as gy's elements do
+                const dcl_acc w0 = DCL_LOAD(wb + ${(t * tm + mi) * 2}), w1 = DCL_LOAD(wb + ${(t * tm + mi) * 2 + 1});
+                const dcl_accv wv = (dcl_accv)(${", ".join(["w0, w1"] * (vw // 2))});
+            % else:
+                const dcl_acc wv = DCL_LOAD(wb + ${t * tm + mi});
+            % endif
+                % for j in range(nacc):
+                acc${mi}_${j} = wv * y${j} + acc${mi}_${j};
+                % endfor
+            }
+            % endfor
+        }
+        % endfor
+        gb += out_size;
+        wb += ${ks * tm};
+    }
+
+    // Epilogue: an input position's value is the sum of its tap-0 and tap-1 lanes.
+    __global dcl_t* xr = gx + ((dcl_idx)b * cin + (dcl_idx)g * cig + ci0) * in_size + x_off;
+    const int m_count = DCL_MIN(${tm}, cig - ci0);
+    % if sl == 2:
+    dcl_acch tile_v[${tm * nacc}];
+    % for mi in range(tm):
+    % for j in range(nacc):
+    tile_v[${mi * nacc + j}] = acc${mi}_${j}.even + acc${mi}_${j}.odd;
+    % endfor
+    % endfor
+    % else:
+    dcl_accv tile_v[${tm * nacc}];
+    % for mi in range(tm):
+    % for j in range(nacc):
+    tile_v[${mi * nacc + j}] = acc${mi}_${j};
+    % endfor
+    % endfor
+    % endif
+    const dcl_acc* tile = (const dcl_acc*)tile_v;
+    for (int mi = 0; mi < m_count; ++mi)
+        for (int n = skip; n < ${tn}; ++n)
+            DCL_STORE(tile[mi * ${tn} + n], xr + mi * in_size + n);
+}
+% else:
 __kernel void ${name}(
     __global const dcl_t* restrict gyp, __global const dcl_t* restrict wp, __global dcl_t* restrict gx,
     const int cig, const int cog, const int ci_tiles, const int v_tiles, const dcl_idx plane,
@@ -106,3 +215,4 @@ ${c.split_position("i", "v0", nd)}
 ${c.next_position("i", nd)}
     }
 }
+% endif

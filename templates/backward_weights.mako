@@ -10,12 +10,21 @@
 ##      (for few output maps per group: depthwise and narrow layers);
 ##   1  gy channels-last in blocks of TN maps (pack's _cl kernel): accumulators are vectors over TN output maps, one scalar x per
 ##      input map per position, a register-tiled GEMM like the forward's.
+##   2  gy in place (Geometry.direct_backward: kernel size = stride, no pad, no dilation, last stride <= 2):
+##      no packing pass. A work-item owns TM input maps x TN output maps x the last axis' taps of one tap
+##      row; with a last stride of 2 a vector of gy holds VW/2 positions' taps 0 and 1 in alternate lanes,
+##      met by x's VW/2 values each repeated twice, and the even and odd lanes are summed apart at the end.
+##      Arguments g_plane / ps{a} are then gy's own plane size and strides.
 ## Chunks depend on the shape only, so results are bitwise identical for any thread count or local size.
 ## reduce.mako's finalize sums the chunks in order.
 <%namespace name="c" file="common.mako"/>\
 <%! HEX = "0123456789abcdef" %>\
 ${c.prelude(dtype, index_bits, vw)}
-<% nvec = tn // vw %>
+<%
+nvec = tn // vw
+sl = stride[nd - 1] if layout == 2 else 1   # taps of the last axis a work-item owns
+k_items = ks // sl                          # work-items per (maps tile, chunk): one per tap or per tap row
+%>
 __kernel void ${name}(
     __global const dcl_t* restrict x, __global const dcl_t* restrict gyp, __global dcl_acc* restrict part,
     const int cig, const int cog, const int ci_tiles, const int co_tiles, const dcl_idx chunk_rows,
@@ -30,10 +39,23 @@ __kernel void ${name}(
     if (get_global_id(0) >= ci_tiles) return;
     const int g = get_global_id(1) / co_tiles;
     const int co0 = (get_global_id(1) % co_tiles) * ${tn};
-    const int k = get_global_id(2) % ${ks};
-    const int ch = get_global_id(2) / ${ks};
+    const int k = get_global_id(2) % ${k_items};   // the tap (layout 2: the tap row)
+    const int ch = get_global_id(2) / ${k_items};
     const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
 
+% if layout == 2:
+    // tap row k's offset in gy: its tap per axis but the last times gy's stride
+    int kr = k;
+    dcl_idx shift = 0;
+    % for a in reversed(range(nd - 1)):
+    shift += (dcl_idx)(kr % ${size[a]}) * ps${a}; kr /= ${size[a]};
+    % endfor
+    % for mi in range(tm):
+    % for ni in range(tn):
+    dcl_accv acc${mi}_${ni} = (dcl_accv)(0);
+    % endfor
+    % endfor
+% else:
     ## Where tap k reads gy: residue plane R and row shift D - qlo per axis (see Geometry.backward_taps).
     int kr = k;
     dcl_idx r_lin = 0, shift = 0;
@@ -60,6 +82,7 @@ __kernel void ${name}(
     % endfor
     % endfor
 % endif
+% endif
 
     // The chunk's first row is divided out once; later rows step the coordinates (rows can be short, and
     // divisions per row would cost more than the row's arithmetic).
@@ -72,15 +95,74 @@ __kernel void ${name}(
     int i${a} = rem % in${a}; rem /= in${a};
     % endfor
     % endif
+    // Each operand's plane for batch item b, moved on by one item when the rows carry into the next.
+    % for mi in range(tm):
+    __global const dcl_t* xp${mi} = x + (b * cin + (dcl_idx)g * cig + DCL_MIN(ci0 + ${mi}, cig - 1)) * in_plane;
+    % endfor
+    const dcl_idx x_item = cin * in_plane;
+% if layout == 1:
+    __global const dcl_t* yp = gyp + ((b * ${nplanes} + r_lin) * ${groups} * blocks_per_group
+                                      + g * blocks_per_group + co0 / ${tn}) * g_plane * ${tn};
+    const dcl_idx y_item = (dcl_idx)${nplanes} * ${groups} * blocks_per_group * g_plane * ${tn};
+% else:
+    % for ni in range(tn):
+    __global const dcl_t* yp${ni} = gyp + ((b * cout + (dcl_idx)g * cog + DCL_MIN(co0 + ${ni}, cog - 1))${f" * {nplanes} + r_lin" if layout == 0 else ""}) * g_plane;
+    % endfor
+    const dcl_idx y_item = cout${f" * {nplanes}" if layout == 0 else ""} * g_plane;
+% endif
     for (dcl_idx row = row_lo; row < row_hi; ++row) {
         const dcl_idx x_row = ${" + ".join([f"(dcl_idx)i{a} * is{a}" for a in range(nd - 1)] or ["0"])};
-        const dcl_idx g_row = shift${"".join(f" + (dcl_idx)i{a} * ps{a}" for a in range(nd - 1))};
+        const dcl_idx g_row = shift${"".join(f" + (dcl_idx)({stride[a] if layout == 2 else 1} * i{a}) * ps{a}" for a in range(nd - 1))};
         % for mi in range(tm):
-        __global const dcl_t* x${mi} = x + (b * cin + (dcl_idx)g * cig + DCL_MIN(ci0 + ${mi}, cig - 1)) * in_plane + x_row;
+        __global const dcl_t* x${mi} = xp${mi} + x_row;
         % endfor
-% if layout == 0:
+% if layout == 2:
+<% step = vw // sl %>\
         % for ni in range(tn):
-        __global const dcl_t* y${ni} = gyp + ((b * cout + (dcl_idx)g * cog + DCL_MIN(co0 + ${ni}, cog - 1)) * ${nplanes} + r_lin) * g_plane + g_row;
+        __global const dcl_t* y${ni} = yp${ni} + g_row;
+        % endfor
+        int v = 0;
+        for (; v + ${step} <= in_last; v += ${step}) {   // ${step} input positions a step
+            % for mi in range(tm):
+            % if sl == 2:
+            const dcl_acch xh${mi} = DCL_LOADH(x${mi} + v);
+            const dcl_accv xv${mi} = (dcl_accv)(${", ".join(f"xh{mi}.s{HEX[l]}, xh{mi}.s{HEX[l]}" for l in range(step))});
+            % else:
+            const dcl_accv xv${mi} = DCL_LOADV(x${mi} + v);
+            % endif
+            % endfor
+            % for ni in range(tn):
+            {
+                const dcl_accv yv = DCL_LOADV(y${ni} + ${sl} * v);
+                % for mi in range(tm):
+                acc${mi}_${ni} = xv${mi} * yv + acc${mi}_${ni};
+                % endfor
+            }
+            % endfor
+        }
+        if (v < in_last) {   // the row's last positions: lanes past the row stay zero on both sides
+            const int left = in_last - v;
+            % for mi in range(tm):
+            dcl_accv xv${mi} = (dcl_accv)(0);
+            % for l in range(step - 1):
+            if (${l} < left) { const dcl_acc e = DCL_LOAD(x${mi} + v + ${l}); ${" ".join(f"xv{mi}.s{HEX[l * sl + q]} = e;" for q in range(sl))} }
+            % endfor
+            % endfor
+            % for ni in range(tn):
+            {
+                dcl_accv yv = (dcl_accv)(0);
+                % for l in range(vw - sl):
+                if (${l // sl} < left) yv.s${HEX[l]} = DCL_LOAD(y${ni} + ${sl} * v + ${l});
+                % endfor
+                % for mi in range(tm):
+                acc${mi}_${ni} = xv${mi} * yv + acc${mi}_${ni};
+                % endfor
+            }
+            % endfor
+        }
+% elif layout == 0:
+        % for ni in range(tn):
+        __global const dcl_t* y${ni} = yp${ni} + g_row;
         % endfor
         int v = 0;
         for (; v + ${vw} <= in_last; v += ${vw}) {
@@ -117,8 +199,7 @@ __kernel void ${name}(
             % endfor
         }
 % else:
-        __global const dcl_t* yb = gyp + (((b * ${nplanes} + r_lin) * ${groups} * blocks_per_group
-                                         + g * blocks_per_group + co0 / ${tn}) * g_plane + g_row) * ${tn};
+        __global const dcl_t* yb = yp + g_row * ${tn};
         for (int v = 0; v < in_last; ++v) {
             % for j in range(nvec):
             const dcl_accv y${j} = DCL_LOADV(yb + (dcl_idx)v * ${tn} + ${j * vw});
@@ -134,11 +215,23 @@ __kernel void ${name}(
         }
 % endif
         // next row: step the coordinates, the last axis but one fastest, then the batch item
-        ${c.odometer([f"i{a}" for a in range(nd - 1)], [f"in{a}" for a in range(nd - 1)], "++b;")}
+<% rebase = " ".join([f"xp{mi} += x_item;" for mi in range(tm)] + (["yp += y_item;"] if layout == 1 else [f"yp{ni} += y_item;" for ni in range(tn)])) %>\
+        ${c.odometer([f"i{a}" for a in range(nd - 1)], [f"in{a}" for a in range(nd - 1)], rebase)}
     }
 
     __global dcl_acc* pb = part + (dcl_idx)ch * cin * cog * ${ks};
-% if layout == 0:
+% if layout == 2:
+    % for mi in range(tm):
+    % for ni in range(tn):
+    if (ci0 + ${mi} < cig && co0 + ${ni} < cog) {
+        __global dcl_acc* pw = pb + (((dcl_idx)g * cig + ci0 + ${mi}) * cog + co0 + ${ni}) * ${ks} + k * ${sl};
+        % for kl in range(sl):
+        pw[${kl}] = ${" + ".join(f"acc{mi}_{ni}.s{HEX[l]}" for l in range(kl, vw, sl))};
+        % endfor
+    }
+    % endfor
+    % endfor
+% elif layout == 0:
     % for mi in range(tm):
     % for ni in range(tn):
     if (ci0 + ${mi} < cig && co0 + ${ni} < cog)

@@ -7,6 +7,8 @@
 % endif
 typedef ${"float" if dtype == "half" else dtype} dcl_acc;
 typedef ${"float" if dtype == "half" else dtype}${vw} dcl_accv;
+## half a vector (DCL_LOADH), for the kernels that interleave two taps in one vector's lanes
+typedef ${"float" if dtype == "half" else dtype}${vw // 2} dcl_acch;
 typedef ${dtype} dcl_t;
 typedef ${"long" if index_bits == 64 else "int"} dcl_idx;
 % if dtype == "half":
@@ -14,12 +16,15 @@ typedef ${"long" if index_bits == 64 else "int"} dcl_idx;
 #define DCL_LOADV(p) vload_half${vw}(0, (p))
 #define DCL_STORE(v, p) vstore_half((v), 0, (p))
 #define DCL_STOREV(x, p) vstore_half${vw}((x), 0, (p))
+#define DCL_LOADH(p) vload_half${vw // 2}(0, (p))
 % else:
 ## An unaligned vector load through a packed struct: PoCL compiles vloadN() to an out-of-line call that
 ## spills every accumulator around it; the packed struct becomes one unaligned vector move.
 typedef struct __attribute__((packed)) { dcl_accv v; } dcl_unaligned;
+typedef struct __attribute__((packed)) { dcl_acch v; } dcl_unaligned_half;
 #define DCL_LOAD(p) (*(p))
 #define DCL_LOADV(p) (((__global const dcl_unaligned*)(p))->v)
+#define DCL_LOADH(p) (((__global const dcl_unaligned_half*)(p))->v)
 #define DCL_STORE(v, p) (*(p) = (v))
 #define DCL_STOREV(x, p) (((__global dcl_unaligned*)(p))->v = (x))
 % endif

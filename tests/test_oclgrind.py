@@ -47,11 +47,19 @@ SHAPES = [
     (1, 1, 3, (2, 2, 2, 1), (1, 2, 2, 2), (2, 1, 2, 1), (0, 0, 1, 1), (1, 1, 1, 2), (1, 0, 0, 1), 1),
     (1, 6, 4, (20,), (3,), (2,), (1,), (1,), (1,), 1),
     (1, 8, 3, (2, 18), (2, 3), (2, 1), (0, 1), (1, 2), (1, 0), 1),
+    # kernel size = stride, no pad: gy read in place; rows of 19 and 9 (a row's last tile moved back, partial
+    # vectors of positions), a last stride of 1, groups
+    (2, 7, 5, (3, 19), (2, 2), (2, 2), (0, 0), (1, 1), (0, 1), 1),
+    (1, 4, 3, (2, 2, 9), (2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), (1, 0, 0), 1),
+    (1, 3, 4, (2, 9), (2, 1), (2, 1), (0, 0), (1, 1), (0, 0), 1),
+    (2, 4, 6, (11,), (2,), (2,), (0,), (1,), (1,), 2),
 ]
 
-# per family: the tiles a GPU-like device gets by default, and CPU-style tiles passed explicitly
+# per family: the tiles a GPU-like device gets by default, and CPU-style tiles passed explicitly; for layers
+# that read gy in place (Geometry.direct_backward) also the CPU's in-place tiles
 CPU_TILES = {"forward": (6, 16, 8), "backward_data": (6, 16, 8)}
 WEIGHT_TILES = [(4, 3, 8, 0), (6, 16, 8, 1)]
+IN_PLACE_TILES = {"backward_data": (6, 8, 8, 2), "backward_weights": (3, 4, 8, 2)}
 
 SCRIPT = r"""
 import json, sys
@@ -59,7 +67,8 @@ import numpy as np, pyopencl as cl, pyopencl.array as cla
 sys.path.insert(0, {tests!r})
 import deconvnd_cl as dcl
 from deconvnd_cl import reference
-from test_oclgrind import SHAPES, CPU_TILES, WEIGHT_TILES
+from test_oclgrind import SHAPES, CPU_TILES, WEIGHT_TILES, IN_PLACE_TILES
+from deconvnd_cl.geometry import Geometry
 device = next(d for p in cl.get_platforms() if "oclgrind" in p.name.lower() for d in p.get_devices())
 q = cl.CommandQueue(cl.Context([device]))
 dcl.set_default_queue(q)
@@ -74,13 +83,16 @@ for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
     xd, Wd, bd, gyd = (cla.to_device(q, a) for a in (x, W, b, gy))
     want = [reference.forward(x, W, b, s, p, d, pp, g), reference.backward_data(gy, W, sp, s, p, d, g),
             *reference.backward_params(x, gy, W.shape, s, p, d, g)]
-    for variant in (0, 1):
+    in_place = Geometry.create(len(sp), k, s, p, d, pp, g).direct_backward
+    for variant in (0, 1, 2) if in_place else (0, 1):
         fwd_tile = CPU_TILES["forward"] if variant else None
-        bwd_tile = CPU_TILES["backward_data"] if variant else None
+        bwd_tile = (None, CPU_TILES["backward_data"], IN_PLACE_TILES["backward_data"])[variant]
+        if variant == 2 and sp[-1] < bwd_tile[1]:
+            bwd_tile = None
+        w_tile = (None, WEIGHT_TILES[(cout // g >= 8)], IN_PLACE_TILES["backward_weights"])[variant]
         got = [dcl.deconvNd(xd, Wd, bd, s, p, d, pp, g, tile=fwd_tile).get(),
                dcl.deconvNdBackwardData(gyd, Wd, xd, s, p, d, g, tile=bwd_tile).get()]
-        wg, bg = dcl.deconvNdBackwardParams(xd, gyd, Wd, bd, s, p, d, g, tile=None if not variant else
-                                            WEIGHT_TILES[(cout // g >= 8)])
+        wg, bg = dcl.deconvNdBackwardParams(xd, gyd, Wd, bd, s, p, d, g, tile=w_tile)
         got += [wg.get(), bg.get()]
         for a, e in zip(got, want):
             assert a.shape == e.shape and np.array_equal(a, e), (sp, k, s, p, d, pp, g, variant)

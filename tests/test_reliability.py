@@ -17,13 +17,14 @@ from conftest import assert_close, to_device
 ROOT = Path(__file__).resolve().parent.parent
 
 # (batch, cin, cout, spatial, size, stride, pad, dilation, postpad, groups): dense, grouped and depthwise
-# layers whose backward weights take each of the two gy layouts
+# layers whose backward passes take each of the three gy layouts
 CASES = [
     (2, 12, 20, (5, 6), (4, 4), (2, 2), (1, 1), (1, 1), (0, 0), 1),
     (2, 6, 6, (4, 5), (3, 3), (2, 1), (1, 0), (1, 2), (1, 1), 6),
     (1, 4, 9, (3, 2, 4), (2, 3, 2), (2, 2, 1), (0, 1, 1), (1, 1, 2), (1, 0, 0), 1),
     (3, 5, 3, (7,), (5,), (3,), (2,), (1,), (2,), 1),
     (1, 6, 4, (2, 20), (3, 3), (1, 2), (1, 1), (1, 1), (0, 1), 1),   # rows longer than a CPU tile
+    (2, 7, 10, (3, 18), (2, 2), (2, 2), (0, 0), (1, 1), (1, 0), 1),  # kernel size = stride: gy read in place
 ]
 
 
