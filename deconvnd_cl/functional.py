@@ -364,6 +364,7 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
         _check_gy_in_place(problem, "backward_data", tile, rows_from=tn)
     packed = packed or _GradPacks(problem, grad, tile, _default_weights_tile(problem))
     layout, bits = packed.layout, packed.bits
+    gy = packed.raw() if in_place else packed.planar()  # the longest kernel first: the host's work below overlaps it
     program = manager().program(queue, problem.key("backward_data", tile, bits))
     idx = _idx(bits)
     ci_tiles = ceil(problem.cig / tm)
@@ -373,7 +374,7 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
     if in_place:
         tiles_per_row = ceil(problem.in_sp[-1] / tn)
         out_strides = row_major_strides(problem.out_sp)
-        args = [packed.raw(), wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles),
+        args = [gy, wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles),
                 _int(tiles_per_row), idx(prod(problem.out_sp)), idx(prod(problem.in_sp)), _int(problem.in_sp[-1])]
         for a in range(geo.nd - 1):
             args += [_int(problem.in_sp[a]), idx(in_strides[a]), idx(out_strides[a])]
@@ -381,7 +382,7 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
                                           problem.N), tiles.local_size(queue.device, program), args)
         return gx
     v_tiles = ceil(layout.v_count / tn)
-    args = [packed.planar(), wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(v_tiles),
+    args = [gy, wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(v_tiles),
             idx(layout.gy_pack.plane), idx(layout.v_count), idx(prod(problem.in_sp))]
     args += [idx(s) for s in layout.strides[:-1]]
     for a in range(geo.nd):

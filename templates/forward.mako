@@ -34,20 +34,43 @@ __kernel void ${name}_wpack(__global const dcl_t* restrict w, __global dcl_t* re
 ## v_tiles, v_count, base, then q0 and the extent of q per axis (PHASE_INFO entries a phase).
 <% info = 3 + 2 * nd %>
 ## Epilogue of phase r: store the lanes of the tile that are real output positions, o = q*stride + r - pad.
-## The grid coordinates of v0 are divided out once, then stepped lane by lane.
+## The grid coordinates of v0 and the output offset are worked out once; lane by lane the offset then moves by
+## the last axis' stride, and is worked out anew only where the lanes wrap onto the next grid row. (For layers
+## with few maps per group this epilogue is most of a work-item's time.)
 <%def name="store_tile(r)">
         {
             const dcl_acc* tile = (const dcl_acc*)tile_v;
             __global dcl_t* yb = y + ((dcl_idx)b * cout + (dcl_idx)g * cog + co0) * out_size;
             const int m_count = DCL_MIN(${tm}, cog - co0);
+            % for a in range(nd):
+            const dcl_idx q0_${a} = info[${3 + 2 * a}], qe_${a} = info[${4 + 2 * a}];
+            % endfor
 ${c.split_position("qq", "v0", nd)}
+<% offset = " + ".join(f"((q0_{a} + qq{a}) * {stride[a]} + {r[a] - pad[a]}) * os{a}" for a in range(nd)) %>\
+            dcl_idx yo = ${offset};
             for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
-                if (${" && ".join(f"qq{a} < info[{4 + 2 * a}]" for a in range(nd))}) {
-                    const dcl_idx yo = ${" + ".join(f"((info[{3 + 2 * a}] + qq{a}) * {stride[a]} + {r[a] - pad[a]}) * os{a}" for a in range(nd))};
-                    for (int mi = 0; mi < m_count; ++mi)
-                        DCL_STORE(tile[mi * ${tn} + n], yb + mi * out_size + yo);
+                if (${" && ".join(f"qq{a} < qe_{a}" for a in range(nd))}) {
+                    if (m_count == ${tm}) {
+                        % for mi in range(tm):
+                        DCL_STORE(tile[${mi * tn} + n], yb + ${mi} * out_size + yo);
+                        % endfor
+                    } else {
+                        for (int mi = 0; mi < m_count; ++mi)
+                            DCL_STORE(tile[mi * ${tn} + n], yb + mi * out_size + yo);
+                    }
                 }
-${c.next_position("qq", nd)}
+                % if nd > 1:
+                if (++qq${nd - 1} == ps${nd - 2}) {
+                    qq${nd - 1} = 0;
+                    ${c.odometer([f"qq{a}" for a in range(1, nd - 1)], [f"ps{a - 1} / ps{a}" for a in range(1, nd - 1)], "++qq0;")}
+                    yo = ${offset};
+                } else {
+                    yo += ${stride[nd - 1]} * os${nd - 1};
+                }
+                % else:
+                ++qq0;
+                yo += ${stride[0]} * os0;
+                % endif
             }
         }
 </%def>
