@@ -205,14 +205,15 @@ ${c.split_position("i", "v0", nd)}
     tile_v[${mi * nvec + j}] = acc${mi}_${j};
     % endfor
     % endfor
+    // lane by lane: the offset moves on by one along a row and is worked out anew where the lanes wrap
     const dcl_acc* tile = (const dcl_acc*)tile_v;
+<% offset = " + ".join(f"(dcl_idx)i{a} * is{a}" for a in range(nd)) %>\
+    dcl_idx xo = ${offset};
     for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
         if (${" && ".join(f"i{a} < in{a}" for a in range(nd))}) {
-            const dcl_idx xo = ${" + ".join(f"(dcl_idx)i{a} * is{a}" for a in range(nd))};
-            for (int mi = 0; mi < m_count; ++mi)
-                DCL_STORE(tile[mi * ${tn} + n], xb + mi * in_size + xo);
+            ${c.store_lane(tm, tn, "xb", "in_size", "xo")}
         }
-${c.next_position("i", nd)}
+${c.next_position("i", nd, "xo", offset, "1")}
     }
 }
 % endif

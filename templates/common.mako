@@ -49,7 +49,8 @@ ${carry_out}
 
 ## Tiles walk "virtual" positions v of a padded grid whose rows are ps{nd-2} apart (ps{a}: the pitch of axis a,
 ## row-major). split_position declares the grid coordinates {c}0..{c}{nd-1} of v, with one division per axis;
-## next_position steps them to v + 1 (a tile's epilogue divides once, then steps per lane).
+## next_position steps them to v + 1 and moves a tile epilogue's output offset with them: by `step` along a
+## row, worked out anew as `offset_expr` where the lanes wrap onto the next grid row.
 <%def name="split_position(c, v, nd)">
             dcl_idx rem_${c} = ${v};
             % for a in range(nd - 1):
@@ -57,7 +58,30 @@ ${carry_out}
             % endfor
             int ${c}${nd - 1} = rem_${c};
 </%def>
-<%def name="next_position(c, nd)">
-${odometer([f"{c}{a}" for a in range(1, nd)],
-           [f"ps{a - 1} / ps{a}" if a < nd - 1 else f"ps{a - 1}" for a in range(1, nd)], f"++{c}0;")}
+<%def name="next_position(c, nd, offset, offset_expr, step)">
+% if nd > 1:
+if (++${c}${nd - 1} == ps${nd - 2}) {
+    ${c}${nd - 1} = 0;
+    ${odometer([f"{c}{a}" for a in range(1, nd - 1)], [f"ps{a - 1} / ps{a}" for a in range(1, nd - 1)], f"++{c}0;")}
+    ${offset} = ${offset_expr};
+} else {
+    ${offset} += ${step};
+}
+% else:
+++${c}0;
+${offset} += ${step};
+% endif
+</%def>
+
+## Lane n of a tile's TM maps (private `tile`, TN lanes a map; `m_count` of them real) to
+## base + map * plane + offset, unrolled when every map of the tile is real.
+<%def name="store_lane(tm, tn, base, plane, offset)">
+if (m_count == ${tm}) {
+    % for mi in range(tm):
+    DCL_STORE(tile[${mi * tn} + n], ${base} + ${mi} * ${plane} + ${offset});
+    % endfor
+} else {
+    for (int mi = 0; mi < m_count; ++mi)
+        DCL_STORE(tile[mi * ${tn} + n], ${base} + mi * ${plane} + ${offset});
+}
 </%def>

@@ -50,27 +50,9 @@ ${c.split_position("qq", "v0", nd)}
             dcl_idx yo = ${offset};
             for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
                 if (${" && ".join(f"qq{a} < qe_{a}" for a in range(nd))}) {
-                    if (m_count == ${tm}) {
-                        % for mi in range(tm):
-                        DCL_STORE(tile[${mi * tn} + n], yb + ${mi} * out_size + yo);
-                        % endfor
-                    } else {
-                        for (int mi = 0; mi < m_count; ++mi)
-                            DCL_STORE(tile[mi * ${tn} + n], yb + mi * out_size + yo);
-                    }
+                    ${c.store_lane(tm, tn, "yb", "out_size", "yo")}
                 }
-                % if nd > 1:
-                if (++qq${nd - 1} == ps${nd - 2}) {
-                    qq${nd - 1} = 0;
-                    ${c.odometer([f"qq{a}" for a in range(1, nd - 1)], [f"ps{a - 1} / ps{a}" for a in range(1, nd - 1)], "++qq0;")}
-                    yo = ${offset};
-                } else {
-                    yo += ${stride[nd - 1]} * os${nd - 1};
-                }
-                % else:
-                ++qq0;
-                yo += ${stride[0]} * os0;
-                % endif
+${c.next_position("qq", nd, "yo", offset, f"{stride[nd - 1]} * os{nd - 1}")}
             }
         }
 </%def>
