@@ -123,11 +123,21 @@ def _idx(bits):
     return lambda v: kind(v)
 
 
+def _declare_scalar_types(kernel, args):
+    """Tell pyopencl the kernel's scalar argument types, once per kernel: it then packs them with generated
+    code, about 2 us a launch, instead of inspecting each argument (50-150 us for 10-20 arguments on PoCL,
+    a third of a small layer's time)."""
+    if not getattr(kernel, "_dcl_scalar_types", False):
+        kernel.set_scalar_arg_dtypes([None if isinstance(a, cl.MemoryObjectHolder) else a.dtype for a in args])
+        kernel._dcl_scalar_types = True
+
+
 def _launch(queue, kernel, global_size, local_size, args):
     if not all(global_size):  # nothing to compute: never enqueue an empty range
         return
     gs = list(global_size)
     gs[0] = ceil(gs[0] / local_size) * local_size
+    _declare_scalar_types(kernel, args)
     kernel.set_args(*args)
     cl.enqueue_nd_range_kernel(queue, kernel, tuple(gs), (local_size,) + (1,) * (len(gs) - 1))
 
@@ -354,9 +364,9 @@ def deconvNdBackwardData(grad, W, data=None, stride=1, pad=0, dilation=1, groups
 
 def _backward_data(problem, grad, W, tile=None, packed=None):
     queue, geo = problem.queue, problem.geo
-    gx = memory.empty(queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
+    gx_shape = (problem.N, problem.cin) + problem.in_sp
     if problem.N == 0:
-        return gx
+        return memory.empty(queue, gx_shape, problem.dtype)
     tile = tile or _default_data_tile(problem)
     tm, tn, vw = tile[:3]
     in_place = tile[3:] == (tiles.GY_IN_PLACE,)
@@ -365,6 +375,7 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
     packed = packed or _GradPacks(problem, grad, tile, _default_weights_tile(problem))
     layout, bits = packed.layout, packed.bits
     gy = packed.raw() if in_place else packed.planar()  # the longest kernel first: the host's work below overlaps it
+    gx = memory.empty(queue, gx_shape, problem.dtype)
     program = manager().program(queue, problem.key("backward_data", tile, bits))
     idx = _idx(bits)
     ci_tiles = ceil(problem.cig / tm)

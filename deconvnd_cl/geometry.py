@@ -42,6 +42,16 @@ class Geometry:
 
     @classmethod
     def create(cls, nd, size, stride=1, pad=0, dilation=1, postpad=0, groups=1):
+        """Validated geometry. Every call of a layer validates the same parameters again, so parameters made of
+        plain ints (ints and tuples of ints, as modules pass them) are looked up in a cache first. Only exact
+        ints: True == 1 and 2.0 == 2 as cache keys, and those must still be refused."""
+        params = (nd, size, stride, pad, dilation, postpad, groups)
+        if all(type(v) is int or type(v) is tuple and all(type(e) is int for e in v) for v in params):
+            return _create_cached(cls, *params)
+        return cls._validated(*params)
+
+    @classmethod
+    def _validated(cls, nd, size, stride, pad, dilation, postpad, groups):
         if isinstance(nd, bool) or not isinstance(nd, int) or nd < 1:
             raise ModuleError(f"nd must be a positive int (given: {nd!r})")
         size, stride, pad, dilation, postpad = (
@@ -132,3 +142,8 @@ class Geometry:
              tuple((kk * d - p) // s for kk, d, p, s in zip(k, self.dilation, self.pad, self.stride)))
             for k in product(*(range(n) for n in self.size))
         )
+
+
+@lru_cache(maxsize=1024)
+def _create_cached(cls, nd, size, stride, pad, dilation, postpad, groups):
+    return cls._validated(nd, size, stride, pad, dilation, postpad, groups)
