@@ -465,7 +465,9 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         tiles_total = ci_tiles * co_tiles * geo.groups * tap_items
         rows_per_b = prod(problem.in_sp[:-1])
         total_rows = problem.N * rows_per_b
-        n_chunks = max(1, min(total_rows, ceil(tiles.parallel_target(device) / tiles_total)))
+        blocking = ((problem.in_sp[-1], problem.cig, problem.N * problem.cin * prod(problem.in_sp), w_size,
+                     problem.dtype.itemsize) if gy_layout == tiles.GY_IN_PLACE else None)
+        n_chunks = tiles.weight_chunks(device, total_rows, tiles_total, blocking)
         chunk_rows = ceil(total_rows / n_chunks)
         n_chunks = ceil(total_rows / chunk_rows)
         program = manager().program(queue, problem.key("backward_weights", tile, bits))

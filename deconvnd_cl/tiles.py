@@ -8,12 +8,14 @@ The choice depends on the layer and the device, never on the spatial size, so ne
 """
 
 import os
+from math import ceil
 
 import numpy as np
 
 from .device import is_cpu
 
 ACCUMULATORS = 12
+CACHE_BLOCK = 256 * 1024  # bytes of an operand a CPU work-item sequence should find in cache (half an L2)
 
 
 def vector_width(device, dtype):
@@ -81,6 +83,25 @@ def parallel_target(device):
     a function of max_compute_units: the weight gradient's chunking (and so its summation order) follows from
     it, and results must not change with the thread count (POCL_MAX_PTHREAD_COUNT) or the GPU's size."""
     return 64 if is_cpu(device) else 8192
+
+
+def weight_chunks(device, total_rows, tiles_total, blocking=None):
+    """How many fixed chunks of input rows the weight gradient sums apart (reduce.mako adds them in order).
+
+    Enough for the parallel target. With `blocking` = (row length, input maps, x elements, gradient elements,
+    itemsize), on a CPU also enough that one chunk of x over those maps fits CACHE_BLOCK bytes, so the work-items
+    for other output maps and taps find it in cache instead of streaming all of x again, as long as the chunks'
+    partial sums (one gradient each) stay under a quarter of x. The caller asks for it with gy read in place
+    (V-Net's layer: 7.7 -> 6.3 ms and 8.1 -> 4.9 ms, alternating); other layouts measured level or slower with
+    it (dilated 2.7 -> 3.8 ms). Shape and device kind only, never the thread count, so the summation order is
+    the same on every run."""
+    n = max(1, min(total_rows, ceil(parallel_target(device) / tiles_total)))
+    if blocking and is_cpu(device):
+        row_length, maps, x_elements, w_elements, itemsize = blocking
+        block_rows = max(1, CACHE_BLOCK // (maps * row_length * itemsize))
+        affordable = max(1, x_elements // (4 * w_elements))
+        n = max(n, min(ceil(total_rows / block_rows), affordable))
+    return min(n, total_rows)
 
 
 def copy_local_size(device, program, kernel_name=None):

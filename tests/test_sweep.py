@@ -23,6 +23,8 @@ NON_OVERLAPPING = [
     Config(2, 9, 20, (30,), (3,), (3,), (0,), (1,), (2,), 1),
     Config(1, 16, 32, (4, 17), (2, 2), (2, 2), (0, 0), (1, 1), (0, 0), 2),
     Config(2, 5, 7, (3, 21), (2, 1), (2, 1), (0, 0), (1, 1), (1, 0), 1),
+    # enough x that the in-place weight gradient sums it in cache-sized chunks (tiles.weight_chunks): 4 of them
+    Config(2, 64, 4, (8, 16, 16), (2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), (0, 0, 0), 1),
 ]
 CONFIGS = sweep(220, seed=20261125) + sweep(30, seed=20261126, long_rows=True) + NON_OVERLAPPING
 
