@@ -166,6 +166,20 @@ __kernel void ${name}(
         % endfor
         int v = 0;
         for (; v + ${vw} <= in_last; v += ${vw}) {
+        % if tn < tm:
+            ## the smaller operand set is held, the other streamed: TM*TN accumulators + min(TM, TN) + 1 registers
+            % for ni in range(tn):
+            const dcl_accv yv${ni} = DCL_LOADV(y${ni} + v);
+            % endfor
+            % for mi in range(tm):
+            {
+                const dcl_accv xv = DCL_LOADV(x${mi} + v);
+                % for ni in range(tn):
+                acc${mi}_${ni} = xv * yv${ni} + acc${mi}_${ni};
+                % endfor
+            }
+            % endfor
+        % else:
             % for mi in range(tm):
             const dcl_accv xv${mi} = DCL_LOADV(x${mi} + v);
             % endfor
@@ -177,6 +191,7 @@ __kernel void ${name}(
                 % endfor
             }
             % endfor
+        % endif
         }
         if (v < in_last) {   // the row's last, partial vector: lanes past the row are zero on both sides
             const int left = in_last - v;
