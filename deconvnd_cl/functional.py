@@ -392,13 +392,18 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
         _launch(queue, program.kernel(), (geo.groups * ci_tiles, prod(problem.in_sp[:-1]) * tiles_per_row,
                                           problem.N), tiles.local_size(queue.device, program), args)
         return gx
-    v_tiles = ceil(layout.v_count / tn)
-    args = [gy, wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(v_tiles),
+    # tiles within input rows (backward_data.mako), whose stores are whole vectors, where that computes no
+    # more positions than tiles over the padded grid's rows, junk lanes included
+    tiles_per_row = ceil(problem.in_sp[-1] / tn)
+    position_tiles = prod(problem.in_sp[:-1]) * tiles_per_row
+    if problem.in_sp[-1] < tn or position_tiles > ceil(layout.v_count / tn):
+        tiles_per_row, position_tiles = 0, ceil(layout.v_count / tn)
+    args = [gy, wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles), _int(tiles_per_row),
             idx(layout.gy_pack.plane), idx(layout.v_count), idx(prod(problem.in_sp))]
     args += [idx(s) for s in layout.strides[:-1]]
     for a in range(geo.nd):
         args += [_int(problem.in_sp[a]), idx(in_strides[a])]
-    _launch(queue, program.kernel(), (geo.groups * ci_tiles, v_tiles, problem.N),
+    _launch(queue, program.kernel(), (geo.groups * ci_tiles, position_tiles, problem.N),
             tiles.local_size(queue.device, program), args)
     return gx
 

@@ -134,7 +134,7 @@ __kernel void ${name}(
 % else:
 __kernel void ${name}(
     __global const dcl_t* restrict gyp, __global const dcl_t* restrict wp, __global dcl_t* restrict gx,
-    const int cig, const int cog, const int ci_tiles, const int v_tiles, const dcl_idx plane,
+    const int cig, const int cog, const int ci_tiles, const int tiles_per_row, const dcl_idx plane,
     const dcl_idx v_count, const dcl_idx in_size
     % for a in range(nd - 1):
     , const dcl_idx ps${a}
@@ -152,7 +152,26 @@ __kernel void ${name}(
     const int b = get_global_id(2);
     const int g = mt / ci_tiles;
     const int ci0 = (mt % ci_tiles) * ${tm};
-    const dcl_idx v0 = (dcl_idx)vt * ${tn};
+    // Two tilings of the input positions. tiles_per_row = 0: TN consecutive virtual positions of the padded
+    // grid, tiles running across row ends (short rows). Otherwise TN positions of one input row, the row's last
+    // tile moved back to end at the row's end (rows >= TN): no junk lanes, and stores are whole vectors but for
+    // the positions the moved tile shares with the one before it (`skip`).
+    dcl_idx v0 = (dcl_idx)vt * ${tn}, x_off = 0;
+    int skip = 0;
+    if (tiles_per_row) {
+        int il = (vt % tiles_per_row) * ${tn};
+        skip = DCL_MAX(0, il + ${tn} - in${nd - 1});
+        il -= skip;
+        dcl_idx rem = vt / tiles_per_row;
+        v0 = x_off = il;
+        % for a in reversed(range(nd - 1)):
+        {
+            const int ia = rem % in${a}; rem /= in${a};
+            v0 += (dcl_idx)ia * ps${a};
+            x_off += (dcl_idx)ia * is${a};
+        }
+        % endfor
+    }
     const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
 
     __global const dcl_t* gb = gyp + ((dcl_idx)b * cout + (dcl_idx)g * cog) * ${nplanes} * plane + v0;
@@ -189,6 +208,28 @@ __kernel void ${name}(
     // spilled to private memory and stored lane by lane, the real positions only.
     __global dcl_t* xb = gx + ((dcl_idx)b * cin + (dcl_idx)g * cig + ci0) * in_size;
     const int m_count = DCL_MIN(${tm}, cig - ci0);
+    if (tiles_per_row) {
+        __global dcl_t* xr = xb + x_off;
+        if (m_count == ${tm} && skip == 0) {
+            % for mi in range(tm):
+            % for j in range(nvec):
+            DCL_STOREV(acc${mi}_${j}, xr + ${mi} * in_size + ${j * vw});
+            % endfor
+            % endfor
+            return;
+        }
+        dcl_accv tile_v[${tm * nvec}];
+        % for mi in range(tm):
+        % for j in range(nvec):
+        tile_v[${mi * nvec + j}] = acc${mi}_${j};
+        % endfor
+        % endfor
+        const dcl_acc* tile = (const dcl_acc*)tile_v;
+        for (int mi = 0; mi < m_count; ++mi)
+            for (int n = skip; n < ${tn}; ++n)
+                DCL_STORE(tile[mi * ${tn} + n], xr + mi * in_size + n);
+        return;
+    }
 ${c.split_position("i", "v0", nd)}
     if (m_count == ${tm} && i${nd - 1} + ${tn} <= in${nd - 1}${"".join(f" && i{a} < in{a}" for a in range(nd - 1))}) {
         __global dcl_t* xr = xb + ${" + ".join(f"(dcl_idx)i{a} * is{a}" for a in range(nd))};
