@@ -454,16 +454,17 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         bias_part = cl_array.zeros(queue, problem.cout, acc_dtype).data if with_bias else None
         reduce = _reduce_program(problem, bits)
     else:
-        if gy_layout == tiles.GY_IN_PLACE:
+        in_place = gy_layout == tiles.GY_IN_PLACE
+        if in_place:
             _check_gy_in_place(problem, "backward_weights", tile)
         packed = packed or _GradPacks(problem, grad, _default_data_tile(problem), tile)
         layout, bits = packed.layout, packed.bits
         gyp = {0: packed.planar, 1: packed.channels_last, tiles.GY_IN_PLACE: packed.raw}[gy_layout]()
         # gy's plane and row pitches as the kernel reads it: the packed grid's, or gy's own
-        g_plane, g_strides = ((prod(problem.out_sp), row_major_strides(problem.out_sp)) if gy_layout == tiles.GY_IN_PLACE
+        g_plane, g_strides = ((prod(problem.out_sp), row_major_strides(problem.out_sp)) if in_place
                               else (layout.gy_pack.plane, layout.strides))
         # work-items per (maps tile, chunk): one per tap, or with gy in place one per row of last-axis taps
-        tap_items = geo.taps // geo.stride[-1] if gy_layout == tiles.GY_IN_PLACE else geo.taps
+        tap_items = geo.taps // geo.stride[-1] if in_place else geo.taps
 
         # stage one: partial sums over fixed chunks of input rows (batch item, all axes but the last)
         ci_tiles, co_tiles = ceil(problem.cig / tm), ceil(problem.cog / tn)
@@ -471,7 +472,7 @@ def _backward_params(problem, data, grad, W, with_bias, wgrad=None, bgrad=None, 
         rows_per_b = prod(problem.in_sp[:-1])
         total_rows = problem.N * rows_per_b
         blocking = ((problem.in_sp[-1], problem.cig, problem.N * problem.cin * prod(problem.in_sp), w_size,
-                     problem.dtype.itemsize) if gy_layout == tiles.GY_IN_PLACE else None)
+                     problem.dtype.itemsize) if in_place else None)
         n_chunks = tiles.weight_chunks(device, total_rows, tiles_total, blocking)
         chunk_rows = ceil(total_rows / n_chunks)
         n_chunks = ceil(total_rows / chunk_rows)

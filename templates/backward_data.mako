@@ -7,8 +7,9 @@
 ## maps past cig zero-filled.
 ## direct (Geometry.direct_backward: kernel size = stride, no pad, no dilation, last stride <= 2): every output
 ## position has exactly one tap, so gy is read where it lies, with no residue planes and no packing pass.
-## A work-item owns TM input maps x TN positions of one input row; for the last stride 2, the 2*TN gradient
-## elements those positions read are loaded as one run and split into its even (tap 0) and odd (tap 1) lanes.
+## A work-item owns TM input maps x TN positions of one input row. With a last stride of 2, a vector of gy holds
+## VW/2 positions' taps 0 and 1 in alternate lanes: it is multiplied by a vector of alternating tap-0 / tap-1
+## weights, and each position's pair of lanes is added in the epilogue (splitting gy's lanes instead spilled).
 <%namespace name="c" file="common.mako"/>\
 <%! import itertools %>\
 ${c.prelude(dtype, index_bits, vw)}

@@ -109,6 +109,22 @@ def test_functional_validation(queue, no_launch):
                                    wgrad=to_device(queue, np.ones((4, 2, 3, 2))))
 
 
+def test_gy_in_place_tile_needs_a_fitting_layer(queue, no_launch):
+    """Tiles that read gy in place (gy layout 2) need kernel size = stride, no pad, no dilation, a last stride
+    <= 2, and for backward data input rows of at least TN positions."""
+    x = to_device(queue, np.ones((1, 4, 3, 12)))
+    gy = to_device(queue, np.ones((1, 2, 7, 25)))
+    W = to_device(queue, np.ones((4, 2, 3, 3)))
+    with pytest.raises(dcl.ModuleError, match="reads gy in place: it needs kernel size = stride"):
+        dcl.deconvNdBackwardParams(x, gy, W, stride=2, tile=(3, 4, 8, 2))
+    with pytest.raises(dcl.ModuleError, match="reads gy in place"):
+        dcl.deconvNdBackwardData(gy, W, x, stride=2, tile=(6, 8, 8, 2))
+    W2 = to_device(queue, np.ones((4, 2, 2, 2)))
+    gy2 = to_device(queue, np.ones((1, 2, 6, 24)))
+    with pytest.raises(dcl.ModuleError, match="input rows >= 16 positions"):
+        dcl.deconvNdBackwardData(gy2, W2, x, stride=2, tile=(6, 16, 8, 2))
+
+
 def test_non_contiguous_view_rejected(queue, no_launch):
     x = to_device(queue, np.ones((1, 4, 6, 6)))[:, :, :, ::2]
     W = to_device(queue, np.ones((4, 2, 3, 3)))
