@@ -189,6 +189,18 @@ def test_nan_inf_propagate_like_the_reference(queue, case):
         assert_close(got[finite], want[finite], what=name)
 
 
+# ---------------------------------------------------------------------------------------------- float64
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_float64_matches_reference(queue, fp64, case):
+    """Double precision takes other vector widths (4 lanes, half vectors of 2) in every kernel family."""
+    ops = operands(case, seed=11)
+    got = run_passes(queue, case, *ops, dtype=np.float64)
+    for name, g, want in zip(("forward", "input grad", "W grad", "b grad"), got, reference_passes(case, *ops)):
+        assert g.dtype == np.float64
+        assert_close(g, want, np.float64, what=name)
+
+
 # ---------------------------------------------------------------------------------------------- float16
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
