@@ -48,9 +48,13 @@ def empty(queue, shape, dtype):
 
 
 def release_held():
-    """Give the blocks the pools hold but no array or call uses back to the OpenCL runtime; returns the bytes."""
+    """Give the blocks the pools hold but no array or call uses back to the OpenCL runtime; returns the bytes.
+
+    The pools are forgotten too, so queues (and their contexts) the caller has dropped can go: a block still
+    in use belongs to its own pool, which lives as long as such a block does. Later calls start new pools."""
     freed = 0
     for pool in _pools.values():
         freed += pool.managed_bytes - pool.active_bytes
         pool.free_held()
+    _pools.clear()
     return freed

@@ -50,5 +50,6 @@ def test_release_held_returns_blocks_and_later_calls_work(queue):
     assert pool.held_blocks > 0
     freed = memory.release_held()
     assert freed > 0 and pool.held_blocks == 0
+    assert memory._pool(queue) is not pool, "the pools were not forgotten"
     y = dcl.deconvNd(dev[0], dev[1], stride=2, pad=1)
     assert_close(y.get(), reference.forward(x, W, None, stride=2, pad=1), what="forward after release")
