@@ -14,6 +14,12 @@ NO_PLATFORM_HELP = (
 
 _default_queue = None
 
+# PoCL's CPU device: pin its worker threads to the cores, unless the user set POCL_AFFINITY. Left to the OS
+# scheduler, the two workers on a 2-core machine often ran on one core: kernels took 1.8x as long in stretches
+# (V-Net weight gradient, 40 calls: 26-29 slow without, 0 with; docs/performance.md). PoCL reads it when it
+# initialises, at the process's first platform query, so it is set here, before any.
+os.environ.setdefault("POCL_AFFINITY", "1")
+
 
 def is_simulator(device):
     """Oclgrind's device claims every device type; it is only used when asked for by name."""

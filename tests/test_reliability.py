@@ -238,6 +238,21 @@ def test_no_opencl_platform_says_how_to_get_one(tmp_path):
     assert cli.returncode == 3 and "pocl-binary-distribution" in cli.stderr
 
 
+# ---------------------------------------------------------------------------------------------- thread pinning
+
+@pytest.mark.parametrize("given, expected", [(None, "1"), ("0", "0")])
+def test_pocl_worker_pinning_is_a_default_the_user_can_override(given, expected):
+    """Importing the library asks PoCL to pin its worker threads (POCL_AFFINITY=1, deconvnd_cl/device.py), unless
+    the environment already says otherwise; results do not depend on it (the determinism tests run with it)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("POCL_AFFINITY", None)
+    if given is not None:
+        env["POCL_AFFINITY"] = given
+    script = "import os, deconvnd_cl\nprint('POCL_AFFINITY=' + os.environ['POCL_AFFINITY'])"
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert f"POCL_AFFINITY={expected}" in result.stdout, result.stderr[-500:]
+
+
 # ---------------------------------------------------------------------------------------------- unwritten memory
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
