@@ -382,8 +382,8 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
     in_strides = row_major_strides(problem.in_sp)
     wp = _pack_weights(problem, program, W, geo.groups * ci_tiles * problem.cog, geo.taps * tm,
                        [_int(problem.cig), _int(problem.cog), _int(ci_tiles)], bits)
+    tiles_per_row = ceil(problem.in_sp[-1] / tn)
     if in_place:
-        tiles_per_row = ceil(problem.in_sp[-1] / tn)
         out_strides = row_major_strides(problem.out_sp)
         args = [gy, wp, gx.data, _int(problem.cig), _int(problem.cog), _int(ci_tiles),
                 _int(tiles_per_row), idx(prod(problem.out_sp)), idx(prod(problem.in_sp)), _int(problem.in_sp[-1])]
@@ -394,7 +394,6 @@ def _backward_data(problem, grad, W, tile=None, packed=None):
         return gx
     # tiles within input rows (backward_data.mako), whose stores are whole vectors, where that computes no
     # more positions than tiles over the padded grid's rows, junk lanes included
-    tiles_per_row = ceil(problem.in_sp[-1] / tn)
     position_tiles = prod(problem.in_sp[:-1]) * tiles_per_row
     if problem.in_sp[-1] < tn or position_tiles > ceil(layout.v_count / tn):
         tiles_per_row, position_tiles = 0, ceil(layout.v_count / tn)

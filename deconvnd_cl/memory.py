@@ -26,25 +26,17 @@ def _pool(queue):
     return pool
 
 
-def _allocator(queue):
-    pool = _pool(queue)
-    limit = queue.device.max_mem_alloc_size
-
-    def allocate(nbytes):
-        if pool.alloc_size(pool.bin_number(nbytes)) > limit:  # the pool's size bin would round past the limit
-            return cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, nbytes)
-        return pool.allocate(nbytes)
-    return allocate
-
-
 def buffer(queue, nbytes):
     """A read-write scratch buffer of at least nbytes for kernels enqueued on `queue` from now on."""
-    return _allocator(queue)(nbytes)
+    pool = _pool(queue)
+    if pool.alloc_size(pool.bin_number(nbytes)) > queue.device.max_mem_alloc_size:
+        return cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, nbytes)  # the pool's bin would round past it
+    return pool.allocate(nbytes)
 
 
 def empty(queue, shape, dtype):
     """An uninitialised array on `queue`, its memory from the queue's pool."""
-    return cl_array.empty(queue, shape, dtype, allocator=_allocator(queue))
+    return cl_array.empty(queue, shape, dtype, allocator=lambda nbytes: buffer(queue, nbytes))
 
 
 def release_held():

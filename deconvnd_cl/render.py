@@ -9,6 +9,7 @@ from mako.lookup import TemplateLookup
 
 from .geometry import Geometry
 from .kernel_key import CL_TYPES
+from .tiles import GY_IN_PLACE
 
 TEMPLATE_FILES = {
     "forward": "forward.mako",
@@ -57,8 +58,8 @@ def template_args(key):
     tm, tn, vw = key.tile[:3]
     if key.family == "backward_weights":
         args.update(layout=key.tile[3])
-    if key.family == "backward_data":  # an optional fourth entry: 2 reads gy in place (Geometry.direct_backward)
-        args.update(direct=key.tile[3:] == (2,))
+    if key.family == "backward_data":  # an optional fourth entry GY_IN_PLACE reads gy in place
+        args.update(direct=key.tile[3:] == (GY_IN_PLACE,))
     args.update(tm=tm, tn=tn, vw=vw, groups=key.groups, ks=geo.taps, kstrides=kernel_strides(key.size),
                 size=key.size, stride=key.stride, pad=key.pad, dilation=key.dilation)
     if key.family == "forward":

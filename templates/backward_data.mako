@@ -157,20 +157,16 @@ __kernel void ${name}(
     // grid, tiles running across row ends (short rows). Otherwise TN positions of one input row, the row's last
     // tile moved back to end at the row's end (rows >= TN): no junk lanes, and stores are whole vectors but for
     // the positions the moved tile shares with the one before it (`skip`).
-    dcl_idx v0 = (dcl_idx)vt * ${tn}, x_off = 0;
+    dcl_idx v0 = (dcl_idx)vt * ${tn};
     int skip = 0;
     if (tiles_per_row) {
         int il = (vt % tiles_per_row) * ${tn};
         skip = DCL_MAX(0, il + ${tn} - in${nd - 1});
         il -= skip;
         dcl_idx rem = vt / tiles_per_row;
-        v0 = x_off = il;
+        v0 = il;
         % for a in reversed(range(nd - 1)):
-        {
-            const int ia = rem % in${a}; rem /= in${a};
-            v0 += (dcl_idx)ia * ps${a};
-            x_off += (dcl_idx)ia * is${a};
-        }
+        v0 += (dcl_idx)(rem % in${a}) * ps${a}; rem /= in${a};
         % endfor
     }
     const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
@@ -206,37 +202,17 @@ __kernel void ${name}(
 
     // Epilogue. Input positions are contiguous along a row, so a tile whose TN lanes are all real positions of
     // one row (the common case) is stored as whole vectors straight from the accumulators; other tiles are
-    // spilled to private memory and stored lane by lane, the real positions only.
+    // spilled to private memory and stored lane by lane: a row tile from `skip` on, other tiles the real
+    // positions only. The grid coordinates of v0 are the input coordinates of its first lane.
     __global dcl_t* xb = gx + ((dcl_idx)b * cin + (dcl_idx)g * cig + ci0) * in_size;
     const int m_count = DCL_MIN(${tm}, cig - ci0);
-    if (tiles_per_row) {
-        __global dcl_t* xr = xb + x_off;
-        if (m_count == ${tm} && skip == 0) {
-            % for mi in range(tm):
-            % for j in range(nvec):
-            DCL_STOREV(acc${mi}_${j}, xr + ${mi} * in_size + ${j * vw});
-            % endfor
-            % endfor
-            return;
-        }
-        dcl_accv tile_v[${tm * nvec}];
-        % for mi in range(tm):
-        % for j in range(nvec):
-        tile_v[${mi * nvec + j}] = acc${mi}_${j};
-        % endfor
-        % endfor
-        const dcl_acc* tile = (const dcl_acc*)tile_v;
-        for (int mi = 0; mi < m_count; ++mi)
-            for (int n = skip; n < ${tn}; ++n)
-                DCL_STORE(tile[mi * ${tn} + n], xr + mi * in_size + n);
-        return;
-    }
 ${c.split_position("i", "v0", nd)}
-    if (m_count == ${tm} && i${nd - 1} + ${tn} <= in${nd - 1}${"".join(f" && i{a} < in{a}" for a in range(nd - 1))}) {
-        __global dcl_t* xr = xb + ${" + ".join(f"(dcl_idx)i{a} * is{a}" for a in range(nd))};
+<% offset = " + ".join(f"(dcl_idx)i{a} * is{a}" for a in range(nd)) %>\
+    dcl_idx xo = ${offset};
+    if (m_count == ${tm} && skip == 0 && i${nd - 1} + ${tn} <= in${nd - 1}${"".join(f" && i{a} < in{a}" for a in range(nd - 1))}) {
         % for mi in range(tm):
         % for j in range(nvec):
-        DCL_STOREV(acc${mi}_${j}, xr + ${mi} * in_size + ${j * vw});
+        DCL_STOREV(acc${mi}_${j}, xb + xo + ${mi} * in_size + ${j * vw});
         % endfor
         % endfor
         return;
@@ -247,10 +223,14 @@ ${c.split_position("i", "v0", nd)}
     tile_v[${mi * nvec + j}] = acc${mi}_${j};
     % endfor
     % endfor
-    // lane by lane: the offset moves on by one along a row and is worked out anew where the lanes wrap
     const dcl_acc* tile = (const dcl_acc*)tile_v;
-<% offset = " + ".join(f"(dcl_idx)i{a} * is{a}" for a in range(nd)) %>\
-    dcl_idx xo = ${offset};
+    if (tiles_per_row) {
+        for (int mi = 0; mi < m_count; ++mi)
+            for (int n = skip; n < ${tn}; ++n)
+                DCL_STORE(tile[mi * ${tn} + n], xb + xo + mi * in_size + n);
+        return;
+    }
+    // lane by lane: the offset moves on by one along a row and is worked out anew where the lanes wrap
     for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
         if (${" && ".join(f"i{a} < in{a}" for a in range(nd))}) {
             ${c.store_lane(tm, tn, "xb", "in_size", "xo")}
