@@ -4,13 +4,13 @@ __version__ = "0.1.0"
 
 from . import reference
 from .deconv import Deconv1D, Deconv2D, Deconv3D, DeconvND
-from .device import default_queue, set_default_queue
+from .device import create_queue, default_queue, set_default_queue
 from .errors import KernelBuildError, ModuleError
 from .functional import deconvNd, deconvNdBackwardData, deconvNdBackwardParams
 from .module import Module, Variable
 
 __all__ = [
     "DeconvND", "Deconv1D", "Deconv2D", "Deconv3D", "Module", "Variable", "ModuleError", "KernelBuildError",
-    "deconvNd", "deconvNdBackwardData", "deconvNdBackwardParams", "default_queue", "set_default_queue",
+    "deconvNd", "deconvNdBackwardData", "deconvNdBackwardParams", "default_queue", "set_default_queue", "create_queue",
     "reference",
 ]

@@ -1,6 +1,6 @@
 """Benchmark: forward, backward data, backward weights and a training step per layer, against PyTorch.
 
-Method (PERF-NOTES.md): warm-up launches first, the queue finished around every timing, the median of several
+Method: warm-up launches first, the queue finished around every timing, the median of several
 repeats, PyTorch's CPU conv_transpose run alternating with ours in the same process (threads = cores), GFLOP/s
 counted as 2*N*Cin*(Cout/g)*prod(in)*prod(size) per pass, and an sgemm measured in the same process as the
 ceiling. Benchmarks report; they never assert.
@@ -16,6 +16,7 @@ import pyopencl.array as cla
 from . import functional, layer_spec
 from .device import default_queue, describe
 
+# The layer families users run: GAN generators, U-Net / V-Net decoders, grouped and depthwise, 3d, audio.
 SUITE = [
     ("DCGAN 512->256 8x8 k4s2p1 b16", "nd=2,inmaps=512,outmaps=256,size=4,stride=2,pad=1,batch=16,spatial=8x8"),
     ("DCGAN out 128->3 32x32 k4s2p1 b16", "nd=2,inmaps=128,outmaps=3,size=4,stride=2,pad=1,batch=16,spatial=32x32"),
@@ -57,13 +58,14 @@ def measure_sgemm(n=1024, repeats=3):
 
 
 class OurLayer:
-    """The library's passes for one layer, on fixed random operands."""
+    """The library's passes for one layer, on fixed random operands; `variants` (as optimizeForShape returns
+    them) are used where they fit, as a module uses them."""
 
-    def __init__(self, spec, queue, tiles=None):
+    def __init__(self, spec, queue, variants=None):
         g = spec.geometry()
         rng = np.random.default_rng(0)
         shape = spec.input_shape()
-        self.spec, self.queue, self.tiles = spec, queue, tiles or {}
+        self.spec, self.queue, self.variants = spec, queue, variants or {}
         self.conv = dict(stride=g.stride, pad=g.pad, dilation=g.dilation, groups=g.groups)
         self.postpad = g.postpad
         self.x = cla.to_device(queue, rng.standard_normal(shape).astype(np.float32))
@@ -74,22 +76,23 @@ class OurLayer:
         self.wgrad, self.bgrad = cla.zeros_like(self.W), cla.zeros_like(self.b)
 
     def fwd(self):
-        return functional.deconvNd(self.x, self.W, self.b, postpad=self.postpad, tile=self.tiles.get("forward"),
-                                   **self.conv)
+        problem = functional.forward_problem(self.x, self.W, self.b, postpad=self.postpad, **self.conv)
+        return functional.forward(problem, self.x, self.W, self.b, tuned=self.variants.get("forward"))
+
+    def _backward(self, want_data, want_params):
+        problem = functional.backward_problem(self.grad, self.W, self.x.shape, **self.conv)
+        return functional.backward(problem, self.x, self.grad, self.W, self.b, want_data, want_params,
+                                   wgrad=self.wgrad, bgrad=self.bgrad, tuned=self.variants)
 
     def bwd_data(self):
-        return functional.deconvNdBackwardData(self.grad, self.W, self.x, tile=self.tiles.get("backward_data"),
-                                               **self.conv)
+        return self._backward(True, False)
 
     def bwd_weights(self):
-        return functional.deconvNdBackwardParams(self.x, self.grad, self.W, self.b, wgrad=self.wgrad,
-                                                 bgrad=self.bgrad, tile=self.tiles.get("backward_weights"),
-                                                 **self.conv)
+        return self._backward(False, True)
 
     def step(self):
         self.fwd()
-        functional.backward(self.x, self.grad, self.W, self.b, wgrad=self.wgrad, bgrad=self.bgrad,
-                            variants=self.tiles, **self.conv)
+        self._backward(True, True)
 
     def run(self, name):
         getattr(self, name)()
@@ -166,11 +169,11 @@ def benchmark(specs, repeats=5, use_torch=True, tuned=False, out=print):
         f"torch: {torch.__version__ + f' ({torch.get_num_threads()} threads)' if torch else 'none'}")
     results = []
     for spec in specs:
-        tiles = None
+        variants = None
         if tuned:
             from .tuning import tune_layer
-            tiles = tune_layer(spec, queue)
-        ours = OurLayer(spec, queue, tiles)
+            variants = tune_layer(spec, queue)
+        ours = OurLayer(spec, queue, variants)
         peer = TorchLayer(spec, torch) if torch else None
         row = {"layer": spec.label(), "gflop": flops(spec) / 1e9}
         for name in PASSES:

@@ -36,12 +36,10 @@ def _select_device(pattern):
     """--device: the first device whose 'platform device' contains the pattern (the simulator only by name)."""
     if not pattern:
         return
-    import pyopencl as cl
-
-    from .device import all_devices, set_default_queue
+    from .device import all_devices, create_queue, set_default_queue
     for device in all_devices():
         if pattern.lower() in f"{device.platform.name} {device.name}".lower():
-            set_default_queue(cl.CommandQueue(cl.Context([device])))
+            set_default_queue(create_queue(device))
             return
     raise CliError(f"no OpenCL device matches {pattern!r} (see `deconvnd-cl devices`)")
 
@@ -63,13 +61,10 @@ def _layers(args):
     return specs
 
 
-def _progress(i, total, label, stream=sys.stderr):
-    width = 24
-    done = int(width * i / total) if total else width
-    stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{total} {label[:60]:<60}")
-    if i == total:
-        stream.write("\n")
-    stream.flush()
+def _progress_bar(total, what):
+    """A progress bar on stderr (tqdm)."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=what, unit="", file=sys.stderr, dynamic_ncols=True, leave=True)
 
 
 def _age(seconds):
@@ -222,7 +217,8 @@ def warm_layer(spec, backward=True):
     b = cla.to_device(queue, np.zeros(spec.bias_shape(), dtype))
     y = functional.deconvNd(x, W, b, geo.stride, geo.pad, geo.dilation, geo.postpad, geo.groups)
     if backward:
-        functional.backward(x, y, W, b, geo.stride, geo.pad, geo.dilation, geo.groups)
+        problem = functional.backward_problem(y, W, x.shape, geo.stride, geo.pad, geo.dilation, geo.groups)
+        functional.backward(problem, x, y, W, b)
     queue.finish()
 
 
@@ -233,10 +229,11 @@ def cmd_cache_warm(args):
         raise CliError("cache warm needs layer configs (name=value lists) or --file")
     _select_device(args.device)
     start, builds0 = time.perf_counter(), manager().builds
-    for i, spec in enumerate(specs):
-        _progress(i, len(specs), spec.label())
-        warm_layer(spec, backward=not args.forward_only)
-    _progress(len(specs), len(specs), "done")
+    with _progress_bar(len(specs), "layers") as bar:
+        for spec in specs:
+            bar.set_postfix_str(spec.label())
+            warm_layer(spec, backward=not args.forward_only)
+            bar.update()
     cache = manager().cache
     print(f"warmed {len(specs)} layer configs: {manager().builds - builds0} kernels compiled, "
           f"{cache.hits} loaded from the cache, in {time.perf_counter() - start:.1f} s -> {cache.root}")
@@ -256,12 +253,24 @@ def cmd_bench(args):
 
 
 def cmd_tune(args):
-    from .tuning import tune_cli
+    from .tuning import tune_layer
     _select_device(args.device)
     specs = _layers(args)
     if not specs:
         raise CliError("tune needs layer configs (with batch= and spatial=) or --file")
-    return tune_cli(specs, args)
+    for spec in specs:
+        shape = spec.input_shape()
+        print(f"tuning {spec.label()} for input {shape}")
+        with _progress_bar(None, "variants") as bar:
+            def progress(done, total, label):
+                bar.total = total
+                bar.set_postfix_str(label)
+                bar.update(done - bar.n)
+            winners = tune_layer(spec, shape=shape, progress=progress, force=True)
+            bar.update(bar.total - bar.n)
+        for family, variant in winners.items():
+            print(f"  {family:<17} variant {variant.key()}")
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------- parser
@@ -291,7 +300,7 @@ def build_parser():
             "example: deconvnd-cl cache list --json")
     p.add_argument("--json", action="store_true")
     p = add(cache, "show", cmd_cache_show, "metadata (and --source) of an entry",
-            "example: deconvnd-cl cache show dcl_fwd2d_k4x4_s2x2_p1x1_d1x1_g1_f32_i32_t6x16x8 --source")
+            "example: deconvnd-cl cache show dcl_cpu_fwd2d_k4x4_s2x2_p1x1_d1x1_g1_f32_i32_t6x16x8 --source")
     p.add_argument("key", help="kernel name or entry id (prefix)")
     p.add_argument("--source", action="store_true", help="print the OpenCL source")
     p.add_argument("--json", action="store_true")

@@ -26,7 +26,7 @@ class DeconvND(Module):
         g = self.geometry
         self.size, self.stride, self.pad, self.dilation, self.postpad = g.size, g.stride, g.pad, g.dilation, g.postpad
         self.useBias = useBias
-        self.tiles = {}  # family -> tile chosen by optimizeForShape
+        self.variants = {}  # family -> kernel variant chosen by optimizeForShape (used where it fits a call)
         self.W = self.b = None
         if empty:
             return
@@ -44,15 +44,16 @@ class DeconvND(Module):
     def updateData(self, data):
         if self.W is None:
             raise ModuleError(f"{type(self).__name__} {self.name or ''} has no weights (created with empty=True)")
-        return functional.deconvNd(data, self.W, self.b, postpad=self.postpad, tile=self.tiles.get("forward"),
-                                   **self._conv_args())
+        problem = functional.forward_problem(data, self.W, self.b, postpad=self.postpad, **self._conv_args())
+        return functional.forward(problem, data, self.W, self.b, tuned=self.variants.get("forward"))
 
     def updateGradAndParams(self, grad, updParamGrads, updGrad, scale, momentum):
         wvar, bvar = self.vars.get("W"), self.vars.get("b")
+        problem = functional.backward_problem(grad, self.W, self.inData.shape, **self._conv_args())
         gx, (wgrad, bgrad) = functional.backward(
-            self.inData, grad, self.W, self.b, want_data=updGrad, want_params=updParamGrads,
+            problem, self.inData, grad, self.W, self.b, want_data=updGrad, want_params=updParamGrads,
             wgrad=wvar.grad if updParamGrads else None, bgrad=bvar.grad if updParamGrads and bvar else None,
-            scale=scale, momentum=momentum, variants=self.tiles, **self._conv_args())
+            scale=scale, momentum=momentum, tuned=self.variants)
         if updGrad:
             self.grad = gx
 
@@ -87,8 +88,9 @@ class DeconvND(Module):
         return (shape[0], self.inmaps) + tuple(spatial)
 
     def optimizeForShape(self, shape, memlimit=None):
-        """Time the kernel variants for this input shape on this device and use the fastest from now on; the
-        choice is stored beside the kernel cache, so later processes reuse it without timing.
+        """Time the kernel variants for this input shape on this device and use the fastest from now on (on
+        inputs of other shapes, each where it fits, else the default); the choice is stored beside the kernel
+        cache, so later processes reuse it without timing.
 
         memlimit is accepted for PuzzleLib compatibility: every variant needs the same scratch memory (the
         padded operands), so there is no workspace trade-off to bound."""
@@ -97,8 +99,8 @@ class DeconvND(Module):
         self.checkDataShape(shape)
         spec = LayerSpec(self.nd, self.inmaps, self.outmaps, self.size, self.stride, self.pad, self.dilation,
                          self.postpad, self.groups, np.dtype(self.calctype).name, shape[0], tuple(shape[2:]))
-        self.tiles = tune_layer(spec, shape=tuple(shape))
-        return self.tiles
+        self.variants = tune_layer(spec, shape=tuple(shape))
+        return self.variants
 
     def numOfFlops(self, shape):
         """Multiply-adds x 2 of one forward pass on data of this shape."""

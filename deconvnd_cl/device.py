@@ -1,10 +1,9 @@
 """Choosing the OpenCL device: the default queue, and what a device can do."""
 
-import os
-
 import numpy as np
 import pyopencl as cl
 
+from . import settings
 from .errors import ModuleError
 
 NO_PLATFORM_HELP = (
@@ -14,11 +13,7 @@ NO_PLATFORM_HELP = (
 
 _default_queue = None
 
-# PoCL's CPU device: pin its worker threads to the cores, unless the user set POCL_AFFINITY. Left to the OS
-# scheduler, the two workers on a 2-core machine often ran on one core: kernels took 1.8x as long in stretches
-# (V-Net weight gradient, 40 calls: 26-29 slow without, 0 with; docs/performance.md). PoCL reads it when it
-# initialises, at the process's first platform query, so it is set here, before any.
-os.environ.setdefault("POCL_AFFINITY", "1")
+settings.apply_pocl_defaults()  # before the first platform query
 
 
 def is_simulator(device):
@@ -46,22 +41,32 @@ def pick_default_device():
     return devices[0]
 
 
+def keep_context_alive(queue, context):
+    """Hold `context` for as long as `queue` lives. The OpenCL specification has a queue retain its context,
+    but Intel's CPU runtime invalidates a context once its last handle is released, even while queues still
+    use it (every later call fails with INVALID_CONTEXT); so whatever the library creates, it keeps."""
+    queue._dcl_context = context
+    return queue
+
+
 def create_queue(device=None):
+    """A queue on a context of its own for `device` (default: pick_default_device), the context kept alive."""
     device = device or pick_default_device()
-    return cl.CommandQueue(cl.Context([device]))
+    context = cl.Context([device])
+    return keep_context_alive(cl.CommandQueue(context), context)
 
 
 def default_queue():
     """The library's queue, created on first use: PYOPENCL_CTX if set, else a GPU, else a CPU."""
     global _default_queue
     if _default_queue is None:
-        if os.environ.get("PYOPENCL_CTX"):
+        if settings.pyopencl_ctx():
             try:
                 context = cl.create_some_context(interactive=False)
             except (cl.Error, RuntimeError) as e:
-                raise ModuleError(f"PYOPENCL_CTX={os.environ['PYOPENCL_CTX']!r} selects no device: {e}. "
+                raise ModuleError(f"PYOPENCL_CTX={settings.pyopencl_ctx()!r} selects no device: {e}. "
                                   + NO_PLATFORM_HELP) from None
-            _default_queue = cl.CommandQueue(context)
+            _default_queue = keep_context_alive(cl.CommandQueue(context), context)
         else:
             _default_queue = create_queue()
     return _default_queue
@@ -71,6 +76,8 @@ def set_default_queue(queue):
     global _default_queue
     if queue is not None and not isinstance(queue, cl.CommandQueue):
         raise ModuleError(f"set_default_queue expects a pyopencl.CommandQueue (given: {type(queue).__name__})")
+    if queue is not None and not hasattr(queue, "_dcl_context"):
+        keep_context_alive(queue, queue.context)  # from now on at least; see keep_context_alive
     _default_queue = queue
 
 

@@ -19,6 +19,9 @@ import time
 import warnings
 from pathlib import Path
 
+import platformdirs
+
+from . import settings
 from .render import template_hash
 
 FORMAT = 1
@@ -30,19 +33,12 @@ def library_version():
 
 
 def default_root():
-    """DECONVND_CL_CACHE_DIR, else the platform's user cache directory; None when there is no home."""
-    if os.environ.get("DECONVND_CL_CACHE_DIR"):
-        return Path(os.environ["DECONVND_CL_CACHE_DIR"])
-    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
-        return Path(os.environ["LOCALAPPDATA"]) / "deconvnd_cl" / "Cache"
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "deconvnd_cl"
-    home = os.environ.get("HOME")
-    if not home:
-        return None
-    if os.uname().sysname == "Darwin":
-        return Path(home) / "Library" / "Caches" / "deconvnd_cl"
-    return Path(home) / ".cache" / "deconvnd_cl"
+    """settings.cache_dir(), else the platform's user cache directory (platformdirs); None when that is not an
+    absolute path (no home directory to be found)."""
+    if settings.cache_dir():
+        return Path(settings.cache_dir())
+    root = Path(platformdirs.user_cache_dir("deconvnd_cl", appauthor=False))
+    return root if root.is_absolute() else None
 
 
 def device_identity(device):
@@ -76,11 +72,12 @@ class DiskCache:
 
     @classmethod
     def from_environment(cls):
-        if os.environ.get("DECONVND_CL_NO_CACHE") == "1":
+        if settings.cache_disabled():
             return cls(None)
         root = default_root()
         if root is None:
-            warnings.warn("deconvnd_cl: no HOME and no DECONVND_CL_CACHE_DIR; kernels are cached in memory only",
+            warnings.warn("deconvnd_cl: no home directory and no DECONVND_CL_CACHE_DIR; kernels are cached in "
+                          "memory only",
                           RuntimeWarning, stacklevel=2)
         return cls(root)
 
@@ -158,24 +155,24 @@ class DiskCache:
             directory.mkdir(parents=True, exist_ok=True)
             identity_file = directory / "device.json"
             if not identity_file.exists():
-                _atomic_write(identity_file, json.dumps(device_identity(device), indent=1).encode())
+                atomic_write(identity_file, json.dumps(device_identity(device), indent=1).encode())
             binary_sha = hashlib.sha256(binary).hexdigest()
             meta_path = self._meta_path(device, key, source, options)
             binary_name = f"{meta_path.stem}.{binary_sha[:16]}.bin"
-            _atomic_write(directory / binary_name, binary)
+            atomic_write(directory / binary_name, binary)
             meta = {
                 "format": FORMAT, "key": key.to_json(), "name": key.name, "binary": binary_name,
                 "binary_size": len(binary), "binary_sha256": binary_sha, "source_sha256": _digest(source, options),
                 "options": options, "build_log": build_log, "build_seconds": round(build_seconds, 4),
                 "created": time.time(), "device": device_identity(device),
             }
-            _atomic_write(meta_path, json.dumps(meta, indent=1).encode())
-            _atomic_write(directory / (meta_path.stem + ".cl"), source.encode())  # for `cache show`
+            atomic_write(meta_path, json.dumps(meta, indent=1).encode())
+            atomic_write(directory / (meta_path.stem + ".cl"), source.encode())  # for `cache show`
         except OSError as e:
             self._disable(f"cannot write: {e}")
 
 
-def _atomic_write(path, data):
+def atomic_write(path, data):
     """Write to a temporary file in the same directory, then os.replace: readers see all or nothing."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:

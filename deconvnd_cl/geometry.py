@@ -120,11 +120,22 @@ class Geometry:
         (kernel size = stride, as in U-Net/V-Net decoders), so each stride phase is a 1x1 convolution."""
         return any(s > 1 for s in self.stride) and all(len(taps) <= 1 for _, taps in self.forward_phases())
 
+    @lru_cache(maxsize=256)  # noqa: B019
+    def forward_tap_order(self):
+        """The taps in phase order, as W's row-major tap indices, and where each phase's taps start in that
+        order: (order, starts), starts with one entry a phase and a last entry = number of taps."""
+        strides = row_major_strides(self.size)
+        order, starts = [], [0]
+        for _, taps in self.forward_phases():
+            order += [sum(kk * st for kk, st in zip(k, strides)) for k, _ in taps]
+            starts.append(len(order))
+        return tuple(order), tuple(starts)
+
     @property
     def direct_backward(self):
         """Kernel size = stride on every axis (above 1 on one at least), no padding, no dilation, and a last-axis
-        stride of at most 2: every output position has exactly one tap, and the backward kernels read gy where
-        it lies (gy layout 2 in tiles.py) instead of from a packed copy."""
+        stride of at most 2: every output position has exactly one tap, and the backward kernels can read gy
+        where it lies (GySource.IN_PLACE) instead of from a packed copy."""
         return (self.size == self.stride and any(s > 1 for s in self.stride) and not any(self.pad)
                 and all(d == 1 for d in self.dilation) and self.stride[-1] <= 2)
 
@@ -142,6 +153,28 @@ class Geometry:
              tuple((kk * d - p) // s for kk, d, p, s in zip(k, self.dilation, self.pad, self.stride)))
             for k in product(*(range(n) for n in self.size))
         )
+
+
+    def backward_qlo(self):
+        """Per axis, the lowest row of a residue plane that any tap reads (<= 0): the planes' zero border."""
+        taps = self.backward_taps()
+        return tuple(min(0, min(dd[a] for _, _, dd in taps)) for a in range(self.nd))
+
+    def zero_postpad_out(self, in_spatial):
+        """Output extents for these input extents with no postpad (may be <= 0)."""
+        return tuple((i - 1) * s + d * (k - 1) - 2 * p + 1
+                     for i, k, s, p, d in zip(in_spatial, self.size, self.stride, self.pad, self.dilation))
+
+    def smallest_input(self, out_spatial):
+        """The smallest input extents whose output, with some postpad < max(stride, dilation), has these extents
+        (the inverse the backward passes use when the forward input is not given); per axis at least 1."""
+        return tuple(
+            max(1, -(-(o - max(s, d) - d * (k - 1) + 2 * p) // s) + 1)
+            for o, k, s, p, d in zip(out_spatial, self.size, self.stride, self.pad, self.dilation))
+
+
+def row_major_strides(extents):
+    return tuple(prod(extents[a + 1:]) for a in range(len(extents)))
 
 
 @lru_cache(maxsize=1024)

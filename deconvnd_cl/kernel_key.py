@@ -9,9 +9,10 @@ from .errors import ModuleError
 DTYPE_TAGS = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.float16): "f16"}
 CL_TYPES = {"f32": "float", "f64": "double", "f16": "half"}
 
-# Families specialised on the layer's geometry; "pack" and "reduce" only on rank / dtype / vector width.
-CONV_FAMILIES = ("forward", "backward_data", "backward_weights")
-FAMILIES = CONV_FAMILIES + ("pack", "reduce")
+# Families specialised on the layer's geometry, and their short names in kernel names; "pack" and "reduce" are
+# specialised only on rank, dtype and (reduce) vector width.
+CONV_FAMILIES = {"forward": "fwd", "backward_data": "bwdd", "backward_weights": "bwdw"}
+FAMILIES = tuple(CONV_FAMILIES) + ("pack", "reduce")
 
 
 def dtype_tag(dtype):
@@ -21,20 +22,29 @@ def dtype_tag(dtype):
         raise ModuleError(f"Unsupported dtype {dtype!r} (expected: float32, float64 or float16)") from None
 
 
+def _normalised(value):
+    """Tuples of ints and strings, as the JSON metadata of the disk cache can hold them."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_normalised(v) for v in value)
+    return value if isinstance(value, str) else int(value)
+
+
 @dataclass(frozen=True)
 class KernelKey:
     """Everything the generated source depends on, normalised so equal programs have equal keys.
 
     Batch, map counts and spatial extents are kernel arguments, never part of the key: a new input size
-    reuses the built program. `tile` is (TM, TN, vector width) for the tiled families and (vector width,)
-    for "reduce"; `index_bits` is 32 or 64, chosen by the host from the largest linear index.
+    reuses the built program. `strategy` names the implementation family that renders it ("cpu", "gpu", or
+    "common" for pack and reduce); `variant` is the variant's key (see variants.py); `index_bits` is 32 or 64,
+    chosen by the host from the largest linear index.
     """
 
     family: str
+    strategy: str
     nd: int
     dtype: str
     index_bits: int
-    tile: tuple = ()
+    variant: tuple = ()
     size: tuple = ()
     stride: tuple = ()
     pad: tuple = ()
@@ -44,32 +54,31 @@ class KernelKey:
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"unknown kernel family {self.family!r}")
-        for name in ("tile", "size", "stride", "pad", "dilation"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        for name in ("variant", "size", "stride", "pad", "dilation"):
+            object.__setattr__(self, name, _normalised(getattr(self, name)))
 
     @classmethod
-    def for_conv(cls, family, geometry, dtype, tile, index_bits):
+    def for_conv(cls, family, strategy, geometry, dtype, variant, index_bits):
         g = geometry
-        return cls(family, g.nd, dtype_tag(dtype), index_bits, tile, g.size, g.stride, g.pad, g.dilation, g.groups)
+        return cls(family, strategy, g.nd, dtype_tag(dtype), index_bits, variant, g.size, g.stride, g.pad,
+                   g.dilation, g.groups)
 
     @property
     def name(self):
         """Readable and a valid C identifier: the kernel's function name and the CLI's label."""
         def axes(values):
-            return "x".join(str(v) for v in values)
+            return "x".join(str(v) for v in values if not isinstance(v, str))
+
+        def variant():
+            return axes(self.variant) + "".join(f"_{v}" for v in self.variant if isinstance(v, str))
 
         tail = f"{self.dtype}_i{self.index_bits}"
         if self.family == "pack":
             return f"dcl_pack{self.nd}d_{tail}"
         if self.family == "reduce":
-            return f"dcl_reduce_{tail}_v{axes(self.tile)}"
-        short = {"forward": "fwd", "backward_data": "bwdd", "backward_weights": "bwdw"}[self.family]
-        return (f"dcl_{short}{self.nd}d_k{axes(self.size)}_s{axes(self.stride)}_p{axes(self.pad)}"
-                f"_d{axes(self.dilation)}_g{self.groups}_{tail}_t{axes(self.tile)}")
+            return f"dcl_reduce_{tail}_v{variant()}"
+        return (f"dcl_{self.strategy}_{CONV_FAMILIES[self.family]}{self.nd}d_k{axes(self.size)}_s{axes(self.stride)}"
+                f"_p{axes(self.pad)}_d{axes(self.dilation)}_g{self.groups}_{tail}_t{variant()}")
 
     def to_json(self):
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-    @classmethod
-    def from_json(cls, fields):
-        return cls(**fields)

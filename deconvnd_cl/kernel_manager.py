@@ -2,7 +2,11 @@
 
 Memory level: one Program per (context, device, key), holding its cl.Kernel objects (pyopencl warns that
 re-retrieving kernels is slow). Disk level: `disk_cache.DiskCache`, per device, so a second process launches
-without compiling. pyopencl's own program cache is bypassed: we build raw programs, so only one disk cache runs.
+without compiling. pyopencl's own program cache is bypassed (`cache_dir=False`), so only one disk cache runs.
+
+Whoever asks for a program also names its `KernelSource`: an object with `source(key)`, the OpenCL C text, and
+`signatures(key)`, the declared signature of each kernel in it (signatures.py), by kernel-name suffix ("" for
+the kernel named after the key). The source is rendered only when a program is not yet in memory.
 """
 
 import logging
@@ -10,13 +14,14 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 
+import numpy as np
 import pyopencl as cl
 
-from . import disk_cache
+from . import disk_cache, settings
 from .device import describe
 from .errors import KernelBuildError
-from .render import render
 
 log = logging.getLogger(__name__)
 
@@ -25,27 +30,40 @@ BUILD_OPTIONS = ()
 
 
 class Program:
-    """A built program for one device and key, with its kernels retrieved once."""
+    """A built program for one device and key, with its kernels retrieved once and their scalar argument types
+    declared from their signatures."""
 
-    def __init__(self, key, device, raw_program, source, build_seconds, from_disk):
+    def __init__(self, key, device, program, source, signatures, build_seconds, from_disk):
         self.key, self.device, self.source = key, device, source
+        self.signatures = signatures
         self.build_seconds, self.from_disk = build_seconds, from_disk
-        self._program = raw_program
+        self._program = program
         self._kernels = {}
         self._lock = threading.Lock()
 
-    def kernel(self, name=None):
-        name = name or self.key.name
+    def kernel(self, suffix=""):
+        """(cl.Kernel, Signature) of the kernel named key.name + suffix."""
         with self._lock:
-            if name not in self._kernels:
-                self._kernels[name] = cl.Kernel(self._program, name)
-            return self._kernels[name]
+            found = self._kernels.get(suffix)
+            if found is None:
+                signature = self.signatures[suffix]
+                kernel = cl.Kernel(self._program, self.key.name + suffix)
+                acc = np.float64 if self.key.dtype == "f64" else np.float32
+                # declared once: pyopencl then packs scalars with generated code (2 us a launch instead of
+                # 50-150 us of inspecting 10-20 untyped arguments on PoCL)
+                kernel.set_scalar_arg_dtypes(signature.scalar_dtypes(self.key.index_bits, acc))
+                found = self._kernels[suffix] = (kernel, signature)
+            return found
 
-    def local_size(self, name=None, wanted=64):
-        """The largest power of two <= wanted that this kernel may use on this device."""
-        limit = self.kernel(name).get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, self.device)
+    def max_work_group_size(self, suffix=""):
+        """CL_KERNEL_WORK_GROUP_SIZE of this kernel on this device."""
+        kernel, _ = self.kernel(suffix)
+        return kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, self.device)
+
+    def local_size(self, suffix="", wanted=64):
+        """The largest power of two <= wanted that this kernel may use along dimension 0 on this device."""
         size = 1
-        while size * 2 <= min(wanted, limit, self.device.max_work_item_sizes[0]):
+        while size * 2 <= min(wanted, self.max_work_group_size(suffix), self.device.max_work_item_sizes[0]):
             size *= 2
         return size
 
@@ -57,56 +75,54 @@ class KernelManager:
         self.builds = 0  # programs compiled from source in this process (tests prove warm caches with it)
         self.cache = cache if cache is not None else disk_cache.DiskCache.from_environment()
 
-    def program(self, queue, key):
+    def program(self, queue, key, kernel_source):
         device = queue.device
         mem_key = (queue.context.int_ptr, device.int_ptr, key)
         with self._lock:
             program = self._programs.get(mem_key)
             if program is None:
-                program = self._programs[mem_key] = self._load_or_build(queue.context, device, key)
+                program = self._programs[mem_key] = self._load_or_build(queue.context, device, key, kernel_source)
             return program
 
-    def _load_or_build(self, context, device, key):
-        source = render(key)
-        # DECONVND_CL_BUILD_OPTIONS adds options, e.g. -cl-opt-disable for Oclgrind's uninitialised-value
-        # checker, which cannot follow LLVM's `freeze` instruction that optimised builds contain
-        options = " ".join(BUILD_OPTIONS + tuple(os.environ.get("DECONVND_CL_BUILD_OPTIONS", "").split()))
+    def _load_or_build(self, context, device, key, kernel_source):
+        source = kernel_source.source(key)
+        signatures = kernel_source.signatures(key)
+        options = " ".join(BUILD_OPTIONS + settings.extra_build_options())
         binary = self.cache.load(device, key, source, options)
         if binary is not None:
             try:
-                raw = cl._cl._Program(context, [device], [binary])
-                raw.build(options.encode(), [device])
-                return Program(key, device, raw, source, 0.0, from_disk=True)
+                program = cl.Program(context, [device], [binary]).build(options, [device])
+                return Program(key, device, program, source, signatures, 0.0, from_disk=True)
             except cl.Error as e:
                 self.cache.discard(device, key, f"the driver rejected the cached binary ({e})", source, options)
-        raw, seconds, build_log = self._build(context, device, key, source, options)
-        self.cache.store(device, key, source, options, raw.get_info(cl.program_info.BINARIES)[0],
+        program, seconds, build_log = self._build(context, device, key, source, options)
+        self.cache.store(device, key, source, options, program.get_info(cl.program_info.BINARIES)[0],
                          build_log, seconds)
-        return Program(key, device, raw, source, seconds, from_disk=False)
+        return Program(key, device, program, source, signatures, seconds, from_disk=False)
 
     def _build(self, context, device, key, source, options):
-        if os.environ.get("DECONVND_CL_FORBID_BUILD") == "1":  # test switch: prove a warm cache builds nothing
+        if settings.build_forbidden():
             raise KernelBuildError(key.name, describe(device), options,
                                    "building is forbidden by DECONVND_CL_FORBID_BUILD=1", "<not saved>")
         start = time.perf_counter()
-        raw = cl._cl._Program(context, source)
         try:
-            raw.build(options.encode(), [device])
-        except cl.Error:
-            build_log = _build_log(raw, device)
-            raise KernelBuildError(key.name, describe(device), options, build_log,
+            with warnings.catch_warnings():  # a successful build's log goes to logging.debug below
+                warnings.simplefilter("ignore", cl.CompilerWarning)
+                program = cl.Program(context, source).build(options, [device], cache_dir=False)
+        except cl.Error as e:  # pyopencl's message carries the build log
+            raise KernelBuildError(key.name, describe(device), options, str(e),
                                    _save_failed_source(key, source)) from None
         seconds = time.perf_counter() - start
         self.builds += 1
-        build_log = _build_log(raw, device)
+        build_log = _build_log(program, device)
         if build_log.strip():
             log.debug("build log of %s:\n%s", key.name, build_log)
-        return raw, seconds, build_log
+        return program, seconds, build_log
 
 
-def _build_log(raw, device):
+def _build_log(program, device):
     try:
-        return raw.get_build_info(device, cl.program_build_info.LOG) or ""
+        return program.get_build_info(device, cl.program_build_info.LOG) or ""
     except cl.Error:
         return ""
 

@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from math import ceil, prod
 
-from .render import backward_qlo
+import numpy as np
 
-
-def row_major_strides(extents):
-    return tuple(prod(extents[a + 1:]) for a in range(len(extents)))
+from .geometry import row_major_strides
 
 
 CACHE_LINE = 64
@@ -66,11 +64,33 @@ class ForwardPhase:
     v_tiles: int
 
 
+def phase_columns(nd):
+    """Column index of each entry in a row of the forward's phase table: the one source of the table's layout
+    for the host, which fills it (ForwardLayout.phase_table), and the template, which reads it."""
+    columns = {"v_tiles": 0, "v_count": 1, "base": 2}
+    for a in range(nd):
+        columns[f"q0_{a}"], columns[f"qe_{a}"] = 3 + 2 * a, 4 + 2 * a
+    return columns
+
+
 @dataclass(frozen=True)
 class ForwardLayout:
     pack: PackSpec
     strides: tuple   # row pitch of the padded grid
     phases: tuple    # ForwardPhase for every phase with outputs
+
+    def phase_table(self, nphases, dtype):
+        """One row per stride phase (nphases of them, as in Geometry.forward_phases); phases without outputs
+        keep v_tiles = 0."""
+        nd = len(self.strides)
+        columns = phase_columns(nd)
+        table = np.zeros((nphases, len(columns)), dtype)
+        for phase in self.phases:
+            row = table[phase.index]
+            row[[columns["v_tiles"], columns["v_count"], columns["base"]]] = phase.v_tiles, phase.v_count, phase.base
+            for a in range(nd):
+                row[columns[f"q0_{a}"]], row[columns[f"qe_{a}"]] = phase.q0[a], phase.extents[a]
+        return table
 
 
 @lru_cache(maxsize=256)  # a layer's calls all ask for the same layout
@@ -115,18 +135,25 @@ class BackwardLayout:
 
 
 @lru_cache(maxsize=256)
-def backward_layout(geo, in_sp, out_sp, tn, vw, itemsize):
-    """tn: backward data's positions per tile; vw: the weight reduction's vector width (it reads whole vectors
-    from the start of each input row)."""
-    nd = geo.nd
-    qlo = backward_qlo(geo)
+def backward_grid(geo, in_sp, out_sp):
+    """(grid extents, row pitches, virtual positions covering the input) of the residue-plane grid."""
+    qlo = geo.backward_qlo()
     taps = geo.backward_taps()
     qhi = tuple(max(-(-o // s) - 1, i - 1 + max(dd[a] for _, _, dd in taps))
                 for a, (o, s, i) in enumerate(zip(out_sp, geo.stride, in_sp)))
     grid = tuple(h - l + 1 for l, h in zip(qlo, qhi))
     strides = row_major_strides(grid)
-    v_count = virtual_count(in_sp, strides)
-    reach = max(ceil(v_count / tn) * tn, v_count + vw)  # past the furthest virtual position either kernel reads
+    return grid, strides, virtual_count(in_sp, strides)
+
+
+@lru_cache(maxsize=256)
+def backward_layout(geo, in_sp, out_sp, reach, itemsize):
+    """reach: the virtual positions the kernels that read this layout may read from each tap's start, at least
+    the v_count of backward_grid (a tile's junk lanes past the last input position read up to it)."""
+    nd = geo.nd
+    qlo = geo.backward_qlo()
+    taps = geo.backward_taps()
+    grid, strides, v_count = backward_grid(geo, in_sp, out_sp)
     max_shift = max(sum((dd[a] - qlo[a]) * strides[a] for a in range(nd)) for _, _, dd in taps)
     gy_pack = PackSpec(grid, qlo, geo.stride, tuple(out_sp),
                        unaliased_plane(max(prod(grid), reach + max_shift), itemsize))

@@ -33,6 +33,76 @@ typedef struct __attribute__((packed)) { dcl_acch v; } dcl_unaligned_half;
 #define DCL_MAX(a, b) ((a) > (b) ? (a) : (b))
 </%def>
 
+## A kernel's parameter list, printed from its declared signature (deconvnd_cl/signatures.py): the launch code
+## binds arguments by these names and with these types.
+<%def name="params(signature)">${signature.c_params()}</%def>
+
+## W repacked tile-major for a register-tiled family: one work-item a row (g, tile, other map) of ks * tm
+## elements, wp[row][slot(t, mi)] = W[g][ci][co][tap(t)], maps of the tile past the group's `tiled_count`
+## zero-filled. `tile_of`: "co" (the tile runs over output maps, rows over input maps: the forward) or "ci"
+## (backward data). `tap(t)` and `slot` are C expressions (`slot` of t and mi).
+<%def name="wpack(name, signature, tm, ks, tile_of, tap, slot)">
+<%
+    other, tiled = ("ci", "co") if tile_of == "co" else ("co", "ci")
+    counts = dict(ci="cig", co="cog")
+%>
+__kernel void ${name}_wpack(${params(signature)})
+{
+    const dcl_idx row = get_global_id(0);   // (g, ${tiled} tile, ${other})
+    if (row >= rows) return;
+    const int ${other} = row % ${counts[other]}, tile = (row / ${counts[other]}) % ${tiled}_tiles;
+    const int g = row / ${counts[other]} / ${tiled}_tiles;
+    __global dcl_t* d = wp + row * ${ks * tm};
+    for (int mi = 0; mi < ${tm}; ++mi) {
+        const int ${tiled} = tile * ${tm} + mi;
+        const bool live = ${tiled} < ${counts[tiled]};
+        const int ${tiled}_read = DCL_MIN(${tiled}, ${counts[tiled]} - 1);
+        __global const dcl_t* s = w + (((dcl_idx)g * cig + ${"ci_read" if tiled == "ci" else "ci"}) * cog
+                                       + ${"co_read" if tiled == "co" else "co"}) * ${ks};
+        for (int t = 0; t < ${ks}; ++t)
+            DCL_STORE(live ? (dcl_acc)DCL_LOAD(s + ${tap}) : (dcl_acc)0, d + ${slot});
+    }
+}
+</%def>
+
+## Register tile: accumulators acc{mi}_{j} for TM maps x NVEC vectors, set to `init` ("{mi}" in it: the map).
+<%def name="accumulators(tm, nvec, init)">
+% for mi in range(tm):
+% for j in range(nvec):
+    dcl_accv acc${mi}_${j} = ${init.replace('{mi}', str(mi))};
+% endfor
+% endfor
+</%def>
+
+## One multiply-accumulate step of the register tile: NVEC vectors of the streamed operand from `x` (a pointer
+## expression; vector j at x + j*VW), TM scalars of the other from `w` (map mi at w + mi), a*b+c written out so
+## the compiler contracts it (the fma()/mad() builtins are out-of-line calls on PoCL).
+<%def name="mac_block(tm, nvec, vw, x, w)">
+            {
+                % for j in range(nvec):
+                const dcl_accv x${j} = DCL_LOADV(${x} + ${j * vw});
+                % endfor
+                % for mi in range(tm):
+                const dcl_acc w${mi}v = DCL_LOAD(${w} + ${mi});
+                % for j in range(nvec):
+                acc${mi}_${j} = w${mi}v * x${j} + acc${mi}_${j};
+                % endfor
+                % endfor
+            }
+</%def>
+
+## The register tile spilled to private memory for a lane-by-lane epilogue: `tile` (dcl_acc, TM x NVEC*lanes)
+## over tile_v; `value(mi, j)` gives what goes to vector j of map mi (default: the accumulator), of `vtype`.
+<%def name="spill(tm, nvec, vtype='dcl_accv', value=None)">
+    ${vtype} tile_v[${tm * nvec}];
+    % for mi in range(tm):
+    % for j in range(nvec):
+    tile_v[${mi * nvec + j}] = ${value(mi, j) if value else f"acc{mi}_{j}"};
+    % endfor
+    % endfor
+    const dcl_acc* tile = (const dcl_acc*)tile_v;
+</%def>
+
 ## Coordinates stepped like an odometer, so loops over positions or rows divide once and then only count:
 ## increments the last of `names`; a coordinate reaching its entry of `extents` returns to 0 and carries into
 ## the one before it; a carry out of the first runs `carry_out`.

@@ -8,13 +8,6 @@
 <%namespace name="c" file="common.mako"/>\
 ${c.prelude(dtype, index_bits, 4)}
 <% last = nd - 1 %>
-<%def name="params()">
-    const dcl_idx dst_plane, const dcl_idx grid_size, const dcl_idx src_plane, const int n_split,
-    const int rows, const int rows_per_item
-    % for a in range(nd):
-    , const int grid${a}, const int lo${a}, const int split${a}, const int ext${a}
-    % endfor
-</%def>
 ## Sets up the block: row0/row1, the residues r{a}, the grid coordinates g{a} of row0; `tail` is the statement
 ## that zero-fills the plane's tail (run by the extra block).
 <%def name="block_setup(tail)">
@@ -56,7 +49,7 @@ ${c.prelude(dtype, index_bits, 4)}
         ${c.odometer([f"g{a}" for a in range(nd - 1)], [f"grid{a}" for a in range(nd - 1)], "")}
 </%def>
 
-__kernel void ${name}(__global const dcl_t* restrict src, __global dcl_t* restrict dst, ${params()})
+__kernel void ${name}(${c.params(signatures[""])})
 {
     ${block_setup("for (dcl_idx e = grid_size; e < dst_plane; ++e) DCL_STORE((dcl_acc)0, dst + plane * dst_plane + e);")}
     __global const dcl_t* s_plane = src + (plane / n_split) * src_plane;
@@ -83,8 +76,7 @@ __kernel void ${name}(__global const dcl_t* restrict src, __global dcl_t* restri
 ## Map-blocked channels-last variant for backward weights, whose work-items vectorise over output maps:
 ## dst[b, R, block, p, lane], each group's maps cut into blocks of `block_maps` maps (lanes past the group's maps
 ## are zero), so the maps a work-item reads for consecutive positions are one contiguous stream.
-__kernel void ${name}_cl(__global const dcl_t* restrict src, __global dcl_t* restrict dst, const int channels,
-                         const int group_maps, const int blocks_per_group, const int block_maps, ${params()})
+__kernel void ${name}_cl(${c.params(signatures["_cl"])})
 {
     const int map_blocks = channels / group_maps * blocks_per_group;
     ${block_setup("for (int bl = 0; bl < map_blocks; ++bl) for (dcl_idx e = grid_size * block_maps; e < dst_plane * block_maps; ++e) DCL_STORE((dcl_acc)0, dst + (plane * map_blocks + bl) * dst_plane * block_maps + e);")}

@@ -3,8 +3,7 @@
 ${c.prelude(dtype, index_bits, vw)}
 
 // part[row] = sum of src[row * length ... row * length + length - 1]; used for the bias gradient per (b, map).
-__kernel void ${name}_rows(__global const dcl_t* restrict src, __global dcl_acc* restrict part,
-                           const dcl_idx rows, const dcl_idx length)
+__kernel void ${name}_rows(${c.params(signatures["_rows"])})
 {
     const dcl_idx row = get_global_id(0);
     if (row >= rows) return;
@@ -21,8 +20,7 @@ __kernel void ${name}_rows(__global const dcl_t* restrict src, __global dcl_acc*
 
 // dst[e] = scale * sum_c part[c * count + e] + momentum * dst[e]  (dst is not read when momentum is 0,
 // so NaN garbage in a fresh gradient buffer cannot leak in).
-__kernel void ${name}_finalize(__global const dcl_acc* restrict part, __global dcl_t* restrict dst,
-                               const dcl_idx count, const int n_parts, const dcl_acc scale, const dcl_acc momentum)
+__kernel void ${name}_finalize(${c.params(signatures["_finalize"])})
 {
     const dcl_idx e = get_global_id(0);
     if (e >= count) return;

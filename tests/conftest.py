@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("DECONVND_CL_CACHE_DIR", tempfile.mkdtemp(prefix="deconvnd_cl_test_cache_"))
 
 import deconvnd_cl as dcl  # noqa: E402  (after the cache directory is chosen)
-from deconvnd_cl.device import all_devices  # noqa: E402
+from deconvnd_cl.device import all_devices, create_queue  # noqa: E402
 from deconvnd_cl.reference import rel_l2  # noqa: E402
 
 # Relative L2 error allowed against the float64 reference, per dtype (RELIABILITY.md row 1).
@@ -37,7 +37,7 @@ def _test_device():
 def queue():
     device = _test_device()
     if device is not None:
-        dcl.set_default_queue(cl.CommandQueue(cl.Context([device])))
+        dcl.set_default_queue(create_queue(device))
     return dcl.default_queue()
 
 
@@ -45,6 +45,17 @@ def queue():
 def fp64(queue):
     if "cl_khr_fp64" not in queue.device.extensions:
         pytest.skip("device has no cl_khr_fp64")
+
+
+@pytest.fixture
+def no_launch(monkeypatch, queue):
+    """Any kernel build or launch during the test fails it: what the test checks happens before both."""
+    from deconvnd_cl.kernel_manager import manager
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a kernel was launched or built before validation finished")
+    monkeypatch.setattr(cl, "enqueue_nd_range_kernel", forbidden)
+    monkeypatch.setattr(manager(), "program", forbidden)
 
 
 def to_device(queue, array, dtype=np.float32):

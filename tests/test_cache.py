@@ -13,6 +13,7 @@ import pytest
 from deconvnd_cl import disk_cache
 from deconvnd_cl.disk_cache import DiskCache, entries, verify_entry
 from deconvnd_cl.kernel_key import KernelKey
+from deconvnd_cl.packing import PACK
 from deconvnd_cl.kernel_manager import KernelManager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +128,7 @@ def test_concurrent_writers(tmp_path):
 KILLED_WRITER = """
 import os, sys, time
 from deconvnd_cl import disk_cache
-real_write = disk_cache._atomic_write
+real_write = disk_cache.atomic_write
 def slow_write(path, data):
     if str(path).endswith(".bin"):
         import tempfile
@@ -136,7 +137,7 @@ def slow_write(path, data):
         print("WRITING", flush=True)
         time.sleep(600)   # killed here, half-way through a binary
     real_write(path, data)
-disk_cache._atomic_write = slow_write
+disk_cache.atomic_write = slow_write
 exec(open(sys.argv[1]).read())
 """
 
@@ -164,10 +165,9 @@ def test_writer_killed_mid_write(tmp_path):
 @pytest.mark.parametrize("changed", ["driver_version", "library_version", "template_hash", "device"])
 def test_identity_change_misses(queue, tmp_path, monkeypatch, changed):
     cache = DiskCache(tmp_path)
-    key = KernelKey("pack", 2, "f32", 32)
+    key = KernelKey("pack", "common", 2, "f32", 32)
     manager = KernelManager(cache)
-    manager.program(queue, key)
-    source, device = manager.program(queue, key).source, queue.device
+    source, device = manager.program(queue, key, PACK).source, queue.device
     assert cache.load(device, key, source, "") is not None
     real_identity = disk_cache.device_identity
 
@@ -188,14 +188,27 @@ def test_unwritable_cache_dir_degrades_to_memory(tmp_path):
     assert len(result["warnings"]) == 1 and "cached in memory only" in result["warnings"][0]
 
 
-def test_no_home_works_uncached(tmp_path):
-    env = {k: v for k, v in env_for(tmp_path).items() if k not in ("HOME", "DECONVND_CL_CACHE_DIR",
-                                                                      "XDG_CACHE_HOME")}
+def test_no_home_uses_the_platform_cache_directory(tmp_path):
+    """Without HOME the cache directory comes from platformdirs (XDG_CACHE_HOME here, so the test does not
+    write into the user's real cache), and kernels are cached there."""
+    env = {k: v for k, v in env_for(tmp_path).items() if k not in ("HOME", "DECONVND_CL_CACHE_DIR")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
     result = subprocess.run([sys.executable, "-c", RUN_LAYER], env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["ok"] and len(out["warnings"]) == 1 and "cached in memory only" in out["warnings"][0]
+    assert out["ok"] and not out["warnings"]
+    assert entries(tmp_path / "xdg" / "deconvnd_cl")
+
+
+def test_no_home_directory_at_all_works_uncached(monkeypatch):
+    """Where no home directory can be found at all, platformdirs' answer is a relative path: the cache is then
+    off, with one warning, and never a directory relative to the working directory."""
+    monkeypatch.delenv("DECONVND_CL_CACHE_DIR", raising=False)
+    monkeypatch.setattr(disk_cache.platformdirs, "user_cache_dir", lambda *a, **k: "~/.cache/deconvnd_cl")
+    with pytest.warns(RuntimeWarning, match="cached in memory only"):
+        cache = DiskCache.from_environment()
+    assert not cache.enabled
 
 
 def test_no_cache_switch(tmp_path):
@@ -206,10 +219,15 @@ def test_no_cache_switch(tmp_path):
 def test_build_failure_carries_log_options_key_and_source(queue, tmp_path, monkeypatch):
     from deconvnd_cl import kernel_manager
     from deconvnd_cl.errors import KernelBuildError, ModuleError
-    monkeypatch.setattr(kernel_manager, "render", lambda key: "__kernel void broken(__global float* a) { a[0] = ; }")
+    class Broken:
+        def source(self, key):
+            return "__kernel void broken(__global float* a) { a[0] = ; }"
+
+        def signatures(self, key):
+            return {}
     manager = KernelManager(DiskCache(tmp_path))
     with pytest.raises(KernelBuildError) as caught:
-        manager.program(queue, KernelKey("pack", 1, "f32", 32))
+        manager.program(queue, KernelKey("pack", "common", 1, "f32", 32), Broken())
     error = caught.value
     assert isinstance(error, ModuleError) and error.key_name == "dcl_pack1d_f32_i32"
     assert error.log.strip() and "error" in error.log.lower()

@@ -7,18 +7,7 @@ import pyopencl.array as cla
 import pytest
 
 import deconvnd_cl as dcl
-from deconvnd_cl import functional
-from deconvnd_cl.kernel_manager import manager
 from conftest import to_device
-
-
-@pytest.fixture
-def no_launch(monkeypatch, queue):
-    """Any kernel launch or build during the test fails it."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a kernel was launched or built before validation finished")
-    monkeypatch.setattr(functional, "_launch", forbidden)
-    monkeypatch.setattr(manager(), "program", forbidden)
 
 
 CONSTRUCTOR_ERRORS = [
@@ -110,19 +99,19 @@ def test_functional_validation(queue, no_launch):
 
 
 def test_gy_in_place_tile_needs_a_fitting_layer(queue, no_launch):
-    """Tiles that read gy in place (gy layout 2) need kernel size = stride, no pad, no dilation, a last stride
-    <= 2, and for backward data input rows of at least TN positions."""
+    """Tiles that read gy in place need kernel size = stride, no pad, no dilation, a last stride <= 2, and for
+    backward data input rows of at least TN positions."""
     x = to_device(queue, np.ones((1, 4, 3, 12)))
     gy = to_device(queue, np.ones((1, 2, 7, 25)))
     W = to_device(queue, np.ones((4, 2, 3, 3)))
-    with pytest.raises(dcl.ModuleError, match="reads gy in place: it needs kernel size = stride"):
-        dcl.deconvNdBackwardParams(x, gy, W, stride=2, tile=(3, 4, 8, 2))
-    with pytest.raises(dcl.ModuleError, match="reads gy in place"):
-        dcl.deconvNdBackwardData(gy, W, x, stride=2, tile=(6, 8, 8, 2))
+    with pytest.raises(dcl.ModuleError, match="needs kernel size = stride"):
+        dcl.deconvNdBackwardParams(x, gy, W, stride=2, tile=(3, 4, 8, "in_place"))
+    with pytest.raises(dcl.ModuleError, match="needs kernel size = stride"):
+        dcl.deconvNdBackwardData(gy, W, x, stride=2, tile=(6, 8, 8, "in_place"))
     W2 = to_device(queue, np.ones((4, 2, 2, 2)))
     gy2 = to_device(queue, np.ones((1, 2, 6, 24)))
-    with pytest.raises(dcl.ModuleError, match="input rows >= 16 positions"):
-        dcl.deconvNdBackwardData(gy2, W2, x, stride=2, tile=(6, 16, 8, 2))
+    with pytest.raises(dcl.ModuleError, match="input rows of at least tn = 16 positions"):
+        dcl.deconvNdBackwardData(gy2, W2, x, stride=2, tile=(6, 16, 8, "in_place"))
 
 
 def test_non_contiguous_view_rejected(queue, no_launch):

@@ -58,8 +58,8 @@ SHAPES = [
 # per family: the tiles a GPU-like device gets by default, and CPU-style tiles passed explicitly; for layers
 # that read gy in place (Geometry.direct_backward) also the CPU's in-place tiles
 CPU_TILES = {"forward": (6, 16, 8), "backward_data": (6, 16, 8)}
-WEIGHT_TILES = [(4, 3, 8, 0), (6, 16, 8, 1)]
-IN_PLACE_TILES = {"backward_data": (6, 8, 8, 2), "backward_weights": (3, 4, 8, 2)}
+WEIGHT_TILES = [(4, 3, 8, "planar"), (6, 16, 8, "channels_last")]
+IN_PLACE_TILES = {"backward_data": (6, 8, 8, "in_place"), "backward_weights": (3, 4, 8, "in_place")}
 
 SCRIPT = r"""
 import json, sys

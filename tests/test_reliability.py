@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyopencl as cl
 import pyopencl.array as cla
 import pytest
 
 import deconvnd_cl as dcl
-from deconvnd_cl import functional, reference
+from deconvnd_cl import reference
+from deconvnd_cl.problem import Problem
 from conftest import assert_close, to_device
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +111,7 @@ def test_work_group_limit_256():
 
 # ---------------------------------------------------------------------------------------------- index width
 
-@pytest.mark.parametrize("case", CASES[:3], ids=case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_64bit_indexing_gives_the_same_bits(queue, case, monkeypatch):
     ops = operands(case, seed=3)
     narrow = run_passes(queue, case, *ops)
@@ -119,8 +121,28 @@ def test_64bit_indexing_gives_the_same_bits(queue, case, monkeypatch):
         assert a.tobytes() == b.tobytes()
 
 
+# every backward kernel family with every gy source it reads: (family, variant) on the in-place case
+GY_SOURCES = [("backward_data", (6, 8, 8, "planar")), ("backward_data", (6, 8, 8, "in_place")),
+              ("backward_weights", (3, 4, 8, "planar")), ("backward_weights", (4, 8, 8, "channels_last")),
+              ("backward_weights", (3, 4, 8, "in_place"))]
+
+
+@pytest.mark.parametrize("family, tile", GY_SOURCES, ids=[f"{f}-{t[3]}" for f, t in GY_SOURCES])
+def test_64bit_indexing_every_gy_source(queue, family, tile, monkeypatch):
+    n, cin, cout, sp, k, s, p, d, pp, g = CASES[5]
+    x, W, _, gy = (to_device(queue, a) for a in operands(CASES[5], seed=4))
+
+    def run():
+        if family == "backward_data":
+            return dcl.deconvNdBackwardData(gy, W, x, s, p, d, g, tile=tile).get()
+        return dcl.deconvNdBackwardParams(x, gy, W, None, s, p, d, g, tile=tile)[0].get()
+    narrow = run()
+    monkeypatch.setenv("DECONVND_CL_INDEX_BITS", "64")
+    assert run().tobytes() == narrow.tobytes()
+
+
 def test_index_width_choice(queue):
-    problem = functional._Problem(queue, (1, 1, 8), (1, 1, 2), np.float32, 1, 0, 1, 0, 1)
+    problem = Problem.create(queue, (1, 1, 8), (1, 1, 2), np.float32, 1, 0, 1, 0, 1)
     assert problem.index_bits(2**31 - 2000) == 32
     assert problem.index_bits(2**31 - 1000) == 64
     assert problem.index_bits(2**40) == 64
@@ -143,8 +165,9 @@ def test_over_2_31_elements_matches_batch_split(queue):
 
 def test_zero_batch(queue, monkeypatch):
     launched = []
-    real_launch = functional._launch
-    monkeypatch.setattr(functional, "_launch", lambda q, k, g, l, a: launched.append(g) or real_launch(q, k, g, l, a))
+    real_enqueue = cl.enqueue_nd_range_kernel
+    monkeypatch.setattr(cl, "enqueue_nd_range_kernel",
+                        lambda q, k, g, *a, **kw: launched.append(g) or real_enqueue(q, k, g, *a, **kw))
     layer = dcl.Deconv2D(3, 4, size=3, stride=2, pad=1)
     x = cla.empty(queue, (0, 3, 5, 5), np.float32)
     y = layer(x)

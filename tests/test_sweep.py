@@ -33,14 +33,17 @@ CONFIGS = sweep(220, seed=20261125) + sweep(30, seed=20261126, long_rows=True) +
 def nan_filled_outputs(monkeypatch):
     """Outputs start as NaN (whether the pool hands out a new block or a used one): an element no kernel
     writes fails the comparison."""
-    real_empty = memory.empty
+    real_empty, filled = memory.empty, []
 
     def empty_nan(queue, shape, dtype):
         array = real_empty(queue, shape, dtype)
         if array.size:
             array.set(np.full(shape, np.nan, dtype))
+            filled.append(shape)
         return array
     monkeypatch.setattr(memory, "empty", empty_nan)
+    yield
+    assert len(filled) >= 3, "the library's outputs did not come from memory.empty: nothing was NaN-filled"
 
 
 def run_all_passes(queue, config, x, W, b, gy):

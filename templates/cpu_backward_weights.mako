@@ -5,16 +5,17 @@
 ## i + D - qlo (Geometry.backward_taps), so both operands advance together. Only real input positions are
 ## visited: a NaN or Inf in gy meets exactly the x values it meets in the definition, never padding.
 ## A work-item owns TM input maps x TN output maps of one tap k.
-## Two layouts (tile[3]):
-##   0  gy planar: TM x TN vector accumulators along v, lanes summed in a fixed order at the end
-##      (for few output maps per group: depthwise and narrow layers);
-##   1  gy channels-last in blocks of TN maps (pack's _cl kernel): accumulators are vectors over TN output maps, one scalar x per
-##      input map per position, a register-tiled GEMM like the forward's.
-##   2  gy in place (Geometry.direct_backward: kernel size = stride, no pad, no dilation, last stride <= 2):
-##      no packing pass. A work-item owns TM input maps x TN output maps x the last axis' taps of one tap
-##      row; with a last stride of 2 a vector of gy holds VW/2 positions' taps 0 and 1 in alternate lanes,
-##      met by x's VW/2 values each repeated twice, and the even and odd lanes are summed apart at the end.
-##      Arguments g_plane / ps{a} are then gy's own plane size and strides.
+## Where gy comes from (the variant's GySource, `gy`):
+##   planar         packed residue planes: TM x TN vector accumulators along v, lanes summed in a fixed order
+##                  at the end (for few output maps per group: depthwise and narrow layers);
+##   channels_last  packed residue planes in blocks of TN maps (pack's _cl kernel): accumulators are vectors
+##                  over TN output maps, one scalar x per input map per position, a GEMM like the forward's;
+##   in_place       gy as it lies (Geometry.direct_backward: kernel size = stride, no pad, no dilation, last
+##                  stride <= 2), no packing pass. A work-item owns TM input maps x TN output maps x the last
+##                  axis' taps of one tap row; with a last stride of 2 a vector of gy holds VW/2 positions'
+##                  taps 0 and 1 in alternate lanes, met by x's VW/2 values each repeated twice, and the even
+##                  and odd lanes are summed apart at the end. g_plane / ps{a} are then gy's own plane size and
+##                  row pitches.
 ## Chunks depend on the shape only, so results are bitwise identical for any thread count or local size.
 ## reduce.mako's finalize sums the chunks in order.
 <%namespace name="c" file="common.mako"/>\
@@ -22,67 +23,26 @@
 ${c.prelude(dtype, index_bits, vw)}
 <%
 nvec = tn // vw
-sl = stride[nd - 1] if layout == 2 else 1   # taps of the last axis a work-item owns
-k_items = ks // sl                          # work-items per (maps tile, chunk): one per tap or per tap row
+sl = taps_per_item   # taps of the last axis a work-item owns
 %>
-__kernel void ${name}(
-    __global const dcl_t* restrict x, __global const dcl_t* restrict gyp, __global dcl_acc* restrict part,
-    const int cig, const int cog, const int ci_tiles, const int co_tiles, const dcl_idx chunk_rows,
-    const dcl_idx total_rows, const dcl_idx rows_per_b, const dcl_idx in_plane, const dcl_idx g_plane,
-    const int blocks_per_group, const int in_last
-    % for a in range(nd - 1):
-    , const int in${a}, const dcl_idx is${a}, const dcl_idx ps${a}
-    % endfor
-    )
+## Per work-item tap (row): the residue plane it reads and its row shift per axis (the host's tap_table).
+__constant int ${name}_tap_plane[${tap_items}] = {${", ".join(str(t[0]) for t in taps)}};
+% for a in range(nd):
+__constant int ${name}_tap_shift${a}[${tap_items}] = {${", ".join(str(t[1 + a]) for t in taps)}};
+% endfor
+
+__kernel void ${name}(${c.params(signatures[""])})
 {
     const int ci0 = get_global_id(0) * ${tm};
     if (get_global_id(0) >= ci_tiles) return;
     const int g = get_global_id(1) / co_tiles;
     const int co0 = (get_global_id(1) % co_tiles) * ${tn};
-    const int k = get_global_id(2) % ${k_items};   // the tap (layout 2: the tap row)
-    const int ch = get_global_id(2) / ${k_items};
+    const int k = get_global_id(2) % ${tap_items};   // the tap (in place: the tap row)
+    const int ch = get_global_id(2) / ${tap_items};
     const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
-
-% if layout == 2:
-    // tap row k's offset in gy: its tap per axis but the last times gy's stride
-    int kr = k;
-    dcl_idx shift = 0;
-    % for a in reversed(range(nd - 1)):
-    shift += (dcl_idx)(kr % ${size[a]}) * ps${a}; kr /= ${size[a]};
-    % endfor
-    % for mi in range(tm):
-    % for ni in range(tn):
-    dcl_accv acc${mi}_${ni} = (dcl_accv)(0);
-    % endfor
-    % endfor
-% else:
-    ## Where tap k reads gy: residue plane R and row shift D - qlo per axis (see Geometry.backward_taps).
-    int kr = k;
-    dcl_idx r_lin = 0, shift = 0;
-    % for a in reversed(range(nd)):
-    {
-        const int ka = kr % ${size[a]}; kr /= ${size[a]};
-        const int t = ka * ${dilation[a]} - ${pad[a]};
-        const int ra = ((t % ${stride[a]}) + ${stride[a]}) % ${stride[a]};
-        r_lin += ra * ${plane_strides[a]};
-        shift += (dcl_idx)((t - ra) / ${stride[a]} - (${qlo[a]}))${f" * ps{a}" if a < nd - 1 else ""};
-    }
-    % endfor
-
-% if layout == 0:
-    % for mi in range(tm):
-    % for ni in range(tn):
-    dcl_accv acc${mi}_${ni} = (dcl_accv)(0);
-    % endfor
-    % endfor
-% else:
-    % for mi in range(tm):
-    % for j in range(nvec):
-    dcl_accv acc${mi}_${j} = (dcl_accv)(0);
-    % endfor
-    % endfor
-% endif
-% endif
+    const dcl_idx r_lin = ${name}_tap_plane[k];
+    const dcl_idx shift = ${" + ".join([f"(dcl_idx){name}_tap_shift{a}[k] * ps{a}" for a in range(nd - 1)] + [f"{name}_tap_shift{nd - 1}[k]"])};
+${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
 
     // The chunk's first row is divided out once; later rows step the coordinates (rows can be short, and
     // divisions per row would cost more than the row's arithmetic).
@@ -100,23 +60,23 @@ __kernel void ${name}(
     __global const dcl_t* xp${mi} = x + (b * cin + (dcl_idx)g * cig + DCL_MIN(ci0 + ${mi}, cig - 1)) * in_plane;
     % endfor
     const dcl_idx x_item = cin * in_plane;
-% if layout == 1:
+% if gy == "channels_last":
     __global const dcl_t* yp = gyp + ((b * ${nplanes} + r_lin) * ${groups} * blocks_per_group
                                       + g * blocks_per_group + co0 / ${tn}) * g_plane * ${tn};
     const dcl_idx y_item = (dcl_idx)${nplanes} * ${groups} * blocks_per_group * g_plane * ${tn};
 % else:
     % for ni in range(tn):
-    __global const dcl_t* yp${ni} = gyp + ((b * cout + (dcl_idx)g * cog + DCL_MIN(co0 + ${ni}, cog - 1))${f" * {nplanes} + r_lin" if layout == 0 else ""}) * g_plane;
+    __global const dcl_t* yp${ni} = gyp + ((b * cout + (dcl_idx)g * cog + DCL_MIN(co0 + ${ni}, cog - 1))${f" * {nplanes} + r_lin" if gy == "planar" else ""}) * g_plane;
     % endfor
-    const dcl_idx y_item = cout${f" * {nplanes}" if layout == 0 else ""} * g_plane;
+    const dcl_idx y_item = cout${f" * {nplanes}" if gy == "planar" else ""} * g_plane;
 % endif
     for (dcl_idx row = row_lo; row < row_hi; ++row) {
         const dcl_idx x_row = ${" + ".join([f"(dcl_idx)i{a} * is{a}" for a in range(nd - 1)] or ["0"])};
-        const dcl_idx g_row = shift${"".join(f" + (dcl_idx)({stride[a] if layout == 2 else 1} * i{a}) * ps{a}" for a in range(nd - 1))};
+        const dcl_idx g_row = shift${"".join(f" + (dcl_idx)({stride[a] if gy == 'in_place' else 1} * i{a}) * ps{a}" for a in range(nd - 1))};
         % for mi in range(tm):
         __global const dcl_t* x${mi} = xp${mi} + x_row;
         % endfor
-% if layout == 2:
+% if gy == "in_place":
 <% step = vw // sl %>\
         % for ni in range(tn):
         __global const dcl_t* y${ni} = yp${ni} + g_row;
@@ -160,7 +120,7 @@ __kernel void ${name}(
             }
             % endfor
         }
-% elif layout == 0:
+% elif gy == "planar":
         % for ni in range(tn):
         __global const dcl_t* y${ni} = yp${ni} + g_row;
         % endfor
@@ -230,12 +190,12 @@ __kernel void ${name}(
         }
 % endif
         // next row: step the coordinates, the last axis but one fastest, then the batch item
-<% rebase = " ".join([f"xp{mi} += x_item;" for mi in range(tm)] + (["yp += y_item;"] if layout == 1 else [f"yp{ni} += y_item;" for ni in range(tn)])) %>\
+<% rebase = " ".join([f"xp{mi} += x_item;" for mi in range(tm)] + (["yp += y_item;"] if gy == "channels_last" else [f"yp{ni} += y_item;" for ni in range(tn)])) %>\
         ${c.odometer([f"i{a}" for a in range(nd - 1)], [f"in{a}" for a in range(nd - 1)], rebase)}
     }
 
     __global dcl_acc* pb = part + (dcl_idx)ch * cin * cog * ${ks};
-% if layout == 2:
+% if gy == "in_place":
     % for mi in range(tm):
     % for ni in range(tn):
     if (ci0 + ${mi} < cig && co0 + ${ni} < cog) {
@@ -246,7 +206,7 @@ __kernel void ${name}(
     }
     % endfor
     % endfor
-% elif layout == 0:
+% elif gy == "planar":
     % for mi in range(tm):
     % for ni in range(tn):
     if (ci0 + ${mi} < cig && co0 + ${ni} < cog)
@@ -254,13 +214,7 @@ __kernel void ${name}(
     % endfor
     % endfor
 % else:
-    dcl_accv tile_v[${tm * nvec}];
-    % for mi in range(tm):
-    % for j in range(nvec):
-    tile_v[${mi * nvec + j}] = acc${mi}_${j};
-    % endfor
-    % endfor
-    const dcl_acc* tile = (const dcl_acc*)tile_v;
+${c.spill(tm, nvec)}
     const int m_count = DCL_MIN(${tm}, cig - ci0), n_count = DCL_MIN(${tn}, cog - co0);
     for (int mi = 0; mi < m_count; ++mi)
         for (int ni = 0; ni < n_count; ++ni)

@@ -5,8 +5,9 @@
 ## virtual positions of the padded plane grid (rows PS apart); positions past a row's end are never stored.
 ## W is first repacked (_wpack) so each work-item streams its weights contiguously: wp[g][ci tile][co][tap][TM],
 ## maps past cig zero-filled.
-## direct (Geometry.direct_backward: kernel size = stride, no pad, no dilation, last stride <= 2): every output
-## position has exactly one tap, so gy is read where it lies, with no residue planes and no packing pass.
+## in_place (GySource.IN_PLACE, for Geometry.direct_backward: kernel size = stride, no pad, no dilation, last
+## stride <= 2): every output position has exactly one tap, so gy is read where it lies, with no residue planes
+## and no packing pass.
 ## A work-item owns TM input maps x TN positions of one input row. With a last stride of 2, a vector of gy holds
 ## VW/2 positions' taps 0 and 1 in alternate lanes: it is multiplied by a vector of alternating tap-0 / tap-1
 ## weights, and each position's pair of lanes is added in the epilogue (splitting gy's lanes instead spilled).
@@ -17,38 +18,18 @@ ${c.prelude(dtype, index_bits, vw)}
 nvec = tn // vw
 # packed weight order per (g, ci tile, co): [tap][TM]; reading gy in place with a last stride of 2:
 # [tap row][TM][last-axis tap], so an input map's two taps load as one pair
-wpack_index = "(t / 2 * %d + mi) * 2 + t %% 2" % tm if direct and stride[nd - 1] == 2 else "t * %d + mi" % tm
+wpack_slot = "(t / 2 * %d + mi) * 2 + t %% 2" % tm if in_place and stride[nd - 1] == 2 else "t * %d + mi" % tm
 %>
-__kernel void ${name}_wpack(__global const dcl_t* restrict w, __global dcl_t* restrict wp, const int cig,
-                            const int cog, const int ci_tiles, const dcl_idx rows)
-{
-    const dcl_idx row = get_global_id(0);   // (g, ci tile, co)
-    if (row >= rows) return;
-    const int co = row % cog, cit = (row / cog) % ci_tiles, g = row / cog / ci_tiles;
-    __global dcl_t* d = wp + row * ${ks * tm};
-    for (int mi = 0; mi < ${tm}; ++mi) {
-        const int ci = cit * ${tm} + mi;
-        __global const dcl_t* s = w + (((dcl_idx)g * cig + DCL_MIN(ci, cig - 1)) * cog + co) * ${ks};
-        for (int t = 0; t < ${ks}; ++t)
-            DCL_STORE(ci < cig ? (dcl_acc)DCL_LOAD(s + t) : (dcl_acc)0, d + ${wpack_index});
-    }
-}
+${c.wpack(name, signatures["_wpack"], tm, ks, "ci", "t", wpack_slot)}
 
-% if direct:
+% if in_place:
 <%
 sl = stride[nd - 1]
 outer = list(itertools.product(*(range(n) for n in size[:-1])))
 pos_vec = vw // sl        # input positions per accumulator vector
 nacc = tn // pos_vec      # accumulator vectors per input map
 %>
-__kernel void ${name}(
-    __global const dcl_t* restrict gy, __global const dcl_t* restrict wp, __global dcl_t* restrict gx,
-    const int cig, const int cog, const int ci_tiles, const int tiles_per_row, const dcl_idx out_size,
-    const dcl_idx in_size, const int in_last
-    % for a in range(nd - 1):
-    , const int in${a}, const dcl_idx is${a}, const dcl_idx os${a}
-    % endfor
-    )
+__kernel void ${name}(${c.params(signatures[""])})
 {
     const int mt = get_global_id(0);
     if (mt >= ci_tiles * ${groups}) return;
@@ -77,11 +58,7 @@ __kernel void ${name}(
     const dcl_idx off${t} = ${" + ".join([f"(dcl_idx){ko[a]} * os{a}" for a in range(nd - 1)] or ["0"])};
     % endfor
     __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ${ks * tm};
-    % for mi in range(tm):
-    % for j in range(nacc):
-    dcl_accv acc${mi}_${j} = (dcl_accv)(0);
-    % endfor
-    % endfor
+${c.accumulators(tm, nacc, "(dcl_accv)(0)")}
 
     for (int co = 0; co < cog; ++co) {
         % for t, ko in enumerate(outer):
@@ -113,37 +90,16 @@ __kernel void ${name}(
     __global dcl_t* xr = gx + ((dcl_idx)b * cin + (dcl_idx)g * cig + ci0) * in_size + x_off;
     const int m_count = DCL_MIN(${tm}, cig - ci0);
     % if sl == 2:
-    dcl_acch tile_v[${tm * nacc}];
-    % for mi in range(tm):
-    % for j in range(nacc):
-    tile_v[${mi * nacc + j}] = acc${mi}_${j}.even + acc${mi}_${j}.odd;
-    % endfor
-    % endfor
+${c.spill(tm, nacc, "dcl_acch", lambda mi, j: f"acc{mi}_{j}.even + acc{mi}_{j}.odd")}
     % else:
-    dcl_accv tile_v[${tm * nacc}];
-    % for mi in range(tm):
-    % for j in range(nacc):
-    tile_v[${mi * nacc + j}] = acc${mi}_${j};
-    % endfor
-    % endfor
+${c.spill(tm, nacc)}
     % endif
-    const dcl_acc* tile = (const dcl_acc*)tile_v;
     for (int mi = 0; mi < m_count; ++mi)
         for (int n = skip; n < ${tn}; ++n)
             DCL_STORE(tile[mi * ${tn} + n], xr + mi * in_size + n);
 }
 % else:
-__kernel void ${name}(
-    __global const dcl_t* restrict gyp, __global const dcl_t* restrict wp, __global dcl_t* restrict gx,
-    const int cig, const int cog, const int ci_tiles, const int tiles_per_row, const dcl_idx plane,
-    const dcl_idx v_count, const dcl_idx in_size
-    % for a in range(nd - 1):
-    , const dcl_idx ps${a}
-    % endfor
-    % for a in range(nd):
-    , const int in${a}, const dcl_idx is${a}
-    % endfor
-    )
+__kernel void ${name}(${c.params(signatures[""])})
 {
     // dimension 0 (the fastest on CPU devices) runs over map tiles, so the work-groups that share an input
     // tile run back to back while it is still in cache
@@ -176,25 +132,11 @@ __kernel void ${name}(
     const dcl_idx off${t} = ${rr} * plane + ${" + ".join(f"{dd[a] - qlo[a]} * ps{a}" for a in range(nd - 1)) + (" + " if nd > 1 else "")}${dd[nd - 1] - qlo[nd - 1]};
     % endfor
     __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ${ks * tm};
-    % for mi in range(tm):
-    % for j in range(nvec):
-    dcl_accv acc${mi}_${j} = (dcl_accv)(0);
-    % endfor
-    % endfor
+${c.accumulators(tm, nvec, "(dcl_accv)(0)")}
 
     for (int co = 0; co < cog; ++co) {
         % for t, (k, rr, dd) in enumerate(taps):
-        {
-            % for j in range(nvec):
-            const dcl_accv x${j} = DCL_LOADV(gb + off${t} + ${j * vw});
-            % endfor
-            % for mi in range(tm):
-            const dcl_acc w${mi}v = DCL_LOAD(wb + ${t * tm + mi});
-            % for j in range(nvec):
-            acc${mi}_${j} = w${mi}v * x${j} + acc${mi}_${j};
-            % endfor
-            % endfor
-        }
+${c.mac_block(tm, nvec, vw, f"gb + off{t}", f"wb + {t * tm}")}
         % endfor
         gb += ${nplanes} * plane;
         wb += ${ks * tm};
@@ -217,13 +159,7 @@ ${c.split_position("i", "v0", nd)}
         % endfor
         return;
     }
-    dcl_accv tile_v[${tm * nvec}];
-    % for mi in range(tm):
-    % for j in range(nvec):
-    tile_v[${mi * nvec + j}] = acc${mi}_${j};
-    % endfor
-    % endfor
-    const dcl_acc* tile = (const dcl_acc*)tile_v;
+${c.spill(tm, nvec)}
     if (tiles_per_row) {
         for (int mi = 0; mi < m_count; ++mi)
             for (int n = skip; n < ${tn}; ++n)

@@ -1,0 +1,18 @@
+"""Enqueueing a kernel: arguments bound by name through its declared signature, work-groups of any rank."""
+
+from math import ceil
+
+import pyopencl as cl
+
+
+def launch(queue, program, suffix, global_size, local_size, **arguments):
+    """Run kernel key.name + suffix of `program` over `global_size` work-items (rounded up to whole work-groups
+    of `local_size`, a tuple of the same rank) with `arguments` by name. An empty range enqueues nothing."""
+    if not all(global_size):
+        return
+    if len(local_size) != len(global_size):
+        raise ValueError(f"local size {local_size} and global size {global_size} differ in rank")
+    kernel, signature = program.kernel(suffix)
+    kernel.set_args(*signature.bind(arguments, program.key.index_bits))
+    rounded = tuple(ceil(g / l) * l for g, l in zip(global_size, local_size))
+    cl.enqueue_nd_range_kernel(queue, kernel, rounded, tuple(local_size))

@@ -1,0 +1,115 @@
+"""Packing operands into the padded grids the tiled kernels read (pack.mako), and the output gradient's
+layouts, packed once per call and shared by both backward passes."""
+
+from math import ceil, prod
+
+from . import memory
+from .kernel_key import CL_TYPES, KernelKey, dtype_tag
+from .kernel_manager import manager
+from .launch import launch
+from .layouts import backward_grid, backward_layout
+from .render import render
+from .signatures import Idx, In, Int, Out, Signature
+from .variants import GySource
+
+
+def buffer_of(array):
+    """The array's own memory. A contiguous view with an offset is copied: its .data would be the base buffer."""
+    if array.offset:
+        array = array.copy()
+    return array.data
+
+
+class PackKernels:
+    """The kernel source of pack.mako: `pack` (planar) and `pack_cl` (map-blocked channels-last)."""
+
+    def key(self, nd, dtype, index_bits):
+        return KernelKey("pack", "common", nd, dtype_tag(dtype), index_bits)
+
+    def signatures(self, key):
+        nd = key.nd
+        common = (Idx("dst_plane"), Idx("grid_size"), Idx("src_plane"), Int("n_split"), Int("rows"),
+                  Int("rows_per_item"), Int("grid", nd), Int("lo", nd), Int("split", nd), Int("ext", nd))
+        return {
+            "": Signature(In("src"), Out("dst"), *common),
+            "_cl": Signature(In("src"), Out("dst"), Int("channels"), Int("group_maps"), Int("blocks_per_group"),
+                             Int("block_maps"), *common),
+        }
+
+    def source(self, key):
+        return render("pack.mako", name=key.name, nd=key.nd, dtype=CL_TYPES[key.dtype],
+                      index_bits=key.index_bits, signatures=self.signatures(key))
+
+
+PACK = PackKernels()
+
+
+def copy_local_size(problem, program, suffix=""):
+    """Work-items per work-group for the memory-bound copy kernels (PoCL runs a work-group as one loop)."""
+    return (program.local_size(suffix, 16 if problem.on_cpu else 64),)
+
+
+def pack(problem, src, planes, spec, index_bits, channels=None, block=None):
+    """Launch `pack`: src (planes, *spec.ext) -> fresh (planes * nsplit, spec.plane) padded layout; with
+    `channels`, src is (planes, channels, *spec.ext) -> map-blocked channels-last
+    (planes * nsplit, groups * blocks per group, spec.plane, block)."""
+    queue = problem.queue
+    identity = (channels is None and spec.nsplit == 1 and not any(spec.lo) and spec.grid == spec.ext
+                and spec.plane == prod(spec.ext))
+    if identity:  # no border, no tail: the operand already is its own padded layout
+        return src
+    blocks_per_group = ceil(problem.cog / block) if channels is not None else 0
+    total = planes * spec.nsplit * spec.plane * (problem.geo.groups * blocks_per_group * block if block else 1)
+    problem.check_alloc("a padded operand", total)
+    dst = memory.buffer(queue, total * problem.dtype.itemsize)
+    program = manager().program(queue, PACK.key(len(spec.grid), problem.dtype, index_bits), PACK)
+    rows = prod(spec.grid[:-1])
+    rows_per_item = max(1, min(rows, 4096 // spec.grid[-1]))  # about 4K elements a work-item
+    blocks = ceil(rows / rows_per_item)
+    suffix, extra = "", {}
+    if channels is not None:
+        suffix = "_cl"
+        extra = dict(channels=channels, group_maps=problem.cog, blocks_per_group=blocks_per_group, block_maps=block)
+    launch(queue, program, suffix, (blocks + 1, planes * spec.nsplit), copy_local_size(problem, program, suffix) + (1,),
+           src=src, dst=dst, dst_plane=spec.plane, grid_size=prod(spec.grid), src_plane=prod(spec.ext),
+           n_split=spec.nsplit, rows=rows, rows_per_item=rows_per_item, grid=spec.grid, lo=spec.lo,
+           split=spec.split, ext=spec.ext, **extra)
+    return dst
+
+
+class GradPacks:
+    """The output gradient laid out for the backward kernels of one call, each layout packed at most once:
+    planar residue planes, map-blocked channels-last residue planes (in blocks of `block` maps), or gy itself.
+
+    `reach`: how many virtual positions past each tap's start the kernels that read the packed layouts may read
+    (their junk lanes included), at least the grid's v_count."""
+
+    def __init__(self, problem, grad, reach, block=1):
+        self.problem, self.grad = problem, grad
+        self.layout = backward_layout(problem.geo, problem.in_sp, problem.out_sp, reach, problem.dtype.itemsize)
+        spec = self.layout.gy_pack
+        self.block = block
+        self.blocks_per_group = ceil(problem.cog / block)
+        padded_maps = max(problem.cout, problem.geo.groups * self.blocks_per_group * block)
+        self.bits = problem.index_bits(problem.N * padded_maps * spec.nsplit * spec.plane, problem.x_elements,
+                                       # weights repacked with input maps rounded up to a tile (<= 16)
+                                       (problem.cin + 16 * problem.geo.groups) * problem.cog * problem.geo.taps)
+        self._packed = {}
+
+    @staticmethod
+    def v_count(problem):
+        return backward_grid(problem.geo, problem.in_sp, problem.out_sp)[2]
+
+    def get(self, source):
+        """gy in the layout `source` (a GySource): a buffer."""
+        if source not in self._packed:
+            problem, spec = self.problem, self.layout.gy_pack
+            if source is GySource.IN_PLACE:
+                packed = buffer_of(self.grad)
+            elif source is GySource.PLANAR:
+                packed = pack(problem, self.get(GySource.IN_PLACE), problem.N * problem.cout, spec, self.bits)
+            else:
+                packed = pack(problem, self.get(GySource.IN_PLACE), problem.N, spec, self.bits,
+                              channels=problem.cout, block=self.block)
+            self._packed[source] = packed
+        return self._packed[source]

@@ -1,0 +1,93 @@
+"""One validated call: geometry, maps, spatial extents and dtype, on one queue, with the limits it must fit."""
+
+import dataclasses
+from functools import cached_property
+from math import prod
+
+import numpy as np
+
+from . import settings
+from .device import is_cpu
+from .errors import ModuleError
+from .geometry import Geometry
+
+INT32_LIMIT = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Equal problems (same layer, shapes and dtype on the same device) plan the same launches."""
+
+    queue: object = dataclasses.field(compare=False, repr=False)
+    device_id: int
+    geo: Geometry
+    N: int
+    cin: int
+    cout: int
+    in_sp: tuple
+    out_sp: tuple
+    dtype: np.dtype
+
+    @classmethod
+    def create(cls, queue, data_shape, W_shape, dtype, stride, pad, dilation, postpad, groups):
+        nd = len(W_shape) - 2
+        geo = Geometry.create(nd, tuple(W_shape[2:]), stride, pad, dilation, postpad, groups)
+        in_sp = tuple(data_shape[2:])
+        if any(e < 1 for e in in_sp):
+            raise ModuleError(f"Data spatial size {in_sp} must be positive on every axis")
+        out_sp = geo.out_spatial(in_sp)
+        return cls(queue, queue.device.int_ptr, geo, data_shape[0], data_shape[1], W_shape[1] * groups, in_sp,
+                   out_sp, np.dtype(dtype))
+
+    @property
+    def nd(self):
+        return self.geo.nd
+
+    @property
+    def device(self):
+        return self.queue.device
+
+    @cached_property
+    def on_cpu(self):
+        return is_cpu(self.queue.device)
+
+    @property
+    def cig(self):
+        return self.cin // self.geo.groups
+
+    @property
+    def cog(self):
+        return self.cout // self.geo.groups
+
+    @property
+    def in_shape(self):
+        return (self.N, self.cin) + self.in_sp
+
+    @property
+    def out_shape(self):
+        return (self.N, self.cout) + self.out_sp
+
+    def describe(self):
+        g = self.geo
+        return (f"{g.nd}d {self.cin}->{self.cout} size {g.size} stride {g.stride} pad {g.pad} dilation "
+                f"{g.dilation} groups {g.groups}, input {self.in_shape}, {self.dtype}, on "
+                f"{self.queue.device.name.strip()}")
+
+    def index_bits(self, *element_counts):
+        """32-bit index arithmetic when every buffer's largest linear index fits, else 64-bit
+        (settings.forced_index_bits: 64 always, which the tests compare against 32 on small shapes)."""
+        forced = settings.forced_index_bits()
+        if forced:
+            return forced
+        return 32 if max(element_counts) + 1024 <= INT32_LIMIT else 64
+
+    def check_alloc(self, what, elements, itemsize=None):
+        nbytes = elements * (itemsize or self.dtype.itemsize)
+        limit = self.queue.device.max_mem_alloc_size
+        if nbytes > limit:
+            raise ModuleError(f"{what} needs {nbytes} bytes, over the device's max_mem_alloc_size of {limit} bytes "
+                              f"({self.queue.device.name.strip()}); split the batch")
+
+    @property
+    def x_elements(self):
+        return self.N * self.cin * prod(self.in_sp)

@@ -1,0 +1,76 @@
+"""Every environment switch of the library, read in this one place (at each use, so a test or a user can change
+one between calls). Documented in docs/guide.md (user switches) and docs/design.md (test switches).
+"""
+
+import os
+
+from .errors import ModuleError
+
+STRATEGIES = ("cpu", "gpu")
+
+
+def _get(name):
+    return os.environ.get(name, "")
+
+
+# -- user switches
+
+def cache_dir():
+    """DECONVND_CL_CACHE_DIR: where the kernel cache lives (empty: the platform's user cache directory)."""
+    return _get("DECONVND_CL_CACHE_DIR") or None
+
+
+def cache_disabled():
+    """DECONVND_CL_NO_CACHE=1: no disk cache (kernels are cached in memory only)."""
+    return _get("DECONVND_CL_NO_CACHE") == "1"
+
+
+def forced_strategy():
+    """DECONVND_CL_STRATEGY=cpu|gpu: run that kernel strategy on any device (empty: by device kind)."""
+    value = _get("DECONVND_CL_STRATEGY").strip().lower()
+    if value and value not in STRATEGIES:
+        raise ModuleError(f"DECONVND_CL_STRATEGY={value!r} is not a strategy (expected one of: "
+                          f"{', '.join(STRATEGIES)}, or unset)")
+    return value or None
+
+
+def extra_build_options():
+    """DECONVND_CL_BUILD_OPTIONS: options added to every kernel build (e.g. -cl-opt-disable for a debugger)."""
+    return tuple(_get("DECONVND_CL_BUILD_OPTIONS").split())
+
+
+def pyopencl_ctx():
+    """PYOPENCL_CTX (pyopencl's own switch): the device the default queue takes, when set."""
+    return _get("PYOPENCL_CTX") or None
+
+
+# -- test switches
+
+def forced_index_bits():
+    """DECONVND_CL_INDEX_BITS=64: 64-bit index arithmetic even where 32 bits suffice."""
+    return 64 if _get("DECONVND_CL_INDEX_BITS") == "64" else None
+
+
+def local_size_override():
+    """DECONVND_CL_LOCAL_SIZE=N: work-items per work-group of the register-tiled kernels (capped per kernel)."""
+    value = _get("DECONVND_CL_LOCAL_SIZE")
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ModuleError(f"DECONVND_CL_LOCAL_SIZE={value!r} is not a positive integer")
+    return int(value)
+
+
+def build_forbidden():
+    """DECONVND_CL_FORBID_BUILD=1: any kernel build fails (proves that a warm cache builds nothing)."""
+    return _get("DECONVND_CL_FORBID_BUILD") == "1"
+
+
+# -- defaults the library sets for the OpenCL implementations it runs on
+
+def apply_pocl_defaults():
+    """PoCL's CPU device: pin its worker threads to the cores, unless the user set POCL_AFFINITY. Left to the OS
+    scheduler, the two workers on a 2-core machine often ran on one core: kernels took 1.8x as long in
+    stretches (V-Net weight gradient, 40 calls: 26-29 slow without, 0 with; docs/performance.md). PoCL reads
+    it when it initialises, at the process's first platform query, so this runs when the library is imported."""
+    os.environ.setdefault("POCL_AFFINITY", "1")

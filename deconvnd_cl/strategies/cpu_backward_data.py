@@ -1,0 +1,87 @@
+"""Register-tiled backward data (CPU strategy): the input gradient as a strided direct convolution of gy with
+W, gy read from packed stride residue planes or, for kernel size = stride, in place (cpu_backward_data.mako)."""
+
+from math import ceil, prod
+
+from .. import memory
+from ..geometry import row_major_strides
+from ..launch import launch
+from ..packing import GradPacks, buffer_of
+from ..signatures import Idx, In, Int, Out, Signature
+from ..variants import GySource
+from . import cpu_tiles
+from .base import Implementation, pack_weights
+
+
+class RegisterTiledBackwardData(Implementation):
+    strategy = "cpu"
+    family = "backward_data"
+    template = "cpu_backward_data.mako"
+    variant_type = cpu_tiles.BackwardDataTile
+
+    def default_variant(self, problem):
+        return cpu_tiles.backward_data_tile(problem)
+
+    def candidates(self, problem):
+        return cpu_tiles.backward_data_candidates(problem)
+
+    def gy_reach(self, problem, variant):
+        """Virtual positions of the packed planes read from each tap's start (junk lanes of the last tile)."""
+        return ceil(GradPacks.v_count(problem) / variant.tn) * variant.tn
+
+    def signatures(self, key):
+        nd = key.nd
+        common = (Int("cig"), Int("cog"), Int("ci_tiles"), Int("tiles_per_row"))
+        if key.variant[3] == GySource.IN_PLACE.value:
+            main = Signature(In("gy"), In("wp"), Out("gx"), *common, Idx("out_size"), Idx("in_size"), Int("in_last"),
+                             Int("in", nd - 1), Idx("is", nd - 1), Idx("os", nd - 1))
+        else:
+            main = Signature(In("gyp"), In("wp"), Out("gx"), *common, Idx("plane"), Idx("v_count"), Idx("in_size"),
+                             Idx("ps", nd - 1), Int("in", nd), Idx("is", nd))
+        return {"": main, "_wpack": Signature(In("w"), Out("wp"), Int("cig"), Int("cog"), Int("ci_tiles"),
+                                               Idx("rows"))}
+
+    def template_args(self, key):
+        geo = self.geometry(key)
+        tm, tn, vw, gy = key.variant
+        plane_strides = row_major_strides(key.stride)
+        taps = [(k, sum(r * s for r, s in zip(rr, plane_strides)), dd) for k, rr, dd in geo.backward_taps()]
+        return dict(tm=tm, tn=tn, vw=vw, in_place=gy == GySource.IN_PLACE.value, ks=geo.taps, taps=taps,
+                    nplanes=prod(key.stride), qlo=geo.backward_qlo())
+
+    def run(self, problem, grad, W, variant, packs=None):
+        queue, geo = problem.queue, problem.geo
+        gx_shape = (problem.N, problem.cin) + problem.in_sp
+        if problem.N == 0:
+            return memory.empty(queue, gx_shape, problem.dtype)
+        tm, tn = variant.tm, variant.tn
+        in_place = variant.gy is GySource.IN_PLACE
+        packs = packs or GradPacks(problem, grad, self.gy_reach(problem, variant))
+        layout, bits = packs.layout, packs.bits
+        gy = packs.get(variant.gy)  # the longest kernel first: the host's work below overlaps it
+        gx = memory.empty(queue, gx_shape, problem.dtype)
+        program = self.program(problem, variant, bits)
+        ci_tiles = ceil(problem.cig / tm)
+        in_strides = row_major_strides(problem.in_sp)
+        wp = pack_weights(problem, program, buffer_of(W), geo.groups * ci_tiles * problem.cog, geo.taps * tm,
+                          (program.local_size("_wpack", 16 if problem.on_cpu else 64),),
+                          cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles)
+        tiles_per_row = ceil(problem.in_sp[-1] / tn)
+        common = dict(wp=wp, gx=gx.data, cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles)
+        local = cpu_tiles.local_size(problem, program)
+        if in_place:
+            launch(queue, program, "", (geo.groups * ci_tiles, prod(problem.in_sp[:-1]) * tiles_per_row, problem.N),
+                   local, gy=gy, tiles_per_row=tiles_per_row, out_size=prod(problem.out_sp),
+                   in_size=prod(problem.in_sp), in_last=problem.in_sp[-1], os=row_major_strides(problem.out_sp)[:-1],
+                   **{"in": problem.in_sp[:-1], "is": in_strides[:-1]}, **common)
+            return gx
+        # tiles within input rows (whose stores are whole vectors) where that computes no more positions than
+        # tiles over the padded grid's rows, junk lanes included
+        position_tiles = prod(problem.in_sp[:-1]) * tiles_per_row
+        if problem.in_sp[-1] < tn or position_tiles > ceil(layout.v_count / tn):
+            tiles_per_row, position_tiles = 0, ceil(layout.v_count / tn)
+        launch(queue, program, "", (geo.groups * ci_tiles, position_tiles, problem.N), local,
+               gyp=gy, tiles_per_row=tiles_per_row, plane=layout.gy_pack.plane, v_count=layout.v_count,
+               in_size=prod(problem.in_sp), ps=layout.strides[:-1], **{"in": problem.in_sp, "is": in_strides},
+               **common)
+        return gx

@@ -1,0 +1,135 @@
+"""Register-tiled backward weights (CPU strategy): stage one of a deterministic two-stage reduction, partial
+weight gradients over fixed chunks of input rows (cpu_backward_weights.mako); reduction.finalize sums them."""
+
+from functools import lru_cache
+from math import ceil, prod
+
+import numpy as np
+import pyopencl.array as cl_array
+
+from .. import memory, reduction
+from ..geometry import row_major_strides
+from ..launch import launch
+from ..packing import GradPacks, buffer_of
+from ..signatures import Idx, In, Int, Out, Signature
+from ..variants import GySource
+from . import cpu_tiles
+from .base import Implementation
+
+
+@lru_cache(maxsize=256)
+def tap_table(geo, in_place):
+    """Where each work-item's tap reads gy, one row per tap (in place: per row of last-axis taps):
+    (residue plane, row shift per axis). The shift of axis a is in grid rows, times the row pitch ps{a} for all
+    axes but the last. Packed layouts: the tap's plane R and D - qlo (Geometry.backward_taps). In place: the
+    tap row's tap index per axis (gy's own rows), 0 on the last axis, whose taps the work-item owns."""
+    if in_place:
+        return tuple((0,) + k[:-1] + (0,) for k, _, _ in geo.backward_taps() if k[-1] == 0)
+    plane_strides = row_major_strides(geo.stride)
+    qlo = geo.backward_qlo()
+    return tuple((sum(r * s for r, s in zip(rr, plane_strides)),) + tuple(d - q for d, q in zip(dd, qlo))
+                 for _, rr, dd in geo.backward_taps())
+
+
+class RegisterTiledBackwardWeights(Implementation):
+    strategy = "cpu"
+    family = "backward_weights"
+    template = "cpu_backward_weights.mako"
+    variant_type = cpu_tiles.WeightsTile
+
+    def default_variant(self, problem):
+        return cpu_tiles.weights_tile(problem)
+
+    def candidates(self, problem):
+        return cpu_tiles.weights_candidates(problem)
+
+    def gy_reach(self, problem, variant):
+        """It reads whole vectors from the start of each input row."""
+        return GradPacks.v_count(problem) + variant.vw
+
+    def gy_block(self, variant):
+        """Maps per block of the channels-last layout: a tile's output maps."""
+        return variant.tn
+
+    def signatures(self, key):
+        nd = key.nd
+        return {"": Signature(
+            In("x"), In("gyp"), Out("part", "acc"), Int("cig"), Int("cog"), Int("ci_tiles"), Int("co_tiles"),
+            Idx("chunk_rows"), Idx("total_rows"), Idx("rows_per_b"), Idx("in_plane"), Idx("g_plane"),
+            Int("blocks_per_group"), Int("in_last"), Int("in", nd - 1), Idx("is", nd - 1), Idx("ps", nd - 1))}
+
+    def template_args(self, key):
+        geo = self.geometry(key)
+        tm, tn, vw, gy = key.variant
+        in_place = gy == GySource.IN_PLACE.value
+        taps = tap_table(geo, in_place)
+        return dict(tm=tm, tn=tn, vw=vw, gy=gy, ks=geo.taps, taps=taps, tap_items=len(taps),
+                    taps_per_item=geo.stride[-1] if in_place else 1, nplanes=prod(key.stride))
+
+    def run(self, problem, data, grad, W, with_bias, variant, wgrad=None, bgrad=None, scale=1.0, momentum=0.0,
+            packs=None):
+        queue, geo = problem.queue, problem.geo
+        if wgrad is None:
+            wgrad, momentum_w = memory.empty(queue, W.shape, problem.dtype), 0.0
+        else:
+            momentum_w = momentum
+        if with_bias and bgrad is None:
+            bgrad, momentum_b = memory.empty(queue, (1, problem.cout) + (1,) * geo.nd, problem.dtype), 0.0
+        else:
+            momentum_b = momentum
+        acc_dtype = np.float64 if problem.dtype == np.float64 else np.float32
+        acc_size = np.dtype(acc_dtype).itemsize
+        w_size = W.size
+        if problem.N == 0:  # empty batch: the new gradients are zero, blended as usual
+            bits, n_chunks, bias_rows, direct = 32, 1, 1, False
+            part = cl_array.zeros(queue, w_size, acc_dtype).data
+            bias_part = cl_array.zeros(queue, problem.cout, acc_dtype).data if with_bias else None
+        else:
+            in_place = variant.gy is GySource.IN_PLACE
+            packs = packs or GradPacks(problem, grad, self.gy_reach(problem, variant), variant.tn)
+            layout, bits = packs.layout, packs.bits
+            gyp = packs.get(variant.gy)
+            # gy's plane and row pitches as the kernel reads it: the packed grid's, or gy's own
+            g_plane, g_strides = ((prod(problem.out_sp), row_major_strides(problem.out_sp)) if in_place
+                                  else (layout.gy_pack.plane, layout.strides))
+            tap_items = len(tap_table(geo, in_place))
+
+            # stage one: partial sums over fixed chunks of input rows (batch item, all axes but the last)
+            ci_tiles, co_tiles = ceil(problem.cig / variant.tm), ceil(problem.cog / variant.tn)
+            tiles_total = ci_tiles * co_tiles * geo.groups * tap_items
+            rows_per_b = prod(problem.in_sp[:-1])
+            total_rows = problem.N * rows_per_b
+            blocking = ((problem.in_sp[-1], problem.cig, problem.x_elements, w_size, problem.dtype.itemsize)
+                        if in_place else None)
+            n_chunks = cpu_tiles.weight_chunks(problem, total_rows, tiles_total, blocking)
+            chunk_rows = ceil(total_rows / n_chunks)
+            n_chunks = ceil(total_rows / chunk_rows)
+            program = self.program(problem, variant, bits)
+            bias_part, bias_rows = None, problem.N
+            if with_bias:  # per (batch item, map) sums of grad, summed over the batch by finalize
+                bias_part = memory.buffer(queue, bias_rows * problem.cout * acc_size)
+                reduction.row_sums(problem, bits, packs.get(GySource.IN_PLACE), bias_part, problem.N * problem.cout,
+                                   prod(problem.out_sp))
+            # one chunk, nothing to blend: stage one writes the gradient itself and stage two is skipped. Every
+            # build and scratch allocation of the call has happened by now, so this write comes with the others.
+            direct = n_chunks == 1 and momentum_w == 0 and scale == 1 and np.dtype(acc_dtype) == problem.dtype
+            if direct:
+                part = wgrad.data
+            else:
+                problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size)
+                part = memory.buffer(queue, n_chunks * w_size * acc_size)
+            in_strides = row_major_strides(problem.in_sp)
+            launch(queue, program, "", (ci_tiles, co_tiles * geo.groups, n_chunks * tap_items),
+                   cpu_tiles.local_size(problem, program),
+                   x=buffer_of(data), gyp=gyp, part=part, cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles,
+                   co_tiles=co_tiles, chunk_rows=chunk_rows, total_rows=total_rows, rows_per_b=rows_per_b,
+                   in_plane=prod(problem.in_sp), g_plane=g_plane, blocks_per_group=packs.blocks_per_group,
+                   in_last=problem.in_sp[-1], ps=g_strides[:-1], **{"in": problem.in_sp[:-1], "is": in_strides[:-1]})
+
+        # stage two: the last writes to wgrad / bgrad (with the direct weight write just above), so a failure in
+        # validation, building or allocation leaves them untouched
+        if not direct:
+            reduction.finalize(problem, bits, part, n_chunks, wgrad, w_size, scale, momentum_w)
+        if with_bias:
+            reduction.finalize(problem, bits, bias_part, bias_rows, bgrad, problem.cout, scale, momentum_b)
+        return wgrad, (bgrad if with_bias else None)

@@ -1,0 +1,217 @@
+"""Variants of the register-tiled (CPU) strategy: how much work one work-item owns, their constraints, and
+the defaults per pass and device.
+
+A tile is (TM, TN, VW): TM maps x TN positions held in TM*TN/VW private vector accumulators (for backward
+weights, TM input maps x TN output maps, each a vector along the reduction or over output maps). On a CPU
+device register tiling is the whole game: about 12 vector accumulators fill AVX2's 16 registers, and one
+work-item per work-group lets PoCL run each tile as a plain loop nest. The choice depends on the layer and the
+device, never on the spatial size, so new input sizes reuse builds.
+"""
+
+import dataclasses
+from math import ceil
+
+import numpy as np
+
+from .. import settings
+from ..variants import GySource, Variant
+
+ACCUMULATORS = 12      # vector accumulators of a default CPU tile (AVX2: 16 registers)
+MAX_ACCUMULATORS = 32  # beyond this the tile spills on every device we know, and its code grows without bound
+VECTOR_WIDTHS = (2, 4, 8, 16)
+CACHE_BLOCK = 256 * 1024  # bytes of an operand a CPU work-item sequence should find in cache (half an L2)
+
+
+def _vector_rules(tile, lanes=None, lanes_name="tn"):
+    """vw a vector width and, where `lanes` values fill whole vectors, `lanes` a multiple of it."""
+    rules = [(tile.vw in VECTOR_WIDTHS, f"vw one of {', '.join(map(str, VECTOR_WIDTHS))} (an OpenCL vector width)")]
+    if lanes is not None:
+        rules.append((lanes % tile.vw == 0, f"{lanes_name} a multiple of vw"))
+    return rules
+
+
+def _in_place_rules(problem):
+    geo = problem.geo
+    return [(geo.direct_backward, "kernel size = stride on every axis (above 1 on one), no pad, no dilation and a "
+                                  "last stride <= 2 to read gy in place")]
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardTile(Variant):
+    """TM output maps x TN positions of a stride phase, in vectors of VW positions."""
+
+    tm: int
+    tn: int
+    vw: int
+
+    def constraints(self, problem):
+        return _vector_rules(self, self.tn) + [
+            (self.tm * self.tn <= MAX_ACCUMULATORS * self.vw, f"at most {MAX_ACCUMULATORS} vector accumulators "
+                                                               "(tm * tn / vw)")]
+
+
+@dataclasses.dataclass(frozen=True)
+class BackwardDataTile(Variant):
+    """TM input maps x TN input positions in vectors of VW; gy read from packed residue planes, or in place."""
+
+    tm: int
+    tn: int
+    vw: int
+    gy: GySource = GySource.PLANAR
+
+    def constraints(self, problem):
+        rules = [(self.gy in (GySource.PLANAR, GySource.IN_PLACE), "gy 'planar' or 'in_place'")]
+        lanes = self.tn
+        if self.gy is GySource.IN_PLACE:
+            rules += _in_place_rules(problem)
+            lanes = self.tn * problem.geo.stride[-1]
+            rules.append((problem.in_sp[-1] >= self.tn, f"input rows of at least tn = {self.tn} positions to read "
+                                                         "gy in place"))
+        return rules + _vector_rules(self, lanes, "tn" if lanes == self.tn else "tn * last stride") + [
+            (self.tm * lanes <= MAX_ACCUMULATORS * self.vw, f"at most {MAX_ACCUMULATORS} vector accumulators")]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsTile(Variant):
+    """TM input maps x TN output maps of one tap (in place: of one row of last-axis taps). gy planar or in
+    place: TM x TN vector accumulators along positions; channels-last: TM x TN/VW vectors over output maps."""
+
+    tm: int
+    tn: int
+    vw: int
+    gy: GySource = GySource.PLANAR
+
+    def constraints(self, problem):
+        rules = []
+        if self.gy is GySource.IN_PLACE:
+            rules += _in_place_rules(problem)
+        accumulators = self.tm * self.tn
+        if self.gy is GySource.CHANNELS_LAST:
+            rules += _vector_rules(self, self.tn)
+            accumulators = self.tm * self.tn // self.vw
+        else:
+            rules += _vector_rules(self)
+        return rules + [(accumulators <= MAX_ACCUMULATORS, f"at most {MAX_ACCUMULATORS} vector accumulators")]
+
+
+# ---------------------------------------------------------------------------------------------- defaults
+
+def vector_width(problem):
+    if not problem.on_cpu:
+        return 4
+    return 4 if problem.dtype == np.float64 else 8
+
+
+def forward_tile(problem, maps=None):
+    """Forward (and backward data's planar tile): TM of `maps` (output maps per group) x TN positions."""
+    vw = vector_width(problem)
+    maps = problem.cog if maps is None else maps
+    if not problem.on_cpu:
+        return ForwardTile(min(4, maps), vw, vw)
+    tm = min(6, maps)
+    return ForwardTile(tm, vw * max(1, min(4, ACCUMULATORS // tm)), vw)
+
+
+def backward_data_tile(problem):
+    """The forward's tile over input maps; for layers that read gy in place (Geometry.direct_backward) with
+    rows at least a tile long, the in-place tile with as many accumulators (with a last stride of 2 a vector
+    holds VW/2 positions, each with its two taps)."""
+    tm, tn, vw = dataclasses.astuple(forward_tile(problem, problem.cig))
+    if problem.geo.direct_backward:
+        tile = BackwardDataTile(tm, tn // problem.geo.stride[-1], vw, GySource.IN_PLACE)
+        if tile.fits(problem):  # rows shorter than a tile are read from the packed planes
+            return tile
+    return BackwardDataTile(tm, tn, vw)
+
+
+def weights_tile(problem):
+    """With at least a vector's worth of output maps per group, vectors run over output maps (channels-last,
+    the forward's GEMM tile); with fewer (depthwise, narrow), over positions (planar). On a CPU, non-overlapping
+    up-sampling layers (Geometry.non_overlapping: kernel size = stride) read planar residue planes too: each
+    gradient element is then a dot product of x with one residue plane of gy, which the planar layout holds as
+    it is, where channels-last first needs gy transposed (measured 1.06-1.41x on the training step of three
+    such layers, docs/performance.md); those without padding or dilation (Geometry.direct_backward) read gy
+    unpacked, sparing the packing pass."""
+    vw = vector_width(problem)
+    cig, cog, geo, cpu = problem.cig, problem.cog, problem.geo, problem.on_cpu
+    if geo.direct_backward and cpu:
+        return WeightsTile(min(3, cig), min(4, cog), vw, GySource.IN_PLACE)
+    if geo.non_overlapping and cpu:
+        return WeightsTile(min(3, cig), min(4, cog), vw)
+    if cog >= vw:
+        nvec = 2 if cog > vw and cpu else 1
+        return WeightsTile(min(cig, (ACCUMULATORS if cpu else 4) // nvec), nvec * vw, vw, GySource.CHANNELS_LAST)
+    budget = ACCUMULATORS if cpu else 4
+    tm = min(4 if cpu else 2, cig)
+    return WeightsTile(tm, min(cog, max(1, budget // tm)), vw)
+
+
+# ---------------------------------------------------------------------------------------------- tuning space
+
+def forward_candidates(problem):
+    widths = (vector_width(problem),) if problem.on_cpu else (4, 8)
+    found = {forward_tile(problem)}
+    for vw in widths:
+        for tm, nvec in ((6, 2), (4, 3), (4, 2), (3, 4), (8, 1), (2, 4), (1, 4)):
+            found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw))
+    return sorted((t for t in found if t.fits(problem)), key=Variant.key)
+
+
+def backward_data_candidates(problem):
+    widths = (vector_width(problem),) if problem.on_cpu else (4, 8)
+    sl = problem.geo.stride[-1]
+    found = {backward_data_tile(problem)}
+    for vw in widths:
+        for tm, nvec in ((6, 2), (4, 3), (4, 2), (3, 4), (8, 1), (2, 4), (1, 4)):
+            found.add(BackwardDataTile(min(tm, problem.cig), vw * nvec, vw))
+            found.add(BackwardDataTile(min(tm, problem.cig), vw * nvec // sl or 1, vw, GySource.IN_PLACE))
+    return sorted((t for t in found if t.fits(problem)), key=Variant.key)
+
+
+def weights_candidates(problem):
+    widths = (vector_width(problem),) if problem.on_cpu else (4, 8)
+    cig, cog = problem.cig, problem.cog
+    found = {weights_tile(problem)}
+    for vw in widths:
+        for tm, tn in ((4, 3), (3, 4), (2, 6), (1, 12)):
+            found.add(WeightsTile(min(tm, cig), min(tn, cog), vw))
+            found.add(WeightsTile(min(tm, cig), min(tn, cog), vw, GySource.IN_PLACE))
+        for tm, nvec in ((6, 2), (4, 3), (12, 1), (3, 4)):
+            if cog >= vw:
+                found.add(WeightsTile(min(tm, cig), vw * nvec, vw, GySource.CHANNELS_LAST))
+    return sorted((t for t in found if t.fits(problem)), key=Variant.key)
+
+
+# ---------------------------------------------------------------------------------------------- launch shape
+
+def local_size(problem, program):
+    """Work-items per work-group for the tiled kernels: 1 on a CPU (a work-group is then one loop nest), 64
+    elsewhere, or settings.local_size_override (the tests show results do not depend on it); as a 3-D tuple."""
+    wanted = settings.local_size_override() or (1 if problem.on_cpu else 64)
+    return (program.local_size("", wanted), 1, 1)
+
+
+def parallel_target(problem):
+    """Work-items worth launching at least, to keep every compute unit busy. A constant per device kind, not
+    a function of max_compute_units: the weight gradient's chunking (and so its summation order) follows from
+    it, and results must not change with the thread count (POCL_MAX_PTHREAD_COUNT) or the GPU's size."""
+    return 64 if problem.on_cpu else 8192
+
+
+def weight_chunks(problem, total_rows, tiles_total, blocking=None):
+    """How many fixed chunks of input rows the weight gradient sums apart (reduce.mako adds them in order).
+
+    Enough for the parallel target. With `blocking` = (row length, input maps, x elements, gradient elements,
+    itemsize), on a CPU also enough that one chunk of x over those maps fits CACHE_BLOCK bytes, so the work-items
+    for other output maps and taps find it in cache instead of streaming all of x again, as long as the chunks'
+    partial sums (one gradient each) stay under a quarter of x. The caller asks for it with gy read in place
+    (V-Net's layer: 7.7 -> 6.3 ms and 8.1 -> 4.9 ms, alternating); other layouts measured level or slower with
+    it (dilated 2.7 -> 3.8 ms). Shape and device kind only, never the thread count, so the summation order is
+    the same on every run."""
+    n = max(1, min(total_rows, ceil(parallel_target(problem) / tiles_total)))
+    if blocking and problem.on_cpu:
+        row_length, maps, x_elements, w_elements, itemsize = blocking
+        block_rows = max(1, CACHE_BLOCK // (maps * row_length * itemsize))
+        affordable = max(1, x_elements // (4 * w_elements))
+        n = max(n, min(ceil(total_rows / block_rows), affordable))
+    return min(n, total_rows)

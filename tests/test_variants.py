@@ -1,0 +1,202 @@
+"""Kernel variants (`tile=` of the functional calls, what optimizeForShape picks): every value a user might pass
+ends in a ModuleError naming what is wrong, before anything is built or launched, or in a correct result; a
+variant a module tuned for one shape falls back to the default on shapes it does not fit."""
+
+import random
+
+import numpy as np
+import pytest
+
+import deconvnd_cl as dcl
+from deconvnd_cl import functional, reference
+from deconvnd_cl.strategies import implementation
+from deconvnd_cl.variants import GySource
+from conftest import assert_close, to_device
+
+FAMILIES = ("forward", "backward_data", "backward_weights")
+
+
+def layer_operands(queue, seed=0, size=4, stride=2, pad=1, spatial=(5, 6), cin=6, cout=10):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, cin) + spatial)
+    W = rng.standard_normal((cin, cout) + (size,) * len(spatial))
+    y_shape = reference.forward(x, W, None, stride, pad).shape
+    gy = rng.standard_normal(y_shape)
+    return (x, W, gy), tuple(to_device(queue, a) for a in (x, W, gy))
+
+
+def run(family, tile, xd, Wd, gyd, stride=2, pad=1):
+    if family == "forward":
+        return dcl.deconvNd(xd, Wd, stride=stride, pad=pad, tile=tile).get()
+    if family == "backward_data":
+        return dcl.deconvNdBackwardData(gyd, Wd, xd, stride=stride, pad=pad, tile=tile).get()
+    return dcl.deconvNdBackwardParams(xd, gyd, Wd, stride=stride, pad=pad, tile=tile)[0].get()
+
+
+def expected(family, x, W, gy, stride=2, pad=1):
+    if family == "forward":
+        return reference.forward(x, W, None, stride, pad)
+    if family == "backward_data":
+        return reference.backward_data(gy, W, x.shape[2:], stride, pad)
+    return reference.backward_params(x, gy, W.shape, stride, pad)[0]
+
+
+# the issue's examples, and every kind of malformed value
+BAD_TILES = [
+    ("forward", (6, 12, 8), "tn a multiple of vw"),
+    ("backward_data", (3, 7, 4), "tn a multiple of vw"),
+    ("forward", (6, 16), "tuple of 3 values"),
+    ("forward", (0, 16, 8), "tm must be an int >= 1"),
+    ("forward", (6, -16, 8), "tn must be an int >= 1"),
+    ("forward", (6.0, 16, 8), "tm must be an int"),
+    ("forward", ("6", 16, 8), "tm must be an int"),
+    ("forward", (6, 16, True), "vw must be an int"),
+    ("forward", (6, 16, 8, "planar"), "tuple of 3 values"),
+    ("forward", (2, 6, 3), "vw one of 2, 4, 8, 16"),
+    ("forward", (64, 64, 8), "at most 32 vector accumulators"),
+    ("forward", 6, "tuple of 3 values"),
+    ("forward", "6x16x8", "tuple of 3 values"),
+    ("backward_data", (6, 16, 8, 2), "field gy must be one of"),
+    ("backward_data", (6, 16, 8, "channels_last"), "gy 'planar' or 'in_place'"),
+    ("backward_data", (6, 16, 8, "in_place"), "kernel size = stride"),
+    ("backward_data", (6, 16, 8, "in_place", 1), "tuple of 3 to 4 values"),
+    ("backward_weights", (4, 3, 8, 2), "field gy must be one of"),
+    ("backward_weights", (4, 3, 8, "in_place"), "kernel size = stride"),
+    ("backward_weights", (4, 12, 8, "channels_last"), "tn a multiple of vw"),
+    ("backward_weights", (8, 8, 8), "at most 32 vector accumulators"),
+    ("backward_weights", (4, 3), "tuple of 3 to 4 values"),
+]
+
+
+@pytest.mark.parametrize("family, tile, message", BAD_TILES, ids=[f"{f}-{t}" for f, t, _ in BAD_TILES])
+def test_bad_tiles_are_module_errors_before_any_build(queue, no_launch, family, tile, message):
+    _, (xd, Wd, gyd) = layer_operands(queue)
+    with pytest.raises(dcl.ModuleError, match=message):
+        run(family, tile, xd, Wd, gyd)
+
+
+def test_a_variant_of_another_family_is_refused(queue, no_launch):
+    _, (xd, Wd, gyd) = layer_operands(queue)
+    problem = functional.forward_problem(xd, Wd, None, 2, 1, 1, 0, 1)
+    forward_variant = implementation("forward", problem).default_variant(problem)
+    backward = functional.backward_problem(gyd, Wd, xd.shape, 2, 1, 1, 1)
+    weights_variant = implementation("backward_weights", backward).default_variant(backward)
+    with pytest.raises(dcl.ModuleError, match="takes a BackwardDataTile variant"):
+        run("backward_data", forward_variant, xd, Wd, gyd)
+    with pytest.raises(dcl.ModuleError, match="takes a ForwardTile variant"):
+        run("forward", weights_variant, xd, Wd, gyd)
+
+
+def test_in_place_tiles_on_rows_too_short(queue, no_launch):
+    """Reading gy in place needs rows of at least TN positions: named, not computed wrong."""
+    _, (xd, Wd, gyd) = layer_operands(queue, size=2, stride=2, pad=0, spatial=(3, 5))
+    with pytest.raises(dcl.ModuleError, match="input rows of at least tn = 8 positions"):
+        run("backward_data", (4, 8, 8, "in_place"), xd, Wd, gyd, pad=0)
+
+
+def random_tile(rng, family):
+    """A plausible tile (tm, tn = a few vectors, vw, maybe a gy source), one of its fields replaced by an odd
+    value half of the time: a wrong type, zero, negative, a vector width OpenCL lacks, a length off by one."""
+    vw = rng.choice([2, 4, 8])
+    values = [rng.randint(1, 6), vw * rng.randint(1, 3), vw]
+    if family != "forward" and rng.random() < 0.6:
+        values.append(rng.choice(["planar", "channels_last", "in_place"]))
+    if rng.random() < 0.5:
+        odd = rng.choice([0, -2, 3, 5, 24, 1.5, "4", None, "diagonal", 1])
+        at = rng.randrange(len(values) + 1)
+        values = values[:at] + [odd] + values[at + 1:]
+    return tuple(values)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("layer", ["k4s2p1", "k2s2"])
+def test_any_tile_is_an_error_or_a_correct_result(queue, family, layer):
+    """Seeded random tiles, valid and not: each gives a ModuleError or the reference's result, and at least
+    some of each kind occur."""
+    size, stride, pad = (4, 2, 1) if layer == "k4s2p1" else (2, 2, 0)
+    ops, (xd, Wd, gyd) = layer_operands(queue, 3, size, stride, pad, spatial=(3, 17))
+    want = expected(family, *ops, stride, pad)
+    rng = random.Random(f"{family}-{layer}")
+    outcomes = {"error": 0, "correct": 0}
+    for _ in range(16):
+        tile = random_tile(rng, family)
+        try:
+            got = run(family, tile, xd, Wd, gyd, stride, pad)
+        except dcl.ModuleError:
+            outcomes["error"] += 1
+            continue
+        assert_close(got, want, what=f"{family} with tile {tile}")
+        outcomes["correct"] += 1
+    assert outcomes["error"] and outcomes["correct"], outcomes
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_candidate_computes_the_right_result(queue, family):
+    """The tuner's candidates all fit the call, and each computes it correctly."""
+    ops, (xd, Wd, gyd) = layer_operands(queue, 4, size=2, stride=2, pad=0, spatial=(3, 18))
+    problem = (functional.forward_problem(xd, Wd, None, 2, 0, 1, 0, 1) if family == "forward"
+               else functional.backward_problem(gyd, Wd, xd.shape, 2, 0, 1, 1))
+    candidates = implementation(family, problem).candidates(problem)
+    assert len(candidates) >= 3
+    if family != "forward":
+        assert any(c.gy is GySource.IN_PLACE for c in candidates)
+    want = expected(family, *ops, 2, 0)
+    for variant in candidates:
+        assert variant.fits(problem)
+        assert_close(run(family, variant, xd, Wd, gyd, 2, 0), want, what=f"{family} {variant}")
+
+
+# ---------------------------------------------------------------------------------------------- tuned modules
+
+def check_module(queue, layer, shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = layer(to_device(queue, x))
+    W, b = layer.W.get(), layer.b.get()
+    conv = dict(stride=layer.stride, pad=layer.pad, dilation=layer.dilation, groups=layer.groups)
+    assert_close(y.get(), reference.forward(x, W, b, postpad=layer.postpad, **conv), what=f"forward {shape}")
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gx = layer.backward(to_device(queue, gy))
+    assert_close(gx.get(), reference.backward_data(gy, W, shape[2:], **conv), what=f"input grad {shape}")
+    dW, db = reference.backward_params(x, gy, W.shape, **conv)
+    assert_close(layer.vars["W"].grad.get(), dW, what=f"W grad {shape}")
+    assert_close(layer.vars["b"].grad.get(), db, what=f"b grad {shape}")
+
+
+def test_tuned_module_computes_other_shapes(queue):
+    """The issue's case: tuned on long rows (where gy is read in place with wide tiles), then called on short
+    rows and another batch size."""
+    layer = dcl.Deconv2D(16, 16, 2, stride=2)
+    variants = layer.optimizeForShape((1, 16, 40, 40))
+    assert set(variants) == set(FAMILIES)
+    for shape in ((2, 16, 5, 3), (3, 16, 1, 1), (1, 16, 40, 40)):
+        check_module(queue, layer, shape, seed=sum(shape))
+
+
+@pytest.mark.parametrize("nd", [1, 3])
+def test_module_with_variants_that_do_not_fit_falls_back(queue, nd):
+    """A module holding the widest in-place variants of its long-row shape computes short rows correctly."""
+    layer = dcl.DeconvND(nd, 8, 8, 2, stride=2)
+    long_shape = (1, 8) + (2,) * (nd - 1) + (40,)
+    x = to_device(queue, np.zeros(long_shape))
+    y = layer(x)
+    backward = functional.backward_problem(y, layer.W, long_shape, 2, 0, 1, 1)
+    for family in ("backward_data", "backward_weights"):
+        widest = max((v for v in implementation(family, backward).candidates(backward) if v.gy is GySource.IN_PLACE),
+                     key=lambda v: v.tn)
+        layer.variants[family] = widest
+    short_shape = (2, 8) + (3,) * (nd - 1) + (5,)
+    short = functional.backward_problem(to_device(queue, np.zeros((2, 8) + (6,) * (nd - 1) + (10,))), layer.W,
+                                        short_shape, 2, 0, 1, 1)
+    assert not layer.variants["backward_data"].fits(short)
+    check_module(queue, layer, short_shape, seed=nd)
+    check_module(queue, layer, long_shape, seed=nd + 10)
+
+
+def test_backward_data_without_data_infers_the_smallest_input(queue):
+    """grad of length 8 from a k3 s2 p1 layer: the smallest consistent input is 4 (postpad 1)."""
+    rng = np.random.default_rng(5)
+    gy, W = rng.standard_normal((2, 3, 8)), rng.standard_normal((4, 3, 3))
+    gx = dcl.deconvNdBackwardData(to_device(queue, gy), to_device(queue, W), stride=2, pad=1)
+    assert gx.shape == (2, 4, 4)
+    assert_close(gx.get(), reference.backward_data(gy, W, (4,), 2, 1))
