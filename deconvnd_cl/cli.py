@@ -300,7 +300,7 @@ def build_parser():
             "example: deconvnd-cl cache list --json")
     p.add_argument("--json", action="store_true")
     p = add(cache, "show", cmd_cache_show, "metadata (and --source) of an entry",
-            "example: deconvnd-cl cache show dcl_cpu_fwd2d_k4x4_s2x2_p1x1_d1x1_g1_f32_i32_t6x16x8 --source")
+            "example: deconvnd-cl cache show dcl_cpu_fwd2d_f32_i32_t6x16x8_c4 --source")
     p.add_argument("key", help="kernel name or entry id (prefix)")
     p.add_argument("--source", action="store_true", help="print the OpenCL source")
     p.add_argument("--json", action="store_true")

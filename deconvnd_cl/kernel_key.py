@@ -33,10 +33,13 @@ def _normalised(value):
 class KernelKey:
     """Everything the generated source depends on, normalised so equal programs have equal keys.
 
-    Batch, map counts and spatial extents are kernel arguments, never part of the key: a new input size
-    reuses the built program. `strategy` names the implementation family that renders it ("cpu", "gpu", or
-    "common" for pack and reduce); `variant` is the variant's key (see variants.py); `index_bits` is 32 or 64,
-    chosen by the host from the largest linear index.
+    The layer's geometry (size, stride, pad, dilation, groups), batch, map counts and spatial extents are
+    kernel arguments and tables, never part of the key: a new input size, and a new layer of the same rank,
+    variant and counts, reuse a built program. `strategy` names the implementation family that renders it
+    ("cpu", "gpu", or "common" for pack and reduce); `variant` is the variant's key (see variants.py); `counts`
+    the small counts of the layer the template is specialised on (taps per stride phase to unroll, taps of the
+    last axis interleaved in a vector: see each implementation's `counts`); `index_bits` is 32 or 64, chosen by
+    the host from the largest linear index.
     """
 
     family: str
@@ -45,23 +48,13 @@ class KernelKey:
     dtype: str
     index_bits: int
     variant: tuple = ()
-    size: tuple = ()
-    stride: tuple = ()
-    pad: tuple = ()
-    dilation: tuple = ()
-    groups: int = 0
+    counts: tuple = ()
 
     def __post_init__(self):
         if self.family not in FAMILIES:
             raise ValueError(f"unknown kernel family {self.family!r}")
-        for name in ("variant", "size", "stride", "pad", "dilation"):
+        for name in ("variant", "counts"):
             object.__setattr__(self, name, _normalised(getattr(self, name)))
-
-    @classmethod
-    def for_conv(cls, family, strategy, geometry, dtype, variant, index_bits):
-        g = geometry
-        return cls(family, strategy, g.nd, dtype_tag(dtype), index_bits, variant, g.size, g.stride, g.pad,
-                   g.dilation, g.groups)
 
     @property
     def name(self):
@@ -77,8 +70,8 @@ class KernelKey:
             return f"dcl_pack{self.nd}d_{tail}"
         if self.family == "reduce":
             return f"dcl_reduce_{tail}_v{variant()}"
-        return (f"dcl_{self.strategy}_{CONV_FAMILIES[self.family]}{self.nd}d_k{axes(self.size)}_s{axes(self.stride)}"
-                f"_p{axes(self.pad)}_d{axes(self.dilation)}_g{self.groups}_{tail}_t{variant()}")
+        counts = f"_c{axes(self.counts)}" if self.counts else ""
+        return f"dcl_{self.strategy}_{CONV_FAMILIES[self.family]}{self.nd}d_{tail}_t{variant()}{counts}"
 
     def to_json(self):
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -56,40 +56,46 @@ class PackSpec:
 
 @dataclass(frozen=True)
 class ForwardPhase:
-    index: int       # kernel _r{index}
-    q0: tuple        # first q of the phase per axis (output o = q*stride + r - pad)
+    index: int       # the phase's place in Geometry.forward_phases
+    q0: tuple        # first q of the phase per axis (output o = q*stride + shift)
     extents: tuple   # number of q per axis
     base: int        # padded-grid offset of q0
     v_count: int
     v_tiles: int
+    shift: tuple     # r - pad per axis
 
 
 def phase_columns(nd):
     """Column index of each entry in a row of the forward's phase table: the one source of the table's layout
     for the host, which fills it (ForwardLayout.phase_table), and the template, which reads it."""
-    columns = {"v_tiles": 0, "v_count": 1, "base": 2}
+    names = ["v_tiles", "v_count", "base", "tap_start", "tap_count"]
     for a in range(nd):
-        columns[f"q0_{a}"], columns[f"qe_{a}"] = 3 + 2 * a, 4 + 2 * a
-    return columns
+        names += [f"q0_{a}", f"qe_{a}", f"shift_{a}"]
+    return {name: i for i, name in enumerate(names)}
 
 
 @dataclass(frozen=True)
 class ForwardLayout:
     pack: PackSpec
-    strides: tuple   # row pitch of the padded grid
-    phases: tuple    # ForwardPhase for every phase with outputs
+    strides: tuple       # row pitch of the padded grid
+    phases: tuple        # ForwardPhase for every phase with outputs
+    tap_starts: tuple    # per phase of Geometry.forward_phases, where its taps start in phase order (+ the end)
+    tap_offsets: tuple   # per tap in phase order, its input offset in the padded grid: -(m . strides)
 
-    def phase_table(self, nphases, dtype):
-        """One row per stride phase (nphases of them, as in Geometry.forward_phases); phases without outputs
-        keep v_tiles = 0."""
+    def phase_table(self, dtype):
+        """One row per stride phase (as in Geometry.forward_phases; `phase_columns` names the entries); phases
+        without outputs keep v_tiles = 0."""
         nd = len(self.strides)
         columns = phase_columns(nd)
-        table = np.zeros((nphases, len(columns)), dtype)
+        table = np.zeros((len(self.tap_starts) - 1, len(columns)), dtype)
+        table[:, columns["tap_start"]] = self.tap_starts[:-1]
+        table[:, columns["tap_count"]] = np.diff(self.tap_starts)
         for phase in self.phases:
             row = table[phase.index]
             row[[columns["v_tiles"], columns["v_count"], columns["base"]]] = phase.v_tiles, phase.v_count, phase.base
             for a in range(nd):
-                row[columns[f"q0_{a}"]], row[columns[f"qe_{a}"]] = phase.q0[a], phase.extents[a]
+                row[[columns[f"q0_{a}"], columns[f"qe_{a}"], columns[f"shift_{a}"]]] = (
+                    phase.q0[a], phase.extents[a], phase.shift[a])
         return table
 
 
@@ -117,10 +123,12 @@ def forward_layout(geo, in_sp, out_sp, tn, itemsize):
         base = sum((q - l) * s for q, l, s in zip(q0, lo, strides))
         v_count = virtual_count(extents, strides)
         v_tiles = ceil(v_count / tn)
-        phases.append(ForwardPhase(index, q0, extents, base, v_count, v_tiles))
+        shift = tuple(rr - p for rr, p in zip(geo.forward_phases()[index][0], geo.pad))
+        phases.append(ForwardPhase(index, q0, extents, base, v_count, v_tiles, shift))
         plane = max(plane, base + v_tiles * tn)  # junk lanes of the last tile read up to here
     pack = PackSpec(grid, tuple(lo), (1,) * nd, tuple(in_sp), unaliased_plane(plane, itemsize))
-    return ForwardLayout(pack, strides, tuple(phases))
+    tap_offsets = tuple(-sum(mm * s for mm, s in zip(m, strides)) for _, taps in geo.forward_phases() for _, m in taps)
+    return ForwardLayout(pack, strides, tuple(phases), geo.forward_tap_order()[1], tap_offsets)
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,15 @@ class BackwardLayout:
     gy_pack: PackSpec
     strides: tuple
     v_count: int
+
+    def tap_offsets(self, geo):
+        """Per tap (Geometry.backward_taps order), where it reads from the first residue plane of a map, in the
+        virtual positions of the first input position: R * plane + (D - qlo) . strides."""
+        plane_strides = row_major_strides(geo.stride)
+        qlo = geo.backward_qlo()
+        return tuple(sum(r * s for r, s in zip(rr, plane_strides)) * self.gy_pack.plane
+                     + sum((d - q) * s for d, q, s in zip(dd, qlo, self.strides))
+                     for _, rr, dd in geo.backward_taps())
 
 
 @lru_cache(maxsize=256)

@@ -14,7 +14,7 @@ import pyopencl as cl
 
 from .errors import ModuleError
 
-C_ELEMENT = {"t": "dcl_t", "acc": "dcl_acc", "idx": "dcl_idx"}
+C_ELEMENT = {"t": "dcl_t", "acc": "dcl_acc", "idx": "dcl_idx", "int": "int"}
 INT32_RANGE = (-2**31, 2**31 - 1)
 
 
@@ -22,7 +22,7 @@ INT32_RANGE = (-2**31, 2**31 - 1)
 class Arg:
     name: str
     kind: str               # "buffer", "int", "idx" or "acc"
-    element: str = "t"      # buffers: "t" (storage type), "acc" (accumulator type) or "idx" (index type)
+    element: str = "t"      # buffers: "t" (storage type), "acc" (accumulator), "idx" (index type) or "int"
     writes: bool = False    # buffers the kernel writes
     count: int = -1         # per-axis scalars: name0 .. name{count-1} (count may be 0); -1: one argument
 

@@ -1,7 +1,10 @@
 ## Backward data (input gradient): a strided direct convolution of the output gradient with W,
 ##     gx[b, ci, i] = sum_{co, k} gy[b, co, i*stride + k*dilation - pad] * W[ci, co, k].
 ## The host splits gy into stride residue planes (j = (i + D)*stride + R, see Geometry.backward_taps) with zero
-## borders, so every tap reads TN contiguous elements at a constant offset. A work-item owns TM input maps x TN
+## borders, so every tap reads TN contiguous elements at a constant offset, which the host passes in a table
+## (`tap_offsets`; in place: one per row of last-axis taps). The taps are unrolled when their number is
+## counts[-1] (within the unroll budget) and run as a loop otherwise, so one program serves every layer of a
+## rank, tile and tap count. A work-item owns TM input maps x TN
 ## virtual positions of the padded plane grid (rows PS apart); positions past a row's end are never stored.
 ## W is first repacked (_wpack) so each work-item streams its weights contiguously: wp[g][ci tile][co][tap][TM],
 ## maps past cig zero-filled.
@@ -12,32 +15,74 @@
 ## VW/2 positions' taps 0 and 1 in alternate lanes: it is multiplied by a vector of alternating tap-0 / tap-1
 ## weights, and each position's pair of lanes is added in the epilogue (splitting gy's lanes instead spilled).
 <%namespace name="c" file="common.mako"/>\
-<%! import itertools %>\
 ${c.prelude(dtype, index_bits, vw)}
+## sl: the last axis' taps interleaved in a vector's lanes (in place), else 1; ntaps: the taps (in place: tap
+## rows) to unroll, 0 for a loop over the table (the host's `counts`)
 <%
 nvec = tn // vw
 # packed weight order per (g, ci tile, co): [tap][TM]; reading gy in place with a last stride of 2:
 # [tap row][TM][last-axis tap], so an input map's two taps load as one pair
-wpack_slot = "(t / 2 * %d + mi) * 2 + t %% 2" % tm if in_place and stride[nd - 1] == 2 else "t * %d + mi" % tm
+wpack_slot = "(t / 2 * %d + mi) * 2 + t %% 2" % tm if sl == 2 else "t * %d + mi" % tm
 %>
-${c.wpack(name, signatures["_wpack"], tm, ks, "ci", "t", wpack_slot)}
+${c.wpack(name, signatures["_wpack"], tm, "ks", "ci", "t", wpack_slot)}
+
+## The tap loop: `body(t, offset)` for each tap, unrolled with the offsets read once when there are `ntaps`,
+## else a loop over the table.
+<%def name="tap_loop(body, step)">
+    % if ntaps:
+    % for t in range(ntaps):
+    const dcl_idx off${t} = tap_offsets[${t}];
+    % endfor
+    for (int co = 0; co < cog; ++co) {
+        % for t in range(ntaps):
+${body(str(t), f"off{t}")}
+        % endfor
+        ${step}
+    }
+    % else:
+    for (int co = 0; co < cog; ++co) {
+        for (int t = 0; t < tap_count; ++t) {
+${body("t", "tap_offsets[t]")}
+        }
+        ${step}
+    }
+    % endif
+</%def>
 
 % if in_place:
-<%
-sl = stride[nd - 1]
-outer = list(itertools.product(*(range(n) for n in size[:-1])))
-pos_vec = vw // sl        # input positions per accumulator vector
-nacc = tn // pos_vec      # accumulator vectors per input map
-%>
+<% nacc = tn // (vw // sl) %>\
+## One tap row: gy's vectors hold the row's sl taps interleaved; with sl == 2 they meet alternating weights.
+<%def name="in_place_mac(t, offset)">
+<% nacc = tn // (vw // sl) %>\
+        {
+            % for j in range(nacc):
+            const dcl_accv y${j} = DCL_LOADV(gb + ${offset} + ${j * vw});
+            % endfor
+            % for mi in range(tm):
+            {
+            % if sl == 2:
+                // lanes alternate the last axis' taps 0 and 1, as gy's elements do
+                const dcl_acc w0 = DCL_LOAD(wb + (${t} * ${tm} + ${mi}) * 2), w1 = DCL_LOAD(wb + (${t} * ${tm} + ${mi}) * 2 + 1);
+                const dcl_accv wv = (dcl_accv)(${", ".join(["w0, w1"] * (vw // 2))});
+            % else:
+                const dcl_acc wv = DCL_LOAD(wb + ${t} * ${tm} + ${mi});
+            % endif
+                % for j in range(nacc):
+                acc${mi}_${j} = wv * y${j} + acc${mi}_${j};
+                % endfor
+            }
+            % endfor
+        }
+</%def>
 __kernel void ${name}(${c.params(signatures[""])})
 {
     const int mt = get_global_id(0);
-    if (mt >= ci_tiles * ${groups}) return;
+    if (mt >= ci_tiles * groups) return;
     const dcl_idx row = get_global_id(1) / tiles_per_row;
     const int b = get_global_id(2);
     const int g = mt / ci_tiles;
     const int ci0 = (mt % ci_tiles) * ${tm};
-    const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
+    const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
     // The row's last tile is moved back to end at the row's end (the host asks in_last >= TN): its loads stay
     // inside the row, and it stores only the positions the tile before it did not.
     int il = (get_global_id(1) % tiles_per_row) * ${tn};
@@ -49,42 +94,14 @@ __kernel void ${name}(${c.params(signatures[""])})
     {
         const int ia = rem % in${a}; rem /= in${a};
         x_off += (dcl_idx)ia * is${a};
-        g_off += (dcl_idx)(${stride[a]} * ia) * os${a};
+        g_off += (dcl_idx)(stride${a} * ia) * os${a};
     }
     % endfor
 
     __global const dcl_t* gb = gy + ((dcl_idx)b * cout + (dcl_idx)g * cog) * out_size + g_off;
-    % for t, ko in enumerate(outer):
-    const dcl_idx off${t} = ${" + ".join([f"(dcl_idx){ko[a]} * os{a}" for a in range(nd - 1)] or ["0"])};
-    % endfor
-    __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ${ks * tm};
+    __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ks * ${tm};
 ${c.accumulators(tm, nacc, "(dcl_accv)(0)")}
-
-    for (int co = 0; co < cog; ++co) {
-        % for t, ko in enumerate(outer):
-        {
-            % for j in range(nacc):
-            const dcl_accv y${j} = DCL_LOADV(gb + off${t} + ${j * vw});
-            % endfor
-            % for mi in range(tm):
-            {
-            % if sl == 2:
-                // lanes alternate the last axis' taps 0 and 1, as gy's elements do
-                const dcl_acc w0 = DCL_LOAD(wb + ${(t * tm + mi) * 2}), w1 = DCL_LOAD(wb + ${(t * tm + mi) * 2 + 1});
-                const dcl_accv wv = (dcl_accv)(${", ".join(["w0, w1"] * (vw // 2))});
-            % else:
-                const dcl_acc wv = DCL_LOAD(wb + ${t * tm + mi});
-            % endif
-                % for j in range(nacc):
-                acc${mi}_${j} = wv * y${j} + acc${mi}_${j};
-                % endfor
-            }
-            % endfor
-        }
-        % endfor
-        gb += out_size;
-        wb += ${ks * tm};
-    }
+${tap_loop(in_place_mac, f"gb += out_size; wb += ks * {tm};")}
 
     // Epilogue: an input position's value is the sum of its tap-0 and tap-1 lanes.
     __global dcl_t* xr = gx + ((dcl_idx)b * cin + (dcl_idx)g * cig + ci0) * in_size + x_off;
@@ -99,12 +116,15 @@ ${c.spill(tm, nacc)}
             DCL_STORE(tile[mi * ${tn} + n], xr + mi * in_size + n);
 }
 % else:
+<%def name="planar_mac(t, offset)">
+${c.mac_block(tm, tn // vw, vw, f"gb + {offset}", f"wb + {t} * {tm}")}
+</%def>
 __kernel void ${name}(${c.params(signatures[""])})
 {
     // dimension 0 (the fastest on CPU devices) runs over map tiles, so the work-groups that share an input
     // tile run back to back while it is still in cache
     const int mt = get_global_id(0);
-    if (mt >= ci_tiles * ${groups}) return;
+    if (mt >= ci_tiles * groups) return;
     const int vt = get_global_id(1);
     const int b = get_global_id(2);
     const int g = mt / ci_tiles;
@@ -125,22 +145,12 @@ __kernel void ${name}(${c.params(signatures[""])})
         v0 += (dcl_idx)(rem % in${a}) * ps${a}; rem /= in${a};
         % endfor
     }
-    const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
+    const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
 
-    __global const dcl_t* gb = gyp + ((dcl_idx)b * cout + (dcl_idx)g * cog) * ${nplanes} * plane + v0;
-    % for t, (k, rr, dd) in enumerate(taps):
-    const dcl_idx off${t} = ${rr} * plane + ${" + ".join(f"{dd[a] - qlo[a]} * ps{a}" for a in range(nd - 1)) + (" + " if nd > 1 else "")}${dd[nd - 1] - qlo[nd - 1]};
-    % endfor
-    __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ${ks * tm};
+    __global const dcl_t* gb = gyp + ((dcl_idx)b * cout + (dcl_idx)g * cog) * nplanes * plane + v0;
+    __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ks * ${tm};
 ${c.accumulators(tm, nvec, "(dcl_accv)(0)")}
-
-    for (int co = 0; co < cog; ++co) {
-        % for t, (k, rr, dd) in enumerate(taps):
-${c.mac_block(tm, nvec, vw, f"gb + off{t}", f"wb + {t * tm}")}
-        % endfor
-        gb += ${nplanes} * plane;
-        wb += ${ks * tm};
-    }
+${tap_loop(planar_mac, f"gb += nplanes * plane; wb += ks * {tm};")}
 
     // Epilogue. Input positions are contiguous along a row, so a tile whose TN lanes are all real positions of
     // one row (the common case) is stored as whole vectors straight from the accumulators; other tiles are

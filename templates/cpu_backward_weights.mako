@@ -21,15 +21,8 @@
 <%namespace name="c" file="common.mako"/>\
 <%! HEX = "0123456789abcdef" %>\
 ${c.prelude(dtype, index_bits, vw)}
-<%
-nvec = tn // vw
-sl = taps_per_item   # taps of the last axis a work-item owns
-%>
-## Per work-item tap (row): the residue plane it reads and its row shift per axis (the host's tap_table).
-__constant int ${name}_tap_plane[${tap_items}] = {${", ".join(str(t[0]) for t in taps)}};
-% for a in range(nd):
-__constant int ${name}_tap_shift${a}[${tap_items}] = {${", ".join(str(t[1 + a]) for t in taps)}};
-% endfor
+## sl: the taps of the last axis a work-item owns (in place: the last stride, interleaved in a vector's lanes)
+<% nvec = tn // vw %>
 
 __kernel void ${name}(${c.params(signatures[""])})
 {
@@ -37,11 +30,13 @@ __kernel void ${name}(${c.params(signatures[""])})
     if (get_global_id(0) >= ci_tiles) return;
     const int g = get_global_id(1) / co_tiles;
     const int co0 = (get_global_id(1) % co_tiles) * ${tn};
-    const int k = get_global_id(2) % ${tap_items};   // the tap (in place: the tap row)
-    const int ch = get_global_id(2) / ${tap_items};
-    const dcl_idx cin = (dcl_idx)cig * ${groups}, cout = (dcl_idx)cog * ${groups};
-    const dcl_idx r_lin = ${name}_tap_plane[k];
-    const dcl_idx shift = ${" + ".join([f"(dcl_idx){name}_tap_shift{a}[k] * ps{a}" for a in range(nd - 1)] + [f"{name}_tap_shift{nd - 1}[k]"])};
+    const int k = get_global_id(2) % tap_items;   // the tap (in place: the tap row)
+    const int ch = get_global_id(2) / tap_items;
+    const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
+    // where tap k reads gy (the host's tap_table): its residue plane and its row shift per axis
+    __global const int* tap = tap_table + k * ${1 + nd};
+    const dcl_idx r_lin = tap[0];
+    const dcl_idx shift = ${" + ".join([f"(dcl_idx)tap[{1 + a}] * ps{a}" for a in range(nd - 1)] + [f"tap[{nd}]"])};
 ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
 
     // The chunk's first row is divided out once; later rows step the coordinates (rows can be short, and
@@ -61,18 +56,18 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
     % endfor
     const dcl_idx x_item = cin * in_plane;
 % if gy == "channels_last":
-    __global const dcl_t* yp = gyp + ((b * ${nplanes} + r_lin) * ${groups} * blocks_per_group
+    __global const dcl_t* yp = gyp + ((b * nplanes + r_lin) * groups * blocks_per_group
                                       + g * blocks_per_group + co0 / ${tn}) * g_plane * ${tn};
-    const dcl_idx y_item = (dcl_idx)${nplanes} * ${groups} * blocks_per_group * g_plane * ${tn};
+    const dcl_idx y_item = (dcl_idx)nplanes * groups * blocks_per_group * g_plane * ${tn};
 % else:
     % for ni in range(tn):
-    __global const dcl_t* yp${ni} = gyp + ((b * cout + (dcl_idx)g * cog + DCL_MIN(co0 + ${ni}, cog - 1))${f" * {nplanes} + r_lin" if gy == "planar" else ""}) * g_plane;
+    __global const dcl_t* yp${ni} = gyp + ((b * cout + (dcl_idx)g * cog + DCL_MIN(co0 + ${ni}, cog - 1))${" * nplanes + r_lin" if gy == "planar" else ""}) * g_plane;
     % endfor
-    const dcl_idx y_item = cout${f" * {nplanes}" if gy == "planar" else ""} * g_plane;
+    const dcl_idx y_item = cout${" * nplanes" if gy == "planar" else ""} * g_plane;
 % endif
     for (dcl_idx row = row_lo; row < row_hi; ++row) {
         const dcl_idx x_row = ${" + ".join([f"(dcl_idx)i{a} * is{a}" for a in range(nd - 1)] or ["0"])};
-        const dcl_idx g_row = shift${"".join(f" + (dcl_idx)({stride[a] if gy == 'in_place' else 1} * i{a}) * ps{a}" for a in range(nd - 1))};
+        const dcl_idx g_row = shift${"".join(f" + (dcl_idx)({f'stride{a}' if gy == 'in_place' else 1} * i{a}) * ps{a}" for a in range(nd - 1))};
         % for mi in range(tm):
         __global const dcl_t* x${mi} = xp${mi} + x_row;
         % endfor
@@ -194,12 +189,12 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
         ${c.odometer([f"i{a}" for a in range(nd - 1)], [f"in{a}" for a in range(nd - 1)], rebase)}
     }
 
-    __global dcl_acc* pb = part + (dcl_idx)ch * cin * cog * ${ks};
+    __global dcl_acc* pb = part + (dcl_idx)ch * cin * cog * ks;
 % if gy == "in_place":
     % for mi in range(tm):
     % for ni in range(tn):
     if (ci0 + ${mi} < cig && co0 + ${ni} < cog) {
-        __global dcl_acc* pw = pb + (((dcl_idx)g * cig + ci0 + ${mi}) * cog + co0 + ${ni}) * ${ks} + k * ${sl};
+        __global dcl_acc* pw = pb + (((dcl_idx)g * cig + ci0 + ${mi}) * cog + co0 + ${ni}) * ks + k * ${sl};
         % for kl in range(sl):
         pw[${kl}] = ${" + ".join(f"acc{mi}_{ni}.s{HEX[l]}" for l in range(kl, vw, sl))};
         % endfor
@@ -210,7 +205,7 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
     % for mi in range(tm):
     % for ni in range(tn):
     if (ci0 + ${mi} < cig && co0 + ${ni} < cog)
-        pb[(((dcl_idx)g * cig + ci0 + ${mi}) * cog + co0 + ${ni}) * ${ks} + k] = ${" + ".join(f"acc{mi}_{ni}.s{HEX[l]}" for l in range(vw))};
+        pb[(((dcl_idx)g * cig + ci0 + ${mi}) * cog + co0 + ${ni}) * ks + k] = ${" + ".join(f"acc{mi}_{ni}.s{HEX[l]}" for l in range(vw))};
     % endfor
     % endfor
 % else:
@@ -218,6 +213,6 @@ ${c.spill(tm, nvec)}
     const int m_count = DCL_MIN(${tm}, cig - ci0), n_count = DCL_MIN(${tn}, cog - co0);
     for (int mi = 0; mi < m_count; ++mi)
         for (int ni = 0; ni < n_count; ++ni)
-            pb[(((dcl_idx)g * cig + ci0 + mi) * cog + co0 + ni) * ${ks} + k] = tile[mi * ${tn} + ni];
+            pb[(((dcl_idx)g * cig + ci0 + mi) * cog + co0 + ni) * ks + k] = tile[mi * ${tn} + ni];
 % endif
 }

@@ -47,7 +47,7 @@ def test_devices(tmp_path):
 def test_cache_path_list_show(cache_dir):
     assert cli("cache", "path", cache_dir=cache_dir).stdout.strip() == str(cache_dir)
     listing = cli("cache", "list", cache_dir=cache_dir)
-    assert listing.returncode == 0 and "dcl_cpu_fwd2d_k3x3_s2x2_p1x1_d1x1_g1_f32_i32" in listing.stdout
+    assert listing.returncode == 0 and "dcl_cpu_fwd2d_f32_i32_t" in listing.stdout
     rows = json.loads(cli("cache", "list", "--json", cache_dir=cache_dir).stdout)
     names = {r["name"] for r in rows}
     assert any(n.startswith("dcl_cpu_bwdd2d") for n in names) and any(n.startswith("dcl_cpu_bwdw2d") for n in names)

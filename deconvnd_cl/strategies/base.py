@@ -1,8 +1,11 @@
 """What every kernel implementation of a pass provides (strategies/__init__.py lists them per pass)."""
 
+from collections import OrderedDict
+
+import pyopencl as cl
+
 from .. import memory
-from ..geometry import Geometry
-from ..kernel_key import CL_TYPES, KernelKey
+from ..kernel_key import CL_TYPES, KernelKey, dtype_tag
 from ..kernel_manager import manager
 from ..launch import launch
 from ..render import render
@@ -46,16 +49,16 @@ class Implementation:
 
     # -- the kernel source (kernel_manager's KernelSource)
     def key(self, problem, variant, index_bits):
-        return KernelKey.for_conv(self.family, self.strategy, problem.geo, problem.dtype, variant.key(),
-                                  index_bits)
+        return KernelKey(self.family, self.strategy, problem.nd, dtype_tag(problem.dtype), index_bits, variant.key(),
+                         self.counts(problem, variant))
+
+    def counts(self, problem, variant):
+        """The small counts of the layer the template is specialised on (part of the key; a function of the
+        layer, never of the input size, so new input sizes reuse the program)."""
+        return ()
 
     def variant_of(self, key):
         return self.variant_type.from_key(key.variant)
-
-    @staticmethod
-    def geometry(key):
-        """The layer geometry a key was made for (validated when the key was made; postpad is a run-time size)."""
-        return Geometry(key.nd, key.size, key.stride, key.pad, key.dilation, (0,) * key.nd, key.groups)
 
     def template_args(self, key):
         raise NotImplementedError
@@ -65,11 +68,28 @@ class Implementation:
 
     def source(self, key):
         return render(self.template, name=key.name, nd=key.nd, dtype=CL_TYPES[key.dtype],
-                      index_bits=key.index_bits, groups=key.groups, size=key.size, stride=key.stride, pad=key.pad,
-                      dilation=key.dilation, signatures=self.signatures(key), **self.template_args(key))
+                      index_bits=key.index_bits, counts=key.counts, signatures=self.signatures(key),
+                      **self.template_args(key))
 
     def program(self, problem, variant, index_bits):
         return manager().program(problem.queue, self.key(problem, variant, index_bits), self)
+
+
+# Unrolled tap blocks a tiled kernel may hold at most: within it each tap count of a layer gets its own unrolled
+# case, beyond it taps run as a loop over the layer's table (slower by 10-15% on dense layers, measured).
+UNROLL_BUDGET = 64
+
+
+def unroll_within_budget(counts):
+    """The tap counts to unroll, smallest first, while their sum stays within UNROLL_BUDGET; 0 (no taps) is
+    never unrolled (the loop case does nothing)."""
+    chosen, total = [], 0
+    for n in sorted(set(counts) - {0}):
+        if total + n > UNROLL_BUDGET:
+            break
+        chosen.append(n)
+        total += n
+    return tuple(chosen)
 
 
 def pack_weights(problem, program, W_buffer, rows, row_length, local_size, **arguments):
@@ -80,3 +100,23 @@ def pack_weights(problem, program, W_buffer, rows, row_length, local_size, **arg
     wp = memory.buffer(problem.queue, total * problem.dtype.itemsize)
     launch(problem.queue, program, "_wpack", (rows,), local_size, w=W_buffer, wp=wp, rows=rows, **arguments)
     return wp
+
+
+_tables = OrderedDict()
+TABLES_KEPT = 512
+
+
+def constant_buffer(queue, what, make):
+    """A read-only device copy of a geometry table, made by `make()` (a NumPy array) once per context and `what`
+    (a hashable description of the table: the layout and the index width, say) and kept for later calls: a
+    buffer made per call cost 1-3 ms of host time on PoCL's larger layers (DCGAN 512->256 forward)."""
+    key = (queue.context.int_ptr, what)
+    buffer = _tables.get(key)
+    if buffer is None:
+        buffer = cl.Buffer(queue.context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=make())
+        _tables[key] = buffer
+        if len(_tables) > TABLES_KEPT:
+            _tables.popitem(last=False)
+    else:
+        _tables.move_to_end(key)
+    return buffer

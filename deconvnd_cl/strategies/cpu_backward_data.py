@@ -3,6 +3,8 @@ W, gy read from packed stride residue planes or, for kernel size = stride, in pl
 
 from math import ceil, prod
 
+import numpy as np
+
 from .. import memory
 from ..geometry import row_major_strides
 from ..launch import launch
@@ -10,7 +12,7 @@ from ..packing import GradPacks, buffer_of
 from ..signatures import Idx, In, Int, Out, Signature
 from ..variants import GySource
 from . import cpu_tiles
-from .base import Implementation, pack_weights
+from .base import Implementation, constant_buffer, pack_weights, unroll_within_budget
 
 
 class RegisterTiledBackwardData(Implementation):
@@ -29,25 +31,32 @@ class RegisterTiledBackwardData(Implementation):
         """Virtual positions of the packed planes read from each tap's start (junk lanes of the last tile)."""
         return ceil(GradPacks.v_count(problem) / variant.tn) * variant.tn
 
+    def counts(self, problem, variant):
+        """In place: (taps of the last axis in a vector's lanes, tap rows to unroll); else (taps to unroll,).
+        A count beyond the unroll budget is 0: the kernel loops over the tap table."""
+        geo = problem.geo
+        if variant.gy is GySource.IN_PLACE:
+            return geo.stride[-1], _unrolled(geo.taps // geo.stride[-1])
+        return (_unrolled(geo.taps),)
+
     def signatures(self, key):
         nd = key.nd
-        common = (Int("cig"), Int("cog"), Int("ci_tiles"), Int("tiles_per_row"))
+        common = (In("tap_offsets", "idx"), Int("tap_count"), Int("groups"), Int("ks"), Int("cig"), Int("cog"),
+                  Int("ci_tiles"), Int("tiles_per_row"))
         if key.variant[3] == GySource.IN_PLACE.value:
             main = Signature(In("gy"), In("wp"), Out("gx"), *common, Idx("out_size"), Idx("in_size"), Int("in_last"),
-                             Int("in", nd - 1), Idx("is", nd - 1), Idx("os", nd - 1))
+                             Int("in", nd - 1), Idx("is", nd - 1), Idx("os", nd - 1), Int("stride", nd - 1))
         else:
-            main = Signature(In("gyp"), In("wp"), Out("gx"), *common, Idx("plane"), Idx("v_count"), Idx("in_size"),
-                             Idx("ps", nd - 1), Int("in", nd), Idx("is", nd))
-        return {"": main, "_wpack": Signature(In("w"), Out("wp"), Int("cig"), Int("cog"), Int("ci_tiles"),
+            main = Signature(In("gyp"), In("wp"), Out("gx"), *common, Int("nplanes"), Idx("plane"), Idx("v_count"),
+                             Idx("in_size"), Idx("ps", nd - 1), Int("in", nd), Idx("is", nd))
+        return {"": main, "_wpack": Signature(In("w"), Out("wp"), Int("ks"), Int("cig"), Int("cog"), Int("ci_tiles"),
                                                Idx("rows"))}
 
     def template_args(self, key):
-        geo = self.geometry(key)
         tm, tn, vw, gy = key.variant
-        plane_strides = row_major_strides(key.stride)
-        taps = [(k, sum(r * s for r, s in zip(rr, plane_strides)), dd) for k, rr, dd in geo.backward_taps()]
-        return dict(tm=tm, tn=tn, vw=vw, in_place=gy == GySource.IN_PLACE.value, ks=geo.taps, taps=taps,
-                    nplanes=prod(key.stride), qlo=geo.backward_qlo())
+        in_place = gy == GySource.IN_PLACE.value
+        return dict(tm=tm, tn=tn, vw=vw, in_place=in_place, sl=key.counts[0] if in_place else 1,
+                    ntaps=key.counts[-1])
 
     def run(self, problem, grad, W, variant, packs=None):
         queue, geo = problem.queue, problem.geo
@@ -64,24 +73,38 @@ class RegisterTiledBackwardData(Implementation):
         ci_tiles = ceil(problem.cig / tm)
         in_strides = row_major_strides(problem.in_sp)
         wp = pack_weights(problem, program, buffer_of(W), geo.groups * ci_tiles * problem.cog, geo.taps * tm,
-                          (program.local_size("_wpack", 16 if problem.on_cpu else 64),),
+                          (program.local_size("_wpack", 16 if problem.on_cpu else 64),), ks=geo.taps,
                           cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles)
         tiles_per_row = ceil(problem.in_sp[-1] / tn)
-        common = dict(wp=wp, gx=gx.data, cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles)
+        idx = np.int64 if bits == 64 else np.int32
+        common = dict(wp=wp, gx=gx.data, groups=geo.groups, ks=geo.taps, cig=problem.cig, cog=problem.cog,
+                      ci_tiles=ci_tiles)
         local = cpu_tiles.local_size(problem, program)
         if in_place:
+            out_strides = row_major_strides(problem.out_sp)
+            rows = [k[:-1] for k, _, _ in geo.backward_taps() if k[-1] == 0]  # gy's rows, one per tap row
+            offsets = constant_buffer(queue, ("backward data tap rows", geo, problem.out_sp, bits), lambda: np.array(
+                [sum(kk * s for kk, s in zip(k, out_strides)) for k in rows], idx))
             launch(queue, program, "", (geo.groups * ci_tiles, prod(problem.in_sp[:-1]) * tiles_per_row, problem.N),
-                   local, gy=gy, tiles_per_row=tiles_per_row, out_size=prod(problem.out_sp),
-                   in_size=prod(problem.in_sp), in_last=problem.in_sp[-1], os=row_major_strides(problem.out_sp)[:-1],
-                   **{"in": problem.in_sp[:-1], "is": in_strides[:-1]}, **common)
+                   local, gy=gy, tap_offsets=offsets, tap_count=len(rows), tiles_per_row=tiles_per_row,
+                   out_size=prod(problem.out_sp), in_size=prod(problem.in_sp), in_last=problem.in_sp[-1],
+                   os=out_strides[:-1], stride=geo.stride[:-1], **{"in": problem.in_sp[:-1], "is": in_strides[:-1]},
+                   **common)
             return gx
         # tiles within input rows (whose stores are whole vectors) where that computes no more positions than
         # tiles over the padded grid's rows, junk lanes included
         position_tiles = prod(problem.in_sp[:-1]) * tiles_per_row
         if problem.in_sp[-1] < tn or position_tiles > ceil(layout.v_count / tn):
             tiles_per_row, position_tiles = 0, ceil(layout.v_count / tn)
+        offsets = constant_buffer(queue, ("backward data taps", geo, layout, bits),
+                                  lambda: np.array(layout.tap_offsets(geo), idx))
         launch(queue, program, "", (geo.groups * ci_tiles, position_tiles, problem.N), local,
-               gyp=gy, tiles_per_row=tiles_per_row, plane=layout.gy_pack.plane, v_count=layout.v_count,
-               in_size=prod(problem.in_sp), ps=layout.strides[:-1], **{"in": problem.in_sp, "is": in_strides},
-               **common)
+               gyp=gy, tap_offsets=offsets, tap_count=geo.taps, tiles_per_row=tiles_per_row, nplanes=prod(geo.stride),
+               plane=layout.gy_pack.plane, v_count=layout.v_count, in_size=prod(problem.in_sp),
+               ps=layout.strides[:-1], **{"in": problem.in_sp, "is": in_strides}, **common)
         return gx
+
+
+def _unrolled(taps):
+    """taps if within the unroll budget, else 0 (a loop over the tap table)."""
+    return taps if unroll_within_budget([taps]) else 0

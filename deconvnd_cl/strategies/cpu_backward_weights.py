@@ -14,7 +14,7 @@ from ..packing import GradPacks, buffer_of
 from ..signatures import Idx, In, Int, Out, Signature
 from ..variants import GySource
 from . import cpu_tiles
-from .base import Implementation
+from .base import Implementation, constant_buffer
 
 
 @lru_cache(maxsize=256)
@@ -51,20 +51,22 @@ class RegisterTiledBackwardWeights(Implementation):
         """Maps per block of the channels-last layout: a tile's output maps."""
         return variant.tn
 
+    def counts(self, problem, variant):
+        """In place: the taps of the last axis a work-item owns (interleaved in a vector's lanes)."""
+        return (problem.geo.stride[-1],) if variant.gy is GySource.IN_PLACE else ()
+
     def signatures(self, key):
         nd = key.nd
         return {"": Signature(
-            In("x"), In("gyp"), Out("part", "acc"), Int("cig"), Int("cog"), Int("ci_tiles"), Int("co_tiles"),
+            In("x"), In("gyp"), Out("part", "acc"), In("tap_table", "int"), Int("tap_items"), Int("ks"),
+            Int("groups"), Int("nplanes"), Int("cig"), Int("cog"), Int("ci_tiles"), Int("co_tiles"),
             Idx("chunk_rows"), Idx("total_rows"), Idx("rows_per_b"), Idx("in_plane"), Idx("g_plane"),
-            Int("blocks_per_group"), Int("in_last"), Int("in", nd - 1), Idx("is", nd - 1), Idx("ps", nd - 1))}
+            Int("blocks_per_group"), Int("in_last"), Int("in", nd - 1), Idx("is", nd - 1), Idx("ps", nd - 1),
+            Int("stride", nd - 1))}
 
     def template_args(self, key):
-        geo = self.geometry(key)
         tm, tn, vw, gy = key.variant
-        in_place = gy == GySource.IN_PLACE.value
-        taps = tap_table(geo, in_place)
-        return dict(tm=tm, tn=tn, vw=vw, gy=gy, ks=geo.taps, taps=taps, tap_items=len(taps),
-                    taps_per_item=geo.stride[-1] if in_place else 1, nplanes=prod(key.stride))
+        return dict(tm=tm, tn=tn, vw=vw, gy=gy, sl=key.counts[0] if gy == GySource.IN_PLACE.value else 1)
 
     def run(self, problem, data, grad, W, with_bias, variant, wgrad=None, bgrad=None, scale=1.0, momentum=0.0,
             packs=None):
@@ -119,9 +121,12 @@ class RegisterTiledBackwardWeights(Implementation):
                 problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size)
                 part = memory.buffer(queue, n_chunks * w_size * acc_size)
             in_strides = row_major_strides(problem.in_sp)
+            table = constant_buffer(queue, ("weight taps", geo, in_place),
+                                    lambda: np.array(tap_table(geo, in_place), np.int32))
             launch(queue, program, "", (ci_tiles, co_tiles * geo.groups, n_chunks * tap_items),
                    cpu_tiles.local_size(problem, program),
-                   x=buffer_of(data), gyp=gyp, part=part, cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles,
+                   x=buffer_of(data), gyp=gyp, part=part, tap_table=table, tap_items=tap_items, ks=geo.taps,
+                   groups=geo.groups, nplanes=prod(geo.stride), stride=geo.stride[:-1], cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles,
                    co_tiles=co_tiles, chunk_rows=chunk_rows, total_rows=total_rows, rows_per_b=rows_per_b,
                    in_plane=prod(problem.in_sp), g_plane=g_plane, blocks_per_group=packs.blocks_per_group,
                    in_last=problem.in_sp[-1], ps=g_strides[:-1], **{"in": problem.in_sp[:-1], "is": in_strides[:-1]})

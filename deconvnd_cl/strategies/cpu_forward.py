@@ -4,7 +4,6 @@ work-item a tile of output maps x positions in private vector accumulators (cpu_
 from math import ceil, prod
 
 import numpy as np
-import pyopencl as cl
 
 from .. import memory
 from ..geometry import row_major_strides
@@ -13,7 +12,7 @@ from ..layouts import forward_layout, phase_columns
 from ..packing import buffer_of, pack
 from ..signatures import Idx, In, Int, Out, Signature
 from . import cpu_tiles
-from .base import Implementation, pack_weights
+from .base import Implementation, constant_buffer, pack_weights, unroll_within_budget
 
 
 class RegisterTiledForward(Implementation):
@@ -31,18 +30,21 @@ class RegisterTiledForward(Implementation):
     def signatures(self, key):
         nd = key.nd
         return {
-            "": Signature(In("xp"), In("wp"), In("bias"), Out("y"), In("phase_info", "idx"), Int("has_bias"),
+            "": Signature(In("xp"), In("wp"), In("bias"), Out("y"), In("phase_info", "idx"),
+                          In("tap_offsets", "idx"), Int("has_bias"), Int("groups"), Int("nphases"), Int("ks"),
                           Int("cig"), Int("cog"), Int("co_tiles"), Idx("x_plane"), Idx("out_size"),
-                          Idx("ps", nd - 1), Idx("os", nd)),
-            "_wpack": Signature(In("w"), Out("wp"), Int("cig"), Int("cog"), Int("co_tiles"), Idx("rows")),
+                          Idx("ps", nd - 1), Idx("os", nd), Int("stride", nd)),
+            "_wpack": Signature(In("w"), Out("wp"), In("order", "int"), Int("ks"), Int("cig"), Int("cog"),
+                                Int("co_tiles"), Idx("rows")),
         }
 
+    def counts(self, problem, variant):
+        """The stride phases' tap counts (each gets an unrolled case), within the unroll budget."""
+        return unroll_within_budget(len(taps) for _, taps in problem.geo.forward_phases())
+
     def template_args(self, key):
-        geo = self.geometry(key)
         tm, tn, vw = key.variant
-        tap_order, tap_starts = geo.forward_tap_order()
-        return dict(tm=tm, tn=tn, vw=vw, ks=geo.taps, phases=geo.forward_phases(), tap_order=tap_order,
-                    tap_starts=tap_starts, columns=phase_columns(key.nd))
+        return dict(tm=tm, tn=tn, vw=vw, columns=phase_columns(key.nd))
 
     def run(self, problem, data, W, bias, variant):
         queue, geo = problem.queue, problem.geo
@@ -59,16 +61,22 @@ class RegisterTiledForward(Implementation):
         xp = pack(problem, buffer_of(data), planes, layout.pack, bits)
 
         program = self.program(problem, variant, bits)
+        idx = np.int64 if bits == 64 else np.int32
+        order = constant_buffer(queue, ("forward tap order", geo),
+                                lambda: np.array(geo.forward_tap_order()[0], np.int32))
         wp = pack_weights(problem, program, buffer_of(W), geo.groups * co_tiles * problem.cig, geo.taps * tm,
-                          (program.local_size("_wpack", 16 if problem.on_cpu else 64),),
+                          (program.local_size("_wpack", 16 if problem.on_cpu else 64),), order=order, ks=geo.taps,
                           cig=problem.cig, cog=problem.cog, co_tiles=co_tiles)
-        table = layout.phase_table(prod(geo.stride), np.int64 if bits == 64 else np.int32)
-        info = cl.Buffer(queue.context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=table)
+        phase_info = constant_buffer(queue, ("forward phases", geo, layout, bits), lambda: layout.phase_table(idx))
+        tap_offsets = constant_buffer(queue, ("forward tap offsets", geo, layout, bits),
+                                      lambda: np.array(layout.tap_offsets, idx))
         v_tiles = max(phase.v_tiles for phase in layout.phases)
-        launch(queue, program, "", (len(table) * geo.groups * co_tiles, v_tiles, problem.N),
+        nphases = len(layout.tap_starts) - 1
+        launch(queue, program, "", (nphases * geo.groups * co_tiles, v_tiles, problem.N),
                cpu_tiles.local_size(problem, program),
-               xp=xp, wp=wp, bias=buffer_of(bias) if bias is not None else wp, y=y.data, phase_info=info,
-               has_bias=int(bias is not None), cig=problem.cig, cog=problem.cog, co_tiles=co_tiles,
-               x_plane=layout.pack.plane, out_size=prod(problem.out_sp), ps=layout.strides[:-1],
-               os=row_major_strides(problem.out_sp))
+               xp=xp, wp=wp, bias=buffer_of(bias) if bias is not None else wp, y=y.data,
+               phase_info=phase_info, tap_offsets=tap_offsets, has_bias=int(bias is not None), groups=geo.groups,
+               nphases=nphases, ks=geo.taps, cig=problem.cig,
+               cog=problem.cog, co_tiles=co_tiles, x_plane=layout.pack.plane, out_size=prod(problem.out_sp),
+               ps=layout.strides[:-1], os=row_major_strides(problem.out_sp), stride=geo.stride)
         return y
