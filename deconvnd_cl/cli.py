@@ -33,15 +33,15 @@ class CliError(Exception):
 
 
 def _select_device(pattern):
-    """--device: the first device whose 'platform device' contains the pattern (the simulator only by name)."""
+    """--device: the first device whose 'platform, version / device' contains the pattern (the simulator only by
+    name)."""
     if not pattern:
         return
-    from .device import all_devices, create_queue, set_default_queue
-    for device in all_devices():
-        if pattern.lower() in f"{device.platform.name} {device.name}".lower():
-            set_default_queue(create_queue(device))
-            return
-    raise CliError(f"no OpenCL device matches {pattern!r} (see `deconvnd-cl devices`)")
+    from .device import create_queue, find_device, set_default_queue
+    device = find_device(pattern)
+    if device is None:
+        raise CliError(f"no OpenCL device matches {pattern!r} (see `deconvnd-cl devices`)")
+    set_default_queue(create_queue(device))
 
 
 def _cache():
@@ -79,7 +79,9 @@ def _age(seconds):
 def cmd_devices(args):
     import pyopencl as cl
 
+    from . import settings
     from .device import NO_PLATFORM_HELP, all_devices, is_simulator, pick_default_device
+    from .device_kind import kind_of
     devices = all_devices()
     if not devices:
         raise CliError(NO_PLATFORM_HELP)
@@ -87,13 +89,20 @@ def cmd_devices(args):
         default = pick_default_device()
     except Exception:
         default = None
+    def device_type(d):
+        return next(name for name in ("GPU", "ACCELERATOR", "CPU", "CUSTOM", "DEFAULT")
+                    if d.type & getattr(cl.device_type, name)) if not is_simulator(d) else "simulator"
+
     rows = [{
-        "platform": d.platform.name.strip(), "device": d.name.strip(), "type": cl.device_type.to_string(d.type),
+        "platform": d.platform.name.strip(), "platform_version": d.platform.version.strip(),
+        "device": d.name.strip(), "type": device_type(d),
         "driver": d.driver_version.strip(), "opencl_c": d.get_info(cl.device_info.OPENCL_C_VERSION).strip(),
         "compute_units": d.max_compute_units, "global_mem_mb": d.global_mem_size // 2**20,
         "max_alloc_mb": d.max_mem_alloc_size // 2**20, "max_work_group": d.max_work_group_size,
         "fp64": "cl_khr_fp64" in d.extensions, "fp16": "cl_khr_fp16" in d.extensions,
         "simulator": is_simulator(d), "default": default is not None and d.int_ptr == default.int_ptr,
+        "kind": kind_of(d).name, "strategy": settings.forced_strategy() or kind_of(d).strategy,
+        "vector_width": 8 if kind_of(d).cpu_like else 4, "tiled_local_size": kind_of(d).tiled_local,
     } for d in devices]
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -101,10 +110,12 @@ def cmd_devices(args):
     for r in rows:
         mark = "*" if r["default"] else " "
         half = "fp16 native" if r["fp16"] else "fp16 storage-only"
-        print(f"{mark} {r['platform']} / {r['device']} [{r['type']}{', simulator' if r['simulator'] else ''}]")
-        print(f"    driver {r['driver']}, {r['opencl_c']}, {r['compute_units']} CUs, {r['global_mem_mb']} MiB "
-              f"(max alloc {r['max_alloc_mb']} MiB), work-group <= {r['max_work_group']}, "
+        print(f"{mark} {r['platform']} / {r['device']} [{r['type']}]")
+        print(f"    {r['platform_version']}; driver {r['driver']}, {r['opencl_c']}, {r['compute_units']} CUs, "
+              f"{r['global_mem_mb']} MiB (max alloc {r['max_alloc_mb']} MiB), work-group <= {r['max_work_group']}, "
               f"fp64 {'yes' if r['fp64'] else 'no'}, {half}")
+        print(f"    deconvnd_cl uses: {r['kind']} defaults, {r['strategy']} strategy first, float32 vectors of "
+              f"{r['vector_width']}, register-tiled work-groups of {r['tiled_local_size']}")
     print("* = default device (PYOPENCL_CTX overrides; the simulator is never the default)")
     return EXIT_OK
 
@@ -291,7 +302,7 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = add(sub, "demo", cmd_demo, "run a Deconv2D forward/backward on the default device, checked vs NumPy")
-    p.add_argument("--device", help="substring of 'platform device' to run on")
+    p.add_argument("--device", help="substring of 'platform, version / device' to run on")
 
     cache = add(sub, "cache", None, "inspect and manage the kernel disk cache").add_subparsers(
         dest="cache_command", required=True, metavar="CACHE_COMMAND")
@@ -317,7 +328,7 @@ def build_parser():
             "  deconvnd-cl cache warm --file layers.json   # [{\"nd\": 3, \"inmaps\": 64, ...}, ...]")
     p.add_argument("layers", nargs="*", help="layer configs: nd=2,inmaps=64,outmaps=32,size=4,...")
     p.add_argument("--file", help="JSON list of layer configs")
-    p.add_argument("--device", help="substring of 'platform device' to build for")
+    p.add_argument("--device", help="substring of 'platform, version / device' to build for")
     p.add_argument("--forward-only", action="store_true", help="skip the backward kernels")
 
     p = add(sub, "bench", cmd_bench, "time forward/backward per layer, against PyTorch when installed",
@@ -331,7 +342,7 @@ def build_parser():
     p.add_argument("--tuned", action="store_true", help="tune every layer first (optimizeForShape)")
     p.add_argument("--markdown", help="also write the table as Markdown to this file")
     p.add_argument("--plot", help="also write a PNG of GFLOP/s per layer (needs matplotlib)")
-    p.add_argument("--device", help="substring of 'platform device' to run on")
+    p.add_argument("--device", help="substring of 'platform, version / device' to run on")
 
     p = add(sub, "tune", cmd_tune, "time the kernel variants for a layer and shape; store the winner",
             "example: deconvnd-cl tune nd=3,inmaps=64,outmaps=32,size=2,stride=2,batch=2,spatial=16x16x16")

@@ -7,7 +7,7 @@ from math import prod
 import numpy as np
 
 from . import settings
-from .device import is_cpu
+from .device_kind import kind_of
 from .errors import ModuleError
 from .geometry import Geometry
 
@@ -48,8 +48,14 @@ class Problem:
         return self.queue.device
 
     @cached_property
+    def kind(self):
+        """The device's DeviceKind (device_kind.py)."""
+        return kind_of(self.queue.device)
+
+    @property
     def on_cpu(self):
-        return is_cpu(self.queue.device)
+        """Whether the device takes the CPU defaults of the register-tiled kernels."""
+        return self.kind.cpu_like
 
     @property
     def cig(self):

@@ -1,7 +1,7 @@
 """Shared test setup: which OpenCL device runs the tests, tolerances, and small helpers.
 
-DECONVND_CL_TEST_DEVICES picks the device by a substring of "platform device" (like PYOPENCL_TEST); unset, the
-library's default device is used. Every test session gets its own kernel cache directory unless
+DECONVND_CL_TEST_DEVICES picks the device by a substring of "platform, platform version / device" (like
+PYOPENCL_TEST); unset, the library's default device is used. Every test session gets its own kernel cache directory unless
 DECONVND_CL_CACHE_DIR is set, so tests never touch a user's cache.
 """
 
@@ -16,7 +16,7 @@ import pytest
 os.environ.setdefault("DECONVND_CL_CACHE_DIR", tempfile.mkdtemp(prefix="deconvnd_cl_test_cache_"))
 
 import deconvnd_cl as dcl  # noqa: E402  (after the cache directory is chosen)
-from deconvnd_cl.device import all_devices, create_queue  # noqa: E402
+from deconvnd_cl.device import create_queue, find_device  # noqa: E402
 from deconvnd_cl.reference import rel_l2  # noqa: E402
 
 # Relative L2 error allowed against the float64 reference, per dtype (RELIABILITY.md row 1).
@@ -27,18 +27,24 @@ def _test_device():
     wanted = os.environ.get("DECONVND_CL_TEST_DEVICES")
     if not wanted:
         return None
-    for device in all_devices():
-        if wanted.lower() in f"{device.platform.name} {device.name}".lower():
-            return device
-    raise pytest.UsageError(f"DECONVND_CL_TEST_DEVICES={wanted!r} matches no OpenCL device")
+    device = find_device(wanted)
+    if device is None:
+        raise pytest.UsageError(f"DECONVND_CL_TEST_DEVICES={wanted!r} matches no OpenCL device")
+    return device
 
 
-@pytest.fixture(scope="session")
-def queue():
+def select_test_queue():
+    """The library's default queue, on DECONVND_CL_TEST_DEVICES's device when that is set (test scripts run in
+    subprocesses call this too)."""
     device = _test_device()
     if device is not None:
         dcl.set_default_queue(create_queue(device))
     return dcl.default_queue()
+
+
+@pytest.fixture(scope="session")
+def queue():
+    return select_test_queue()
 
 
 @pytest.fixture(scope="session")

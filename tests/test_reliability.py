@@ -75,8 +75,8 @@ DETERMINISM_SCRIPT = """
 import hashlib, json, sys, numpy as np
 sys.path.insert(0, {tests!r})
 from test_reliability import CASES, operands, run_passes
-import deconvnd_cl as dcl
-q = dcl.default_queue()
+from conftest import select_test_queue
+q = select_test_queue()
 digest = hashlib.sha256()
 for case in CASES:
     for array in run_passes(q, case, *operands(case)):

@@ -22,7 +22,7 @@ IMPLEMENTATIONS = {
 
 
 def preferred_strategy(problem):
-    return "cpu" if problem.on_cpu else "gpu"
+    return problem.kind.strategy
 
 
 def ordered(family, problem):

@@ -185,9 +185,10 @@ def weights_candidates(problem):
 # ---------------------------------------------------------------------------------------------- launch shape
 
 def local_size(problem, program):
-    """Work-items per work-group for the tiled kernels: 1 on a CPU (a work-group is then one loop nest), 64
-    elsewhere, or settings.local_size_override (the tests show results do not depend on it); as a 3-D tuple."""
-    wanted = settings.local_size_override() or (1 if problem.on_cpu else 64)
+    """Work-items per work-group for the tiled kernels: the device kind's (1 on PoCL's CPU device, where a
+    work-group is then one loop nest; 64 on GPUs), or settings.local_size_override (the tests show results do not
+    depend on it); as a 3-D tuple."""
+    wanted = settings.local_size_override() or problem.kind.tiled_local
     return (program.local_size("", wanted), 1, 1)
 
 

@@ -1,0 +1,54 @@
+"""What kind of OpenCL device a device is, for the choices that depend on it: the strategy it prefers and the
+launch shape of the register-tiled kernels. A device type (CPU, GPU) is not enough: the same CPU runs the
+register-tiled kernels at about 100 GFLOP/s under PoCL and Intel's runtime and at 1.4 under Mesa's rusticl,
+whose llvmpipe back end pays a fixed cost per work-group and runs the work-items of a group in SIMD lanes.
+Each entry says where its numbers come from (docs/portability.md).
+"""
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pyopencl as cl
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    name: str
+    strategy: str        # the strategy tried first: "cpu" (register-tiled) or "gpu" (work-group tiled)
+    cpu_like: bool       # runs the register-tiled kernels' defaults for CPUs (big tiles, float8 vectors)
+    tiled_local: int     # work-items per work-group of the register-tiled kernels
+    source: str          # where the choice comes from
+
+
+KINDS = {
+    "pocl-cpu": DeviceKind("pocl-cpu", "cpu", True, 1, "PoCL runs a work-group as one loop nest: local size 1, "
+                                                        "tiles of 12 float8 accumulators (docs/performance.md)"),
+    "intel-cpu": DeviceKind("intel-cpu", "cpu", True, 1, "Intel's CPU runtime: same kernels within 10% of PoCL "
+                                                          "(docs/portability.md)"),
+    "rusticl-cpu": DeviceKind("rusticl-cpu", "cpu", True, 8, "llvmpipe: 1.4 GFLOP/s at local size 1, 6.4 at 8 "
+                                                               "(2d 64->32 k4 s2 forward, docs/portability.md)"),
+    "cpu": DeviceKind("cpu", "cpu", True, 1, "other CPU implementations: as PoCL"),
+    "gpu": DeviceKind("gpu", "gpu", False, 64, "GPUs and accelerators: work-groups of 64 (two AMD wavefronts, "
+                                                "two NVIDIA warps)"),
+    "simulator": DeviceKind("simulator", "gpu", False, 64, "Oclgrind presents itself as a GPU; tested as one"),
+}
+
+
+@lru_cache(maxsize=64)
+def _kind(platform_name, device_type):
+    platform = platform_name.lower()
+    if "oclgrind" in platform:
+        return KINDS["simulator"]
+    if not device_type & cl.device_type.CPU:
+        return KINDS["gpu"]
+    if "portable computing language" in platform:
+        return KINDS["pocl-cpu"]
+    if "intel" in platform:
+        return KINDS["intel-cpu"]
+    if "rusticl" in platform:
+        return KINDS["rusticl-cpu"]
+    return KINDS["cpu"]
+
+
+def kind_of(device):
+    return _kind(device.platform.name.strip(), device.type)
