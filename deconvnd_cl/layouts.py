@@ -100,7 +100,10 @@ class ForwardLayout:
 
 
 @lru_cache(maxsize=256)  # a layer's calls all ask for the same layout
-def forward_layout(geo, in_sp, out_sp, tn, itemsize):
+def forward_layout(geo, in_sp, out_sp, tn, itemsize, outputs_inside=False):
+    """outputs_inside: every phase's output box lies inside the grid too (grid coordinate c = q - lo), so a grid
+    position has one decomposition into coordinates for all phases (the GPU strategy folds phases together);
+    otherwise a phase's positions are only known relative to its base, and its box may wrap past a row."""
     nd = geo.nd
     live = []
     lo, hi = [0] * nd, [i - 1 for i in in_sp]
@@ -115,7 +118,7 @@ def forward_layout(geo, in_sp, out_sp, tn, itemsize):
             m_lo = min((m[a] for _, m in taps), default=0)
             m_hi = max((m[a] for _, m in taps), default=0)
             lo[a] = min(lo[a], q0[a] - m_hi)
-            hi[a] = max(hi[a], q0[a] + extents[a] - 1 - m_lo)
+            hi[a] = max(hi[a], q0[a] + extents[a] - 1 - (0 if outputs_inside else m_lo))
     grid = tuple(h - l + 1 for l, h in zip(lo, hi))
     strides = row_major_strides(grid)
     phases, plane = [], prod(grid)

@@ -21,7 +21,7 @@ INT32_RANGE = (-2**31, 2**31 - 1)
 @dataclass(frozen=True)
 class Arg:
     name: str
-    kind: str               # "buffer", "int", "idx" or "acc"
+    kind: str               # "buffer", "local" (work-group memory, sized in bytes at launch), "int", "idx", "acc"
     element: str = "t"      # buffers: "t" (storage type), "acc" (accumulator), "idx" (index type) or "int"
     writes: bool = False    # buffers the kernel writes
     count: int = -1         # per-axis scalars: name0 .. name{count-1} (count may be 0); -1: one argument
@@ -36,6 +36,8 @@ class Arg:
         if self.kind == "buffer":
             const = "" if self.writes else "const "
             return f"__global {const}{C_ELEMENT[self.element]}* restrict {name}"
+        if self.kind == "local":
+            return f"__local {C_ELEMENT[self.element]}* restrict {name}"
         return f"const {dict(int='int', idx='dcl_idx', acc='dcl_acc')[self.kind]} {name}"
 
 
@@ -45,6 +47,11 @@ def In(name, element="t"):
 
 def Out(name, element="t"):
     return Arg(name, "buffer", element, writes=True)
+
+
+def Local(name, element="acc"):
+    """Work-group memory whose size in bytes the launch gives."""
+    return Arg(name, "local", element)
 
 
 def Int(name, count=-1):
@@ -76,11 +83,12 @@ class Signature:
     def scalar_dtypes(self, index_bits, acc_dtype):
         """pyopencl's set_scalar_arg_dtypes list: None for buffers, the declared type for scalars."""
         kinds = {"int": np.int32, "idx": np.int64 if index_bits == 64 else np.int32, "acc": acc_dtype}
-        return [None if a.kind == "buffer" else kinds[a.kind] for a in self.args for _ in a.expanded()]
+        return [None if a.kind in ("buffer", "local") else kinds[a.kind] for a in self.args for _ in a.expanded()]
 
     def bind(self, values, index_bits):
         """The argument list in declared order from `values` (name -> value; a per-axis entry takes a sequence
-        of `count` values). Every declared name must be given, and nothing else."""
+        of `count` values; a "local" entry its size in bytes). Every declared name must be given, and nothing
+        else."""
         unknown = set(values) - {a.name for a in self.args}
         if unknown:
             raise TypeError(f"arguments not in the kernel's signature: {sorted(unknown)}")
@@ -95,6 +103,8 @@ class Signature:
             if arg.kind == "buffer":
                 if not isinstance(value, cl.MemoryObjectHolder):
                     raise TypeError(f"argument {arg.name!r} must be a buffer (given {type(value).__name__})")
+            elif arg.kind == "local":
+                items = [cl.LocalMemory(int(value))]
             elif arg.kind == "int" or arg.kind == "idx" and index_bits == 32:
                 for v in items:
                     if not INT32_RANGE[0] <= v <= INT32_RANGE[1]:

@@ -156,3 +156,63 @@ if (m_count == ${tm}) {
         DCL_STORE(tile[mi * ${tn} + n], ${base} + mi * ${plane} + ${offset});
 }
 </%def>
+
+## The GPU strategy's backward kernels read gy where it lies: `result` = gy at residue-grid position `v` (shift
+## included) of residue plane `res` (a pointer to its residue per axis), from map plane `base`; 0 outside gy.
+## Grid coordinate c reads gy row (c + qlo) * stride + R (arguments ps, qlo, stride, out, os).
+<%def name="gy_at(result, base, v, res, nd)">
+        {
+            dcl_idx rem_g = ${v}, off_g = 0;
+            bool in_g = true;
+            % for a in range(nd):
+            {
+                % if a < nd - 1:
+                const dcl_idx ca = rem_g / ps${a}; rem_g -= ca * ps${a};
+                % else:
+                const dcl_idx ca = rem_g;
+                % endif
+                const dcl_idx ja = (ca + qlo${a}) * stride${a} + ${res}[${a}];
+                in_g = in_g && ja >= 0 && ja < out${a};
+                off_g += ja * os${a};
+            }
+            % endfor
+            ${result} = in_g ? (dcl_acc)DCL_LOAD(${base} + off_g) : (dcl_acc)0;
+        }
+</%def>
+
+## The GPU strategy's work-group GEMM: acc{i}_{j} += sum over k < `k_total` of A[m][k] * B[k][n] for the work-item's
+## rows m = lm + i*WM and positions n = ln + j*WN. The reduction runs in slabs of KC: the work-group stages the
+## slab's A (KC x M) and B (KC x N) in __local memory (`As`, `Bs`), each element loaded once by one work-item
+## (`load_a(m, k)` / `load_b(k, n)`: defs that declare `dcl_acc value`, 0 outside the operand, reading only
+## valid addresses whatever k), then every work-item reads its operands there. The caller declares the
+## accumulators; barriers are reached by every work-item.
+<%def name="workgroup_gemm(wm, wn, tm, tn, kc, k_total, load_a, load_b)">
+<% M, N, items = wm * tm, wn * tn, wm * wn %>
+    for (int k0 = 0; k0 < ${k_total}; k0 += ${kc}) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int e = lid; e < ${kc * M}; e += ${items}) {
+            const int kk = k0 + e / ${M}, m = e % ${M};
+${load_a("m", "kk")}
+            As[e] = kk < ${k_total} ? value : (dcl_acc)0;
+        }
+        for (int e = lid; e < ${kc * N}; e += ${items}) {
+            const int kk = k0 + e / ${N}, n = e % ${N};
+${load_b("kk", "n")}
+            Bs[e] = kk < ${k_total} ? value : (dcl_acc)0;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int kk = 0; kk < ${kc}; ++kk) {
+            % for i in range(tm):
+            const dcl_acc a${i} = As[kk * ${M} + lm + ${i * wm}];
+            % endfor
+            % for j in range(tn):
+            const dcl_acc b${j} = Bs[kk * ${N} + ln + ${j * wn}];
+            % endfor
+            % for i in range(tm):
+            % for j in range(tn):
+            acc${i}_${j} = a${i} * b${j} + acc${i}_${j};
+            % endfor
+            % endfor
+        }
+    }
+</%def>

@@ -1,8 +1,11 @@
 """Kernels under the Oclgrind simulator: out-of-bounds accesses and data races.
 
 Oclgrind's exit code is always 0, so the test reads its log and fails on any entry (a deliberately
-out-of-bounds canary kernel first proves the log catches errors). Each shape runs every kernel family with the
-tiles a GPU gets and the tiles a CPU gets, on work-groups capped at 64 work-items, and checks the results.
+out-of-bounds canary kernel first proves the log catches errors). Each shape runs every kernel family of both
+strategies and checks the results: the work-group tiled (GPU) kernels with their default variants and with gy
+and x staged per tap (window 0), on work-groups of up to 256 work-items and __local memory within the OpenCL
+minimum of 32 KiB (barrier divergence and local-memory races are log entries too); the register-tiled (CPU)
+kernels with CPU tiles and, for kernel size = stride, the in-place tiles, on work-groups capped at 64.
 Marked `oclgrind` (deselected by default): `.ci/run` runs it as a stage of its own with `pytest -m oclgrind`.
 
 Oclgrind 21.10's uninitialised-value checker (OCLGRIND_UNINITIALIZED=1) is not used: it aborts on LLVM's
@@ -55,20 +58,23 @@ SHAPES = [
     (2, 4, 6, (11,), (2,), (2,), (0,), (1,), (1,), 2),
 ]
 
-# per family: the tiles a GPU-like device gets by default, and CPU-style tiles passed explicitly; for layers
-# that read gy in place (Geometry.direct_backward) also the CPU's in-place tiles
+# per family: CPU-style tiles passed explicitly; for layers that read gy in place (Geometry.direct_backward)
+# also the CPU's in-place tiles; the GPU strategy's tiles with per-tap staging
+GPU_TAP_TILES = {"forward": (8, 8, 2, 4, 4, 0), "backward_data": (8, 8, 2, 4, 4, 0)}
 CPU_TILES = {"forward": (6, 16, 8), "backward_data": (6, 16, 8)}
 WEIGHT_TILES = [(4, 3, 8, "planar"), (6, 16, 8, "channels_last")]
 IN_PLACE_TILES = {"backward_data": (6, 8, 8, "in_place"), "backward_weights": (3, 4, 8, "in_place")}
 
 SCRIPT = r"""
-import json, sys
+import json, os, sys
 import numpy as np, pyopencl as cl, pyopencl.array as cla
 sys.path.insert(0, {tests!r})
 import deconvnd_cl as dcl
 from deconvnd_cl import reference
-from test_oclgrind import SHAPES, CPU_TILES, WEIGHT_TILES, IN_PLACE_TILES
+from test_oclgrind import SHAPES, CPU_TILES, WEIGHT_TILES, IN_PLACE_TILES, GPU_TAP_TILES
 from deconvnd_cl.geometry import Geometry
+strategy = {strategy!r}
+os.environ["DECONVND_CL_STRATEGY"] = strategy
 device = next(d for p in cl.get_platforms() if "oclgrind" in p.name.lower() for d in p.get_devices())
 q = cl.CommandQueue(cl.Context([device]))
 dcl.set_default_queue(q)
@@ -84,12 +90,14 @@ for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
     want = [reference.forward(x, W, b, s, p, d, pp, g), reference.backward_data(gy, W, sp, s, p, d, g),
             *reference.backward_params(x, gy, W.shape, s, p, d, g)]
     in_place = Geometry.create(len(sp), k, s, p, d, pp, g).direct_backward
-    for variant in (0, 1, 2) if in_place else (0, 1):
-        fwd_tile = CPU_TILES["forward"] if variant else None
-        bwd_tile = (None, CPU_TILES["backward_data"], IN_PLACE_TILES["backward_data"])[variant]
-        if variant == 2 and sp[-1] < bwd_tile[1]:
-            bwd_tile = None
-        w_tile = (None, WEIGHT_TILES[(cout // g >= 8)], IN_PLACE_TILES["backward_weights"])[variant]
+    if strategy == "gpu":
+        variants = [(None, None, None), (GPU_TAP_TILES["forward"], GPU_TAP_TILES["backward_data"], None)]
+    else:
+        variants = [(CPU_TILES["forward"], CPU_TILES["backward_data"], WEIGHT_TILES[(cout // g >= 8)])]
+        if in_place:
+            variants.append((None, IN_PLACE_TILES["backward_data"] if sp[-1] >= IN_PLACE_TILES["backward_data"][1]
+                             else None, IN_PLACE_TILES["backward_weights"]))
+    for variant, (fwd_tile, bwd_tile, w_tile) in enumerate(variants):
         got = [dcl.deconvNd(xd, Wd, bd, s, p, d, pp, g, tile=fwd_tile).get(),
                dcl.deconvNdBackwardData(gyd, Wd, xd, s, p, d, g, tile=bwd_tile).get()]
         wg, bg = dcl.deconvNdBackwardParams(xd, gyd, Wd, bd, s, p, d, g, tile=w_tile)
@@ -110,9 +118,9 @@ a = cla.to_device(q, np.zeros(4, np.float32)); prg.oob(q, (4,), None, a.data); q
 """
 
 
-def oclgrind_env(log):
+def oclgrind_env(log, max_work_group=64):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OCLGRIND_LOG=str(log), OCLGRIND_DATA_RACES="1",
-               OCLGRIND_MAX_WGSIZE="64", DECONVND_CL_NO_CACHE="1")
+               OCLGRIND_MAX_WGSIZE=str(max_work_group), DECONVND_CL_NO_CACHE="1")
     env.pop("PYOPENCL_CTX", None)
     return env
 
@@ -136,11 +144,12 @@ def test_the_log_catches_an_out_of_bounds_write(tmp_path):
     assert "Invalid write" in log.read_text()
 
 
-def test_kernels_clean_under_oclgrind(tmp_path):
+@pytest.mark.parametrize("strategy, max_work_group", [("gpu", 256), ("cpu", 64)])
+def test_kernels_clean_under_oclgrind(tmp_path, strategy, max_work_group):
     log = tmp_path / "oclgrind.log"
-    env = oclgrind_env(log)
-    result = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=str(ROOT / "tests"))], env=env,
-                            capture_output=True, text=True, timeout=1800)
+    env = oclgrind_env(log, max_work_group)
+    result = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=str(ROOT / "tests"), strategy=strategy)],
+                            env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     assert json.loads(result.stdout.strip().splitlines()[-1])["shapes"] == len(SHAPES)
     entries = log.read_text().strip() if log.exists() else ""

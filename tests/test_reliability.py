@@ -129,6 +129,7 @@ GY_SOURCES = [("backward_data", (6, 8, 8, "planar")), ("backward_data", (6, 8, 8
 
 @pytest.mark.parametrize("family, tile", GY_SOURCES, ids=[f"{f}-{t[3]}" for f, t in GY_SOURCES])
 def test_64bit_indexing_every_gy_source(queue, family, tile, monkeypatch):
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", "cpu")  # these are the register-tiled kernels' tiles
     n, cin, cout, sp, k, s, p, d, pp, g = CASES[5]
     x, W, _, gy = (to_device(queue, a) for a in operands(CASES[5], seed=4))
 
@@ -139,6 +140,17 @@ def test_64bit_indexing_every_gy_source(queue, family, tile, monkeypatch):
     narrow = run()
     monkeypatch.setenv("DECONVND_CL_INDEX_BITS", "64")
     assert run().tobytes() == narrow.tobytes()
+
+
+@pytest.mark.parametrize("strategy", ["cpu", "gpu"])
+@pytest.mark.parametrize("case", CASES[:2], ids=case_id)
+def test_64bit_indexing_each_strategy(queue, case, strategy, monkeypatch):
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", strategy)
+    ops = operands(case, seed=12)
+    narrow = run_passes(queue, case, *ops)
+    monkeypatch.setenv("DECONVND_CL_INDEX_BITS", "64")
+    for a, b in zip(narrow, run_passes(queue, case, *ops)):
+        assert a.tobytes() == b.tobytes()
 
 
 def test_index_width_choice(queue):

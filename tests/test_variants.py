@@ -16,6 +16,17 @@ from conftest import assert_close, to_device
 FAMILIES = ("forward", "backward_data", "backward_weights")
 
 
+@pytest.fixture
+def cpu_strategy(monkeypatch):
+    """The tests of the register-tiled kernels' tiles run that strategy whatever the device."""
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", "cpu")
+
+
+@pytest.fixture
+def gpu_strategy(monkeypatch):
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", "gpu")
+
+
 def layer_operands(queue, seed=0, size=4, stride=2, pad=1, spatial=(5, 6), cin=6, cout=10):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, cin) + spatial)
@@ -69,13 +80,13 @@ BAD_TILES = [
 
 
 @pytest.mark.parametrize("family, tile, message", BAD_TILES, ids=[f"{f}-{t}" for f, t, _ in BAD_TILES])
-def test_bad_tiles_are_module_errors_before_any_build(queue, no_launch, family, tile, message):
+def test_bad_tiles_are_module_errors_before_any_build(queue, cpu_strategy, no_launch, family, tile, message):
     _, (xd, Wd, gyd) = layer_operands(queue)
     with pytest.raises(dcl.ModuleError, match=message):
         run(family, tile, xd, Wd, gyd)
 
 
-def test_a_variant_of_another_family_is_refused(queue, no_launch):
+def test_a_variant_of_another_family_is_refused(queue, cpu_strategy, no_launch):
     _, (xd, Wd, gyd) = layer_operands(queue)
     problem = functional.forward_problem(xd, Wd, None, 2, 1, 1, 0, 1)
     forward_variant = implementation("forward", problem).default_variant(problem)
@@ -87,7 +98,7 @@ def test_a_variant_of_another_family_is_refused(queue, no_launch):
         run("forward", weights_variant, xd, Wd, gyd)
 
 
-def test_in_place_tiles_on_rows_too_short(queue, no_launch):
+def test_in_place_tiles_on_rows_too_short(queue, cpu_strategy, no_launch):
     """Reading gy in place needs rows of at least TN positions: named, not computed wrong."""
     _, (xd, Wd, gyd) = layer_operands(queue, size=2, stride=2, pad=0, spatial=(3, 5))
     with pytest.raises(dcl.ModuleError, match="input rows of at least tn = 8 positions"):
@@ -110,7 +121,7 @@ def random_tile(rng, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("layer", ["k4s2p1", "k2s2"])
-def test_any_tile_is_an_error_or_a_correct_result(queue, family, layer):
+def test_any_tile_is_an_error_or_a_correct_result(queue, cpu_strategy, family, layer):
     """Seeded random tiles, valid and not: each gives a ModuleError or the reference's result, and at least
     some of each kind occur."""
     size, stride, pad = (4, 2, 1) if layer == "k4s2p1" else (2, 2, 0)
@@ -130,20 +141,83 @@ def test_any_tile_is_an_error_or_a_correct_result(queue, family, layer):
     assert outcomes["error"] and outcomes["correct"], outcomes
 
 
+@pytest.mark.parametrize("strategy", ["cpu", "gpu"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_candidate_computes_the_right_result(queue, family):
-    """The tuner's candidates all fit the call, and each computes it correctly."""
+def test_every_candidate_computes_the_right_result(queue, family, strategy, monkeypatch):
+    """The tuner's candidates all fit the call, and each computes it correctly (for the GPU strategy, whose
+    kernels take PoCL seconds each to build, a spread of six of its 20-odd candidates)."""
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", strategy)
     ops, (xd, Wd, gyd) = layer_operands(queue, 4, size=2, stride=2, pad=0, spatial=(3, 18))
     problem = (functional.forward_problem(xd, Wd, None, 2, 0, 1, 0, 1) if family == "forward"
                else functional.backward_problem(gyd, Wd, xd.shape, 2, 0, 1, 1))
     candidates = implementation(family, problem).candidates(problem)
     assert len(candidates) >= 3
-    if family != "forward":
+    if family != "forward" and strategy == "cpu":
         assert any(c.gy is GySource.IN_PLACE for c in candidates)
     want = expected(family, *ops, 2, 0)
+    if strategy == "gpu":
+        candidates = candidates[::max(1, len(candidates) // 6)]
     for variant in candidates:
         assert variant.fits(problem)
         assert_close(run(family, variant, xd, Wd, gyd, 2, 0), want, what=f"{family} {variant}")
+
+
+# the work-group tiled (GPU) strategy's variants: (wm, wn, tm, tn, kc[, window])
+BAD_GPU_TILES = [
+    ("forward", (0, 16, 4, 8, 8), "wm must be an int >= 1"),
+    ("forward", (16, 16, 4, 8), "tuple of 5 to 6 values"),
+    ("forward", (16, 16, 16, 16, 8), "tm \\* tn <= 64"),
+    ("forward", (16, 16, 4, 8, 8, 2), "window 0 or 1"),
+    ("backward_data", (16, 16, 4, 8, 100000), "bytes of __local memory"),
+    ("backward_data", (128, 128, 1, 1, 1), "work-items"),
+    ("backward_weights", (16, 16, 4, 8, 8, 1), "tuple of 5 values"),
+    ("backward_weights", (16, 16, 4, 8, "8"), "kc must be an int"),
+]
+
+
+@pytest.mark.parametrize("family, tile, message", BAD_GPU_TILES, ids=[f"{f}-{t}" for f, t, _ in BAD_GPU_TILES])
+def test_bad_gpu_tiles_are_module_errors_before_any_build(queue, gpu_strategy, no_launch, family, tile, message):
+    _, (xd, Wd, gyd) = layer_operands(queue)
+    with pytest.raises(dcl.ModuleError, match=message):
+        run(family, tile, xd, Wd, gyd)
+
+
+def random_gpu_tile(rng, family):
+    """A plausible work-group tile, one field replaced by an odd value half of the time."""
+    values = [rng.choice([1, 2, 4, 8, 16]), rng.choice([1, 4, 8, 16, 32]), rng.randint(1, 8), rng.randint(1, 8),
+              rng.choice([1, 2, 4, 8, 16])]
+    if family != "backward_weights" and rng.random() < 0.5:
+        values.append(rng.choice([0, 1]))
+    if rng.random() < 0.4:
+        odd = rng.choice([0, -1, 3.5, "2", None, 64, 2])
+        at = rng.randrange(len(values) + 1)
+        values = values[:at] + [odd] + values[at + 1:]
+    return tuple(values)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_any_gpu_tile_is_an_error_or_a_correct_result(queue, gpu_strategy, family):
+    ops, (xd, Wd, gyd) = layer_operands(queue, 6, 3, 2, 1, spatial=(4, 9))
+    want = expected(family, *ops, 2, 1)
+    rng = random.Random(f"gpu-{family}")
+    outcomes = {"error": 0, "correct": 0}
+    for _ in range(16):
+        tile = random_gpu_tile(rng, family)
+        try:
+            got = run(family, tile, xd, Wd, gyd, 2, 1)
+        except dcl.ModuleError:
+            outcomes["error"] += 1
+            continue
+        assert_close(got, want, what=f"{family} with tile {tile}")
+        outcomes["correct"] += 1
+    assert outcomes["error"] and outcomes["correct"], outcomes
+
+
+def test_unknown_strategy_is_a_module_error(queue, monkeypatch, no_launch):
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", "fpga")
+    _, (xd, Wd, gyd) = layer_operands(queue)
+    with pytest.raises(dcl.ModuleError, match="DECONVND_CL_STRATEGY='fpga' is not a strategy"):
+        run("forward", None, xd, Wd, gyd)
 
 
 # ---------------------------------------------------------------------------------------------- tuned modules
@@ -174,7 +248,7 @@ def test_tuned_module_computes_other_shapes(queue):
 
 
 @pytest.mark.parametrize("nd", [1, 3])
-def test_module_with_variants_that_do_not_fit_falls_back(queue, nd):
+def test_module_with_variants_that_do_not_fit_falls_back(queue, cpu_strategy, nd):
     """A module holding the widest in-place variants of its long-row shape computes short rows correctly."""
     layer = dcl.DeconvND(nd, 8, 8, 2, stride=2)
     long_shape = (1, 8) + (2,) * (nd - 1) + (40,)

@@ -13,11 +13,14 @@ from ..errors import ModuleError
 from .cpu_backward_data import RegisterTiledBackwardData
 from .cpu_backward_weights import RegisterTiledBackwardWeights
 from .cpu_forward import RegisterTiledForward
+from .gpu_backward_data import WorkgroupTiledBackwardData
+from .gpu_backward_weights import WorkgroupTiledBackwardWeights
+from .gpu_forward import WorkgroupTiledForward
 
 IMPLEMENTATIONS = {
-    "forward": (RegisterTiledForward(),),
-    "backward_data": (RegisterTiledBackwardData(),),
-    "backward_weights": (RegisterTiledBackwardWeights(),),
+    "forward": (WorkgroupTiledForward(), RegisterTiledForward()),
+    "backward_data": (WorkgroupTiledBackwardData(), RegisterTiledBackwardData()),
+    "backward_weights": (WorkgroupTiledBackwardWeights(), RegisterTiledBackwardWeights()),
 }
 
 

@@ -2,6 +2,7 @@
 
 from collections import OrderedDict
 
+import numpy as np
 import pyopencl as cl
 
 from .. import memory
@@ -113,7 +114,10 @@ def constant_buffer(queue, what, make):
     key = (queue.context.int_ptr, what)
     buffer = _tables.get(key)
     if buffer is None:
-        buffer = cl.Buffer(queue.context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=make())
+        table = make()
+        if not table.size:  # a layer without taps: OpenCL has no empty buffers, and the kernel reads none
+            table = np.zeros(1, table.dtype)
+        buffer = cl.Buffer(queue.context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=table)
         _tables[key] = buffer
         if len(_tables) > TABLES_KEPT:
             _tables.popitem(last=False)

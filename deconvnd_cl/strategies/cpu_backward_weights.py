@@ -1,20 +1,19 @@
-"""Register-tiled backward weights (CPU strategy): stage one of a deterministic two-stage reduction, partial
-weight gradients over fixed chunks of input rows (cpu_backward_weights.mako); reduction.finalize sums them."""
+"""Register-tiled backward weights (CPU strategy): stage one of the two-stage reduction (weight_gradient.py),
+partial weight gradients over fixed chunks of input rows (cpu_backward_weights.mako)."""
 
 from functools import lru_cache
 from math import ceil, prod
 
 import numpy as np
-import pyopencl.array as cl_array
 
-from .. import memory, reduction
 from ..geometry import row_major_strides
 from ..launch import launch
 from ..packing import GradPacks, buffer_of
 from ..signatures import Idx, In, Int, Out, Signature
 from ..variants import GySource
 from . import cpu_tiles
-from .base import Implementation, constant_buffer
+from .base import constant_buffer
+from .weight_gradient import StageOne, TwoStageWeightGradient
 
 
 @lru_cache(maxsize=256)
@@ -31,9 +30,8 @@ def tap_table(geo, in_place):
                  for _, rr, dd in geo.backward_taps())
 
 
-class RegisterTiledBackwardWeights(Implementation):
+class RegisterTiledBackwardWeights(TwoStageWeightGradient):
     strategy = "cpu"
-    family = "backward_weights"
     template = "cpu_backward_weights.mako"
     variant_type = cpu_tiles.WeightsTile
 
@@ -68,73 +66,38 @@ class RegisterTiledBackwardWeights(Implementation):
         tm, tn, vw, gy = key.variant
         return dict(tm=tm, tn=tn, vw=vw, gy=gy, sl=key.counts[0] if gy == GySource.IN_PLACE.value else 1)
 
-    def run(self, problem, data, grad, W, with_bias, variant, wgrad=None, bgrad=None, scale=1.0, momentum=0.0,
-            packs=None):
+    def stage_one(self, problem, data, grad, W, variant, packs):
         queue, geo = problem.queue, problem.geo
-        if wgrad is None:
-            wgrad, momentum_w = memory.empty(queue, W.shape, problem.dtype), 0.0
-        else:
-            momentum_w = momentum
-        if with_bias and bgrad is None:
-            bgrad, momentum_b = memory.empty(queue, (1, problem.cout) + (1,) * geo.nd, problem.dtype), 0.0
-        else:
-            momentum_b = momentum
-        acc_dtype = np.float64 if problem.dtype == np.float64 else np.float32
-        acc_size = np.dtype(acc_dtype).itemsize
-        w_size = W.size
-        if problem.N == 0:  # empty batch: the new gradients are zero, blended as usual
-            bits, n_chunks, bias_rows, direct = 32, 1, 1, False
-            part = cl_array.zeros(queue, w_size, acc_dtype).data
-            bias_part = cl_array.zeros(queue, problem.cout, acc_dtype).data if with_bias else None
-        else:
-            in_place = variant.gy is GySource.IN_PLACE
-            packs = packs or GradPacks(problem, grad, self.gy_reach(problem, variant), variant.tn)
-            layout, bits = packs.layout, packs.bits
-            gyp = packs.get(variant.gy)
-            # gy's plane and row pitches as the kernel reads it: the packed grid's, or gy's own
-            g_plane, g_strides = ((prod(problem.out_sp), row_major_strides(problem.out_sp)) if in_place
-                                  else (layout.gy_pack.plane, layout.strides))
-            tap_items = len(tap_table(geo, in_place))
+        in_place = variant.gy is GySource.IN_PLACE
+        packs = packs or GradPacks(problem, grad, self.gy_reach(problem, variant), variant.tn)
+        layout, bits = packs.layout, packs.bits
+        gyp = packs.get(variant.gy)
+        # gy's plane and row pitches as the kernel reads it: the packed grid's, or gy's own
+        g_plane, g_strides = ((prod(problem.out_sp), row_major_strides(problem.out_sp)) if in_place
+                              else (layout.gy_pack.plane, layout.strides))
+        tap_items = len(tap_table(geo, in_place))
+        # partial sums over fixed chunks of input rows (batch item, all axes but the last)
+        ci_tiles, co_tiles = ceil(problem.cig / variant.tm), ceil(problem.cog / variant.tn)
+        tiles_total = ci_tiles * co_tiles * geo.groups * tap_items
+        rows_per_b = prod(problem.in_sp[:-1])
+        total_rows = problem.N * rows_per_b
+        blocking = ((problem.in_sp[-1], problem.cig, problem.x_elements, W.size, problem.dtype.itemsize)
+                    if in_place else None)
+        n_chunks = cpu_tiles.weight_chunks(problem, total_rows, tiles_total, blocking)
+        chunk_rows = ceil(total_rows / n_chunks)
+        n_chunks = ceil(total_rows / chunk_rows)
+        program = self.program(problem, variant, bits)
+        in_strides = row_major_strides(problem.in_sp)
+        table = constant_buffer(queue, ("weight taps", geo, in_place),
+                                lambda: np.array(tap_table(geo, in_place), np.int32))
 
-            # stage one: partial sums over fixed chunks of input rows (batch item, all axes but the last)
-            ci_tiles, co_tiles = ceil(problem.cig / variant.tm), ceil(problem.cog / variant.tn)
-            tiles_total = ci_tiles * co_tiles * geo.groups * tap_items
-            rows_per_b = prod(problem.in_sp[:-1])
-            total_rows = problem.N * rows_per_b
-            blocking = ((problem.in_sp[-1], problem.cig, problem.x_elements, w_size, problem.dtype.itemsize)
-                        if in_place else None)
-            n_chunks = cpu_tiles.weight_chunks(problem, total_rows, tiles_total, blocking)
-            chunk_rows = ceil(total_rows / n_chunks)
-            n_chunks = ceil(total_rows / chunk_rows)
-            program = self.program(problem, variant, bits)
-            bias_part, bias_rows = None, problem.N
-            if with_bias:  # per (batch item, map) sums of grad, summed over the batch by finalize
-                bias_part = memory.buffer(queue, bias_rows * problem.cout * acc_size)
-                reduction.row_sums(problem, bits, packs.get(GySource.IN_PLACE), bias_part, problem.N * problem.cout,
-                                   prod(problem.out_sp))
-            # one chunk, nothing to blend: stage one writes the gradient itself and stage two is skipped. Every
-            # build and scratch allocation of the call has happened by now, so this write comes with the others.
-            direct = n_chunks == 1 and momentum_w == 0 and scale == 1 and np.dtype(acc_dtype) == problem.dtype
-            if direct:
-                part = wgrad.data
-            else:
-                problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size)
-                part = memory.buffer(queue, n_chunks * w_size * acc_size)
-            in_strides = row_major_strides(problem.in_sp)
-            table = constant_buffer(queue, ("weight taps", geo, in_place),
-                                    lambda: np.array(tap_table(geo, in_place), np.int32))
+        def enqueue(part):
             launch(queue, program, "", (ci_tiles, co_tiles * geo.groups, n_chunks * tap_items),
                    cpu_tiles.local_size(problem, program),
                    x=buffer_of(data), gyp=gyp, part=part, tap_table=table, tap_items=tap_items, ks=geo.taps,
-                   groups=geo.groups, nplanes=prod(geo.stride), stride=geo.stride[:-1], cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles,
-                   co_tiles=co_tiles, chunk_rows=chunk_rows, total_rows=total_rows, rows_per_b=rows_per_b,
-                   in_plane=prod(problem.in_sp), g_plane=g_plane, blocks_per_group=packs.blocks_per_group,
-                   in_last=problem.in_sp[-1], ps=g_strides[:-1], **{"in": problem.in_sp[:-1], "is": in_strides[:-1]})
-
-        # stage two: the last writes to wgrad / bgrad (with the direct weight write just above), so a failure in
-        # validation, building or allocation leaves them untouched
-        if not direct:
-            reduction.finalize(problem, bits, part, n_chunks, wgrad, w_size, scale, momentum_w)
-        if with_bias:
-            reduction.finalize(problem, bits, bias_part, bias_rows, bgrad, problem.cout, scale, momentum_b)
-        return wgrad, (bgrad if with_bias else None)
+                   groups=geo.groups, nplanes=prod(geo.stride), stride=geo.stride[:-1], cig=problem.cig,
+                   cog=problem.cog, ci_tiles=ci_tiles, co_tiles=co_tiles, chunk_rows=chunk_rows,
+                   total_rows=total_rows, rows_per_b=rows_per_b, in_plane=prod(problem.in_sp), g_plane=g_plane,
+                   blocks_per_group=packs.blocks_per_group, in_last=problem.in_sp[-1], ps=g_strides[:-1],
+                   **{"in": problem.in_sp[:-1], "is": in_strides[:-1]})
+        return StageOne(bits, n_chunks, enqueue)
