@@ -28,18 +28,26 @@ KINDS = {
     "rusticl-cpu": DeviceKind("rusticl-cpu", "cpu", True, 8, "llvmpipe: 1.4 GFLOP/s at local size 1, 6.4 at 8 "
                                                                "(2d 64->32 k4 s2 forward, docs/portability.md)"),
     "cpu": DeviceKind("cpu", "cpu", True, 1, "other CPU implementations: as PoCL"),
-    "gpu": DeviceKind("gpu", "gpu", False, 64, "GPUs and accelerators: work-groups of 64 (two AMD wavefronts, "
-                                                "two NVIDIA warps)"),
+    "nvidia-gpu": DeviceKind("nvidia-gpu", "gpu", False, 64, "NVIDIA: warps of 32; strategies/gpu_tiles.py"),
+    "amd-gpu": DeviceKind("amd-gpu", "gpu", False, 64, "AMD: wavefronts of 64 (32 on RDNA); strategies/gpu_tiles.py"),
+    "intel-gpu": DeviceKind("intel-gpu", "gpu", False, 64, "Intel: subgroups of 8-32; strategies/gpu_tiles.py"),
+    "gpu": DeviceKind("gpu", "gpu", False, 64, "other GPUs and accelerators: work-groups of 64 (two AMD "
+                                                "wavefronts, two NVIDIA warps)"),
     "simulator": DeviceKind("simulator", "gpu", False, 64, "Oclgrind presents itself as a GPU; tested as one"),
 }
 
 
 @lru_cache(maxsize=64)
-def _kind(platform_name, device_type):
-    platform = platform_name.lower()
+def _kind(platform_name, vendor, device_type):
+    platform, vendor = platform_name.lower(), vendor.lower()
     if "oclgrind" in platform:
         return KINDS["simulator"]
     if not device_type & cl.device_type.CPU:
+        if device_type & cl.device_type.GPU:
+            for name, marks in (("nvidia-gpu", ("nvidia",)), ("amd-gpu", ("advanced micro devices", "amd")),
+                                ("intel-gpu", ("intel",))):
+                if any(mark in vendor for mark in marks):
+                    return KINDS[name]
         return KINDS["gpu"]
     if "portable computing language" in platform:
         return KINDS["pocl-cpu"]
@@ -51,4 +59,4 @@ def _kind(platform_name, device_type):
 
 
 def kind_of(device):
-    return _kind(device.platform.name.strip(), device.type)
+    return _kind(device.platform.name.strip(), device.vendor.strip(), device.type)
