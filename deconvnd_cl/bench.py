@@ -6,14 +6,13 @@ counted as 2*N*Cin*(Cout/g)*prod(in)*prod(size) per pass, and an sgemm measured 
 ceiling. Benchmarks report; they never assert.
 """
 
-import os
 import time
 from math import prod
 
 import numpy as np
 import pyopencl.array as cla
 
-from . import functional, layer_spec
+from . import functional, layer_spec, peers
 from .device import default_queue, describe
 
 # The layer families users run: GAN generators, U-Net / V-Net decoders, grouped and depthwise, 3d, audio.
@@ -99,38 +98,6 @@ class OurLayer:
         self.queue.finish()
 
 
-class TorchLayer:
-    def __init__(self, spec, torch):
-        g = spec.geometry()
-        self.torch = torch
-        rng = np.random.default_rng(0)
-        shape = spec.input_shape()
-        self.fn = getattr(torch.nn.functional, f"conv_transpose{spec.nd}d")
-        self.kw = dict(stride=g.stride, padding=g.pad, output_padding=g.postpad, groups=g.groups,
-                       dilation=g.dilation)
-        self.x = torch.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
-        self.W = torch.tensor((0.1 * rng.standard_normal(spec.weight_shape())).astype(np.float32),
-                              requires_grad=True)
-        self.b = torch.zeros(spec.outmaps, requires_grad=True)
-        with torch.no_grad():
-            self.grad = torch.randn_like(self.fn(self.x, self.W, self.b, **self.kw))
-        self._graph = None
-
-    def run(self, name):
-        torch = self.torch
-        if name == "fwd":
-            with torch.no_grad():
-                self.fn(self.x, self.W, self.b, **self.kw)
-        elif name == "step":  # forward with autograd, then every gradient
-            y = self.fn(self.x, self.W, self.b, **self.kw)
-            torch.autograd.grad(y, [self.x, self.W, self.b], self.grad)
-        else:  # backward alone, on a graph recorded once (not timed)
-            if self._graph is None:
-                self._graph = self.fn(self.x, self.W, self.b, **self.kw)
-            wrt = [self.x] if name == "bwd_data" else [self.W, self.b]
-            torch.autograd.grad(self._graph, wrt, self.grad, retain_graph=True)
-
-
 SETTLE_SECONDS = 0.03
 
 
@@ -155,18 +122,15 @@ def _median_alternating(runners, name, repeats):
     return [float(np.median(t)) for t in times]
 
 
-def benchmark(specs, repeats=5, use_torch=True, tuned=False, out=print):
+PEERS = ("torch", "onnxruntime", "openvino")
+
+
+def benchmark(specs, repeats=5, peer_names=PEERS, tuned=False, out=print, torch_device="cpu"):
+    """Per layer and pass, our time and each peer's (row keys "fwd", "torch_fwd", "onnxruntime_fwd", ...)."""
     queue = default_queue()
-    torch = None
-    if use_torch:
-        try:
-            import torch
-            torch.set_num_threads(os.cpu_count() or 1)
-        except ImportError:
-            out("PyTorch not installed: timing deconvnd_cl alone")
+    factories = peers.available(peer_names, out, torch_device)
     ceiling = measure_sgemm()
-    out(f"device: {describe(queue.device)}; sgemm ceiling measured in this process: {ceiling:.0f} GFLOP/s; "
-        f"torch: {torch.__version__ + f' ({torch.get_num_threads()} threads)' if torch else 'none'}")
+    out(f"device: {describe(queue.device)}; sgemm ceiling measured in this process: {ceiling:.0f} GFLOP/s")
     results = []
     for spec in specs:
         variants = None
@@ -174,17 +138,24 @@ def benchmark(specs, repeats=5, use_torch=True, tuned=False, out=print):
             from .tuning import tune_layer
             variants = tune_layer(spec, queue)
         ours = OurLayer(spec, queue, variants)
-        peer = TorchLayer(spec, torch) if torch else None
+        others = [factory(spec) for factory in factories.values()]
         row = {"layer": spec.label(), "gflop": flops(spec) / 1e9}
         for name in PASSES:
-            runners = [ours] + ([peer] if peer else [])
+            runners = [ours] + [p for p in others if name in p.passes]
             times = _median_alternating(runners, name, repeats)
             row[name] = times[0]
-            row[f"torch_{name}"] = times[1] if peer else None
+            for peer, seconds in zip(runners[1:], times[1:]):
+                row[f"{peer.name}_{name}"] = seconds
         results.append(row)
         out(format_row(row, ceiling))
     out(format_summary(results))
     return results, ceiling
+
+
+def _speedups(row):
+    """(label, speed-up) for every peer time in the row: peer's time / ours."""
+    return [(key[:-len(name) - 1] + " " + name, row[key] / row[name])
+            for name in PASSES for key in row if key.endswith("_" + name) and row[key]]
 
 
 def _pass_flops(row, name):
@@ -194,9 +165,7 @@ def _pass_flops(row, name):
 def format_row(row, ceiling):
     gf = _pass_flops(row, "fwd") / row["fwd"]
     parts = [f"{row['layer']:<40} fwd {1e3 * row['fwd']:8.2f} ms {gf:6.1f} GF/s ({100 * gf / ceiling:3.0f}%)"]
-    for name in PASSES:
-        if row.get(f"torch_{name}"):
-            parts.append(f"{name} x{row[f'torch_{name}'] / row[name]:.2f}")
+    parts += [f"{label} x{ratio:.2f}" for label, ratio in _speedups(row)]
     return "  ".join(parts)
 
 
@@ -206,15 +175,17 @@ def geomean(values):
 
 
 def format_summary(results):
-    if not results or results[0].get("torch_fwd") is None:
+    labels = [label for label, _ in _speedups(results[0])] if results else []
+    if not labels:
         return ""
-    lines = ["geometric mean speed-up vs PyTorch (peer time / ours):"]
-    for name in PASSES:
-        lines.append(f"  {name:<12} x{geomean([r[f'torch_{name}'] / r[name] for r in results]):.2f}")
+    lines = ["geometric mean speed-up (peer time / ours):"]
+    for label in labels:
+        lines.append(f"  {label:<24} x{geomean([dict(_speedups(r))[label] for r in results]):.2f}")
     return "\n".join(lines)
 
 
 def markdown_table(results, ceiling):
+    """Our times, PyTorch's and the speed-ups against it; a second table of the forward against every peer."""
     has_torch = results and results[0].get("torch_fwd") is not None
     head = "| layer | fwd ms | fwd GF/s | % sgemm | bwd-data ms | bwd-weights ms | step ms |"
     sep = "|---|---|---|---|---|---|---|"
@@ -234,6 +205,15 @@ def markdown_table(results, ceiling):
         lines.append("| **geometric mean** | | | | | | | | | "
                      + " | ".join(f"**{geomean([r[f'torch_{n}'] / r[n] for r in results]):.2f}x**"
                                   for n in PASSES) + " |")
+    forward_peers = [p for p in PEERS if results and results[0].get(f"{p}_fwd")]
+    if forward_peers:
+        lines += ["", "| layer | ours fwd ms | " + " | ".join(f"{p} fwd ms | vs {p}" for p in forward_peers) + " |",
+                  "|---|---|" + "---|---|" * len(forward_peers)]
+        for r in results:
+            lines.append(f"| {r['layer']} | {1e3 * r['fwd']:.2f} | " + " | ".join(
+                f"{1e3 * r[f'{p}_fwd']:.2f} | {r[f'{p}_fwd'] / r['fwd']:.2f}x" for p in forward_peers) + " |")
+        lines.append("| **geometric mean** | | " + " | ".join(
+            f"| **{geomean([r[f'{p}_fwd'] / r['fwd'] for r in results]):.2f}x**" for p in forward_peers) + " |")
     return "\n".join(lines)
 
 
@@ -260,7 +240,9 @@ def plot(results, ceiling, path):
 def run_cli(args, specs):
     if args.suite or not specs:
         specs = suite_specs() + specs
-    results, ceiling = benchmark(specs, repeats=args.repeats, use_torch=not args.no_torch, tuned=args.tuned)
+    names = [p for p in (args.peers.split(",") if args.peers else PEERS) if p and not (p == "torch" and args.no_torch)]
+    results, ceiling = benchmark(specs, repeats=args.repeats, peer_names=names, tuned=args.tuned,
+                                 torch_device=args.torch_device)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown_table(results, ceiling) + "\n")

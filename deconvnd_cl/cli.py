@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 a check failed (damaged cache entries, a demo mismatch)
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -233,21 +234,47 @@ def warm_layer(spec, backward=True):
     queue.finish()
 
 
+def _warm_in_worker(device_pattern, spec, backward):
+    """One layer in a worker process: (kernels compiled, loaded from the cache)."""
+    from .kernel_manager import manager
+    _select_device(device_pattern)
+    builds0, hits0 = manager().builds, manager().cache.hits
+    warm_layer(spec, backward)
+    return manager().builds - builds0, manager().cache.hits - hits0
+
+
 def cmd_cache_warm(args):
+    """Layers are warmed by `--jobs` worker processes at once: the OpenCL implementations compile a program in
+    the thread that asks, so one process builds one kernel at a time (PoCL: about a second each). The workers
+    share the disk cache, whose writers never tear each other's entries."""
+    import concurrent.futures
+    import multiprocessing
+
     from .kernel_manager import manager
     specs = _layers(args)
     if not specs:
         raise CliError("cache warm needs layer configs (name=value lists) or --file")
-    _select_device(args.device)
-    start, builds0 = time.perf_counter(), manager().builds
+    if args.jobs < 1:
+        raise CliError(f"--jobs must be at least 1 (given: {args.jobs})")
+    _select_device(args.device)  # here too with workers: a pattern that matches nothing fails before they start
+    start, builds, hits = time.perf_counter(), 0, 0
     with _progress_bar(len(specs), "layers") as bar:
-        for spec in specs:
-            bar.set_postfix_str(spec.label())
-            warm_layer(spec, backward=not args.forward_only)
-            bar.update()
-    cache = manager().cache
-    print(f"warmed {len(specs)} layer configs: {manager().builds - builds0} kernels compiled, "
-          f"{cache.hits} loaded from the cache, in {time.perf_counter() - start:.1f} s -> {cache.root}")
+        if args.jobs == 1 or len(specs) == 1:
+            for spec in specs:
+                bar.set_postfix_str(spec.label())
+                built, loaded = _warm_in_worker(None, spec, not args.forward_only)
+                builds, hits = builds + built, hits + loaded
+                bar.update()
+        else:
+            context = multiprocessing.get_context("spawn")  # no OpenCL state copied into the workers
+            with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+                futures = [pool.submit(_warm_in_worker, args.device, spec, not args.forward_only) for spec in specs]
+                for future in concurrent.futures.as_completed(futures):
+                    built, loaded = future.result()
+                    builds, hits = builds + built, hits + loaded
+                    bar.update()
+    print(f"warmed {len(specs)} layer configs: {builds} kernels compiled, {hits} loaded from the cache, in "
+          f"{time.perf_counter() - start:.1f} s -> {manager().cache.root}")
     return EXIT_OK
 
 
@@ -330,8 +357,11 @@ def build_parser():
     p.add_argument("--file", help="JSON list of layer configs")
     p.add_argument("--device", help="substring of 'platform, version / device' to build for")
     p.add_argument("--forward-only", action="store_true", help="skip the backward kernels")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="layers warmed at once, each in a worker process (default: the CPU count)")
 
-    p = add(sub, "bench", cmd_bench, "time forward/backward per layer, against PyTorch when installed",
+    p = add(sub, "bench", cmd_bench, "time forward/backward per layer, against PyTorch, ONNX Runtime and "
+            "OpenVINO when installed",
             "examples:\n  deconvnd-cl bench --suite\n  deconvnd-cl bench nd=2,inmaps=64,outmaps=64,size=3,pad=1,"
             "batch=4,spatial=56x56")
     p.add_argument("layers", nargs="*", help="layer configs with batch= and spatial=")
@@ -339,6 +369,9 @@ def build_parser():
     p.add_argument("--suite", action="store_true", help="the standard suite of PERF-NOTES.md's layer families")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    p.add_argument("--torch-device", default="cpu", help="where PyTorch runs: cpu (default) or cuda")
+    p.add_argument("--peers", help="comma-separated peers to run (default: torch,onnxruntime,openvino, each if "
+                                   "installed; an empty value runs none)")
     p.add_argument("--tuned", action="store_true", help="tune every layer first (optimizeForShape)")
     p.add_argument("--markdown", help="also write the table as Markdown to this file")
     p.add_argument("--plot", help="also write a PNG of GFLOP/s per layer (needs matplotlib)")
