@@ -366,7 +366,7 @@ def build_parser():
             "batch=4,spatial=56x56")
     p.add_argument("layers", nargs="*", help="layer configs with batch= and spatial=")
     p.add_argument("--file", help="JSON list of layer configs")
-    p.add_argument("--suite", action="store_true", help="the standard suite of PERF-NOTES.md's layer families")
+    p.add_argument("--suite", action="store_true", help="the standard suite of layer families (bench.SUITE)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     p.add_argument("--torch-device", default="cpu", help="where PyTorch runs: cpu (default) or cuda")

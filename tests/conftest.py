@@ -19,7 +19,7 @@ import deconvnd_cl as dcl  # noqa: E402  (after the cache directory is chosen)
 from deconvnd_cl.device import create_queue, find_device  # noqa: E402
 from deconvnd_cl.reference import rel_l2  # noqa: E402
 
-# Relative L2 error allowed against the float64 reference, per dtype (RELIABILITY.md row 1).
+# Relative L2 error allowed against the float64 reference, per dtype.
 REL_L2 = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12, np.dtype(np.float16): 1e-3}
 
 

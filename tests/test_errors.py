@@ -1,5 +1,5 @@
-"""Every validation rule of SPEC.md raises ModuleError naming the value, before any compile or launch,
-and a failed call leaves parameters and gradients as they were."""
+"""Every validation rule (docs/guide.md, Errors) raises ModuleError naming the value, before any compile or
+launch, and a failed call leaves parameters and gradients as they were."""
 
 import numpy as np
 import pyopencl as cl

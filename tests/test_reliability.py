@@ -1,4 +1,4 @@
-"""RELIABILITY.md's matrix on the PoCL device: determinism, zero sizes, views, NaN/Inf, fp16, index width,
+"""The reliability matrix on the test device: determinism, zero sizes, views, NaN/Inf, fp16, index width,
 work-group limits, and a machine with no OpenCL platform."""
 
 import os

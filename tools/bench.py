@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark deconvnd_cl against PyTorch's CPU conv_transpose on the suite of PERF-NOTES.md's layer families.
+"""Benchmark deconvnd_cl against PyTorch, ONNX Runtime and OpenVINO on the suite of layer families (bench.SUITE).
 
     python tools/bench.py                      # the suite, table to stdout
     python tools/bench.py --markdown docs/performance-table.md --plot docs/performance.png
