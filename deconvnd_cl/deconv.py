@@ -27,6 +27,7 @@ class DeconvND(Module):
         self.size, self.stride, self.pad, self.dilation, self.postpad = g.size, g.stride, g.pad, g.dilation, g.postpad
         self.useBias = useBias
         self.variants = {}  # family -> kernel variant chosen by optimizeForShape (used where it fits a call)
+        self.memlimit = None  # bytes a scratch buffer of a call may take (optimizeForShape's memlimit)
         self.W = self.b = None
         if empty:
             return
@@ -44,12 +45,14 @@ class DeconvND(Module):
     def updateData(self, data):
         if self.W is None:
             raise ModuleError(f"{type(self).__name__} {self.name or ''} has no weights (created with empty=True)")
-        problem = functional.forward_problem(data, self.W, self.b, postpad=self.postpad, **self._conv_args())
+        problem = functional.forward_problem(data, self.W, self.b, postpad=self.postpad,
+                                             scratch_limit=self.memlimit, **self._conv_args())
         return functional.forward(problem, data, self.W, self.b, tuned=self.variants.get("forward"))
 
     def updateGradAndParams(self, grad, updParamGrads, updGrad, scale, momentum):
         wvar, bvar = self.vars.get("W"), self.vars.get("b")
-        problem = functional.backward_problem(grad, self.W, self.inData.shape, **self._conv_args())
+        problem = functional.backward_problem(grad, self.W, self.inData.shape, scratch_limit=self.memlimit,
+                                              **self._conv_args())
         gx, (wgrad, bgrad) = functional.backward(
             problem, self.inData, grad, self.W, self.b, want_data=updGrad, want_params=updParamGrads,
             wgrad=wvar.grad if updParamGrads else None, bgrad=bvar.grad if updParamGrads and bvar else None,
@@ -92,11 +95,15 @@ class DeconvND(Module):
         inputs of other shapes, each where it fits, else the default); the choice is stored beside the kernel
         cache, so later processes reuse it without timing.
 
-        memlimit is accepted for PuzzleLib compatibility: every variant needs the same scratch memory (the
-        padded operands), so there is no workspace trade-off to bound."""
+        memlimit: bytes one scratch buffer of this module's calls may take (the padded operands, packed weights,
+        partial sums); a call whose scratch would take more is split along the batch, as it is when the device's
+        allocation limit would be passed."""
         from .layer_spec import LayerSpec
         from .tuning import tune_layer
         self.checkDataShape(shape)
+        if memlimit is not None and (isinstance(memlimit, bool) or not isinstance(memlimit, int) or memlimit < 1):
+            raise ModuleError(f"memlimit must be a positive number of bytes (given: {memlimit!r})")
+        self.memlimit = memlimit
         spec = LayerSpec(self.nd, self.inmaps, self.outmaps, self.size, self.stride, self.pad, self.dilation,
                          self.postpad, self.groups, np.dtype(self.calctype).name, shape[0], tuple(shape[2:]))
         self.variants = tune_layer(spec, shape=tuple(shape))

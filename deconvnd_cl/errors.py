@@ -14,3 +14,8 @@ class KernelBuildError(ModuleError):
             f"Kernel {key_name} failed to build on {device} with options {options!r}; "
             f"source saved at {source_path}\n--- build log ---\n{log}"
         )
+
+
+class ScratchTooLarge(ModuleError):
+    """A call's scratch buffer (not an array the caller gave or gets back) is over the device's allocation limit
+    or the scratch budget; the functional layer then splits the call along the batch."""

@@ -6,11 +6,16 @@ that will run (strategies/). Outputs are fresh arrays; gradients passed in (wgra
 the last kernels of a call, after every build and allocation, so a call that fails leaves them as they were.
 """
 
+import dataclasses
+from math import prod
+
 import numpy as np
+import pyopencl as cl
 import pyopencl.array as cl_array
 
+from . import memory
 from .device import default_queue, supports_dtype
-from .errors import ModuleError
+from .errors import ModuleError, ScratchTooLarge
 from .geometry import Geometry
 from .kernel_key import dtype_tag
 from .packing import GradPacks
@@ -70,8 +75,9 @@ def deconvNd(data, W, bias=None, stride=1, pad=0, dilation=1, postpad=0, groups=
     return forward(problem, data, W, bias, given=tile)
 
 
-def forward_problem(data, W, bias, stride, pad, dilation, postpad, groups):
-    """Validate a forward call's arrays and layer: the Problem, or ModuleError."""
+def forward_problem(data, W, bias, stride, pad, dilation, postpad, groups, scratch_limit=None):
+    """Validate a forward call's arrays and layer: the Problem, or ModuleError. scratch_limit: bytes a scratch
+    buffer may take (a module's memlimit)."""
     queue = _queue_for(data)
     _check_array("data", data, queue)
     _check_dtype(queue, data.dtype)
@@ -81,21 +87,31 @@ def forward_problem(data, W, bias, stride, pad, dilation, postpad, groups):
         raise ModuleError(f"W must be a pyopencl.array.Array (given: {type(W).__name__})")
     nd = data.ndim - 2
     problem = Problem.create(queue, data.shape, W.shape if W.ndim == nd + 2 else (0, 0) + (1,) * nd, data.dtype,
-                             stride, pad, dilation, postpad, groups)
+                             stride, pad, dilation, postpad, groups, scratch_limit)
     _check_weights(W, bias, queue, data.dtype, nd, problem.cin, problem.geo)
     return problem
 
 
 def forward(problem, data, W, bias, given=None, tuned=None):
     """The forward of a validated call, by the implementation that serves it, with the variant given (checked),
-    else the tuned one where it fits, else the default."""
+    else the tuned one where it fits, else the default; split along the batch where its scratch would not fit."""
     impl = implementation("forward", problem)
-    return impl.run(problem, data, W, bias, impl.choose_variant(problem, given, tuned))
+    variant = impl.choose_variant(problem, given, tuned)
+
+    def run(bounds):
+        if len(bounds) == 1:
+            return impl.run(problem, data, W, bias, variant)
+        problem.check_alloc("the output", prod(problem.out_shape))
+        y = memory.empty(problem.queue, problem.out_shape, problem.dtype)
+        for b0, b1 in bounds:
+            _copy_batch(y, impl.run(batch_chunk(problem, b0, b1), data[b0:b1], W, bias, variant), b0)
+        return y
+    return split_along_batch(problem, run)
 
 
 # ---------------------------------------------------------------------------------------------- backward
 
-def backward_problem(grad, W, data_shape, stride, pad, dilation, groups):
+def backward_problem(grad, W, data_shape, stride, pad, dilation, groups, scratch_limit=None):
     """Validate grad against W and the forward input's shape; the postpad is what grad's shape implies."""
     queue = _queue_for(grad)
     _check_array("grad", grad, queue)
@@ -117,7 +133,8 @@ def backward_problem(grad, W, data_shape, stride, pad, dilation, groups):
         raise ModuleError(f"grad has spatial shape {tuple(grad.shape[2:])} (expected: {zero_post} plus a postpad "
                           f"smaller than max(stride, dilation) per axis, for input spatial shape {in_sp})")
     try:
-        problem = Problem.create(queue, data_shape, W.shape, grad.dtype, stride, pad, dilation, postpad, groups)
+        problem = Problem.create(queue, data_shape, W.shape, grad.dtype, stride, pad, dilation, postpad, groups,
+                                 scratch_limit)
     except ModuleError as e:
         raise ModuleError(f"grad has spatial shape {tuple(grad.shape[2:])}, which does not match input spatial "
                           f"shape {in_sp}: {e}") from None
@@ -167,23 +184,86 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
              momentum=0.0, given=None, tuned=None):
     """Input grad and parameter grads of a validated call, gy packed once for both. `given` and `tuned` map a
     family name to a variant: given ones are checked (ModuleError if they do not fit), tuned ones used where
-    they fit."""
+    they fit. Split along the batch where the scratch would not fit."""
     given, tuned = given or {}, tuned or {}
     passes = {}
     for family, wanted in (("backward_data", want_data), ("backward_weights", want_params)):
         if wanted:
             impl = implementation(family, problem)
             passes[family] = impl, impl.choose_variant(problem, given.get(family), tuned.get(family))
-    packs = None
-    if problem.N > 0:
-        reach = max(impl.gy_reach(problem, variant) for impl, variant in passes.values())
-        weights = passes.get("backward_weights")
-        packs = GradPacks(problem, grad, reach, weights[0].gy_block(weights[1]) if weights else 1)
-    gx, params = None, (None, None)
-    if want_data:
-        impl, variant = passes["backward_data"]
-        gx = impl.run(problem, grad, W, variant, packs)
-    if want_params:
-        impl, variant = passes["backward_weights"]
-        params = impl.run(problem, data, grad, W, bias is not None, variant, wgrad, bgrad, scale, momentum, packs)
-    return gx, params
+    with_bias = bias is not None
+
+    def run_whole(sub, grad_sub, data_sub, wgrad_sub, bgrad_sub, scale_sub, momentum_sub):
+        packs = None
+        if sub.N > 0:
+            reach = max(impl.gy_reach(sub, variant) for impl, variant in passes.values())
+            weights = passes.get("backward_weights")
+            packs = GradPacks(sub, grad_sub, reach, weights[0].gy_block(weights[1]) if weights else 1)
+        gx, params = None, (None, None)
+        if want_data:
+            impl, variant = passes["backward_data"]
+            gx = impl.run(sub, grad_sub, W, variant, packs)
+        if want_params:
+            impl, variant = passes["backward_weights"]
+            params = impl.run(sub, data_sub, grad_sub, W, with_bias, variant, wgrad_sub, bgrad_sub, scale_sub,
+                              momentum_sub, packs)
+        return gx, params
+
+    def run(bounds):
+        if len(bounds) == 1:
+            return run_whole(problem, grad, data, wgrad, bgrad, scale, momentum)
+        gx = None
+        if want_data:
+            problem.check_alloc("the input gradient", problem.N * problem.cin * prod(problem.in_sp))
+            gx = memory.empty(problem.queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
+        summed = (None, None)  # the chunks' parameter gradients, summed in chunk order
+        for i, (b0, b1) in enumerate(bounds):
+            gx_c, summed_c = run_whole(batch_chunk(problem, b0, b1), grad[b0:b1], None if data is None else data[b0:b1],
+                                       *summed, 1.0, 0.0 if i == 0 else 1.0)
+            if want_data:
+                _copy_batch(gx, gx_c, b0)
+            summed = summed_c
+        params = (None, None)
+        if want_params:  # the last writes to the caller's gradients: scale * sum + momentum * old
+            params = tuple(_blend(total, given_grad, scale, momentum) if total is not None else None
+                           for total, given_grad in zip(summed, (wgrad, bgrad)))
+        return gx, params
+    return split_along_batch(problem, run)
+
+
+def batch_chunk(problem, b0, b1):
+    """The call restricted to batch items b0 .. b1 - 1."""
+    return dataclasses.replace(problem, N=b1 - b0)
+
+
+def split_along_batch(problem, run):
+    """run(bounds) with one chunk, or, while some scratch buffer is too large (ScratchTooLarge), with the batch in
+    2, 4, 8 ... equal chunks, up to one item a chunk. The chunking depends on the shape and the limits only, so
+    results are the same on every run: forward and input gradients bitwise those of the unsplit call, parameter
+    gradients summed over the chunks in order."""
+    parts = 1
+    while True:
+        bounds = [(problem.N * i // parts, problem.N * (i + 1) // parts) for i in range(parts)]
+        try:
+            return run(bounds)
+        except ScratchTooLarge:
+            if parts >= problem.N:
+                raise
+            parts = min(problem.N, parts * 2)
+
+
+def _copy_batch(dst, chunk, b0):
+    """dst[b0 : b0 + len(chunk)] = chunk, on the device."""
+    if chunk.size:
+        cl.enqueue_copy(dst.queue, dst.data, chunk.data, dst_offset=b0 * dst.strides[0], byte_count=chunk.nbytes)
+
+
+def _blend(total, given, scale, momentum):
+    """scale * total + momentum * given, into `given` when the caller gave it (not read when momentum is 0)."""
+    result = total if scale == 1 else total * total.dtype.type(scale)
+    if given is None:
+        return result
+    if momentum != 0:
+        result = result + given * given.dtype.type(momentum)
+    cl.enqueue_copy(given.queue, given.data, result.data, byte_count=given.nbytes)
+    return given

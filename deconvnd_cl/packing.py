@@ -60,7 +60,7 @@ def pack(problem, src, planes, spec, index_bits, channels=None, block=None):
         return src
     blocks_per_group = ceil(problem.cog / block) if channels is not None else 0
     total = planes * spec.nsplit * spec.plane * (problem.geo.groups * blocks_per_group * block if block else 1)
-    problem.check_alloc("a padded operand", total)
+    problem.check_alloc("a padded operand", total, scratch=True)
     dst = memory.buffer(queue, total * problem.dtype.itemsize)
     program = manager().program(queue, PACK.key(len(spec.grid), problem.dtype, index_bits), PACK)
     rows = prod(spec.grid[:-1])

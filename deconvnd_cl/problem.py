@@ -8,7 +8,7 @@ import numpy as np
 
 from . import settings
 from .device_kind import kind_of
-from .errors import ModuleError
+from .errors import ModuleError, ScratchTooLarge
 from .geometry import Geometry
 
 INT32_LIMIT = 2**31 - 1
@@ -27,17 +27,21 @@ class Problem:
     in_sp: tuple
     out_sp: tuple
     dtype: np.dtype
+    scratch_limit: int = dataclasses.field(default=None, compare=False)  # bytes a scratch buffer may take
 
     @classmethod
-    def create(cls, queue, data_shape, W_shape, dtype, stride, pad, dilation, postpad, groups):
+    def create(cls, queue, data_shape, W_shape, dtype, stride, pad, dilation, postpad, groups, scratch_limit=None):
         nd = len(W_shape) - 2
         geo = Geometry.create(nd, tuple(W_shape[2:]), stride, pad, dilation, postpad, groups)
         in_sp = tuple(data_shape[2:])
         if any(e < 1 for e in in_sp):
             raise ModuleError(f"Data spatial size {in_sp} must be positive on every axis")
         out_sp = geo.out_spatial(in_sp)
+        if scratch_limit is not None and (isinstance(scratch_limit, bool) or not isinstance(scratch_limit, int)
+                                          or scratch_limit < 1):
+            raise ModuleError(f"memlimit must be a positive number of bytes (given: {scratch_limit!r})")
         return cls(queue, queue.device.int_ptr, geo, data_shape[0], data_shape[1], W_shape[1] * groups, in_sp,
-                   out_sp, np.dtype(dtype))
+                   out_sp, np.dtype(dtype), scratch_limit)
 
     @property
     def nd(self):
@@ -87,12 +91,22 @@ class Problem:
             return forced
         return 32 if max(element_counts) + 1024 <= INT32_LIMIT else 64
 
-    def check_alloc(self, what, elements, itemsize=None):
+    def check_alloc(self, what, elements, itemsize=None, scratch=False):
+        """ModuleError if one buffer of `elements` is over the device's max_mem_alloc_size; for the library's own
+        scratch (scratch=True) also over the scratch budget (settings.scratch_limit, the module's memlimit), as
+        ScratchTooLarge, which makes the functional layer split the call along the batch."""
         nbytes = elements * (itemsize or self.dtype.itemsize)
-        limit = self.queue.device.max_mem_alloc_size
+        device_limit = self.queue.device.max_mem_alloc_size
+        limit = device_limit
+        if scratch:
+            limit = min([limit] + [v for v in (settings.scratch_limit(), self.scratch_limit) if v])
         if nbytes > limit:
-            raise ModuleError(f"{what} needs {nbytes} bytes, over the device's max_mem_alloc_size of {limit} bytes "
-                              f"({self.queue.device.name.strip()}); split the batch")
+            device = self.queue.device.name.strip()
+            if scratch:
+                raise ScratchTooLarge(f"{what} needs {nbytes} bytes, over the {limit} bytes a scratch buffer may take "
+                                      f"({device}) even for a batch of one")
+            raise ModuleError(f"{what} needs {nbytes} bytes, over the device's max_mem_alloc_size of {device_limit} "
+                              f"bytes ({device}): no allocation can hold it")
 
     @property
     def x_elements(self):

@@ -34,6 +34,19 @@ def forced_strategy():
     return value or None
 
 
+def scratch_limit():
+    """DECONVND_CL_SCRATCH_LIMIT: bytes one scratch buffer of a call may take at most (suffixes K, M, G); a call
+    whose scratch is larger is split along the batch. Unset: the device's max_mem_alloc_size."""
+    value = _get("DECONVND_CL_SCRATCH_LIMIT").strip().upper()
+    if not value:
+        return None
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(value[-1], 1)
+    digits = value[:-1] if value[-1] in "KMG" else value
+    if not digits.isdigit() or int(digits) < 1:
+        raise ModuleError(f"DECONVND_CL_SCRATCH_LIMIT={value!r} is not a positive size (e.g. 512M)")
+    return int(digits) * scale
+
+
 def extra_build_options():
     """DECONVND_CL_BUILD_OPTIONS: options added to every kernel build (e.g. -cl-opt-disable for a debugger)."""
     return tuple(_get("DECONVND_CL_BUILD_OPTIONS").split())

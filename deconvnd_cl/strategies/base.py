@@ -97,7 +97,7 @@ def pack_weights(problem, program, W_buffer, rows, row_length, local_size, **arg
     """Run a family's `_wpack` kernel: W -> the tile-major layout its work-items stream contiguously
     (one work-item per row of row_length elements)."""
     total = rows * row_length
-    problem.check_alloc("the packed weights", total)
+    problem.check_alloc("the packed weights", total, scratch=True)
     wp = memory.buffer(problem.queue, total * problem.dtype.itemsize)
     launch(problem.queue, program, "_wpack", (rows,), local_size, w=W_buffer, wp=wp, rows=rows, **arguments)
     return wp

@@ -58,7 +58,7 @@ class TwoStageWeightGradient(Implementation):
             if direct:
                 part = wgrad.data
             else:
-                problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size)
+                problem.check_alloc("the weight-gradient partial sums", n_chunks * w_size, acc_size, scratch=True)
                 part = memory.buffer(queue, n_chunks * w_size * acc_size)
             stage.launch(part)
 
