@@ -55,17 +55,12 @@ def gy_gather_args(problem, plan):
 
 
 @dataclasses.dataclass(frozen=True)
-class GpuBackwardDataTile(gpu_tiles.WorkgroupTile):
-    """The work-group tile, and how gy is staged: window = 1, per output map and residue plane one window
-    serving every tap of the plane (large strides have many planes), else per (map, tap) pair."""
+class GpuBackwardDataTile(gpu_tiles.WindowedTile):
+    """The work-group tile; window = 1 stages per output map and residue plane one window of gy serving every tap
+    of the plane (large strides have many planes)."""
 
-    window: int = dataclasses.field(default=1, metadata={"minimum": 0})
-
-    def constraints(self, problem):
-        return super().constraints(problem) + [(self.window in (0, 1), "window 0 or 1")]
-
-    def local_bytes(self, problem):
-        return sum(local_sizes(self, problem))
+    def local_sizes(self, problem):
+        return local_sizes(self, problem)
 
 
 def local_sizes(tile, problem):
@@ -80,23 +75,10 @@ def local_sizes(tile, problem):
     return acc * tile.kc * (taps * tile.m + planes * (tile.n + plan.halo)), tables
 
 
-class WorkgroupTiledBackwardData(Implementation):
-    strategy = "gpu"
+class WorkgroupTiledBackwardData(gpu_tiles.WorkgroupTiled, Implementation):
     family = "backward_data"
     template = "gpu_backward_data.mako"
     variant_type = GpuBackwardDataTile
-
-    def default_variant(self, problem):
-        return (gpu_tiles.default_tile(problem, GpuBackwardDataTile)
-                or gpu_tiles.default_tile(problem, lambda *fields: GpuBackwardDataTile(*fields, window=0)))
-
-    def serves(self, problem):
-        if self.default_variant(problem) is None:
-            return "no work-group tile fits the device's __local memory for this input"
-        return None
-
-    def candidates(self, problem):
-        return gpu_tiles.candidates(problem, GpuBackwardDataTile, self.default_variant(problem))
 
     def gy_reach(self, problem, variant):
         return 0  # reads gy where it lies
@@ -109,10 +91,6 @@ class WorkgroupTiledBackwardData(Implementation):
             Idx("v_count"), Idx("shift_min"), Int("halo"), Idx("out_size"), Idx("in_size"),
             Idx("ps", nd - 1), Int("qlo", nd), Int("stride", nd), Int("out", nd), Idx("os", nd), Int("in", nd),
             Idx("is", nd))}
-
-    def template_args(self, key):
-        wm, wn, tm, tn, kc, window = key.variant
-        return dict(wm=wm, wn=wn, tm=tm, tn=tn, kc=kc, window=window)
 
     def run(self, problem, grad, W, variant, packs=None):
         queue, geo = problem.queue, problem.geo

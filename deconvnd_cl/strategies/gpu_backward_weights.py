@@ -26,8 +26,8 @@ TARGET_WORK_GROUPS = 64   # work-groups worth launching at least on a GPU (a con
 
 @dataclasses.dataclass(frozen=True)
 class GpuWeightsTile(gpu_tiles.WorkgroupTile):
-    def local_bytes(self, problem):
-        return sum(local_sizes(self, problem))
+    def local_sizes(self, problem):
+        return local_sizes(self, problem)
 
 
 def local_sizes(tile, problem):
@@ -42,21 +42,9 @@ def chunks(problem, tile, steps):
     return max(1, min(ceil(TARGET_WORK_GROUPS / work_groups), steps // CHUNK_MIN))
 
 
-class WorkgroupTiledBackwardWeights(TwoStageWeightGradient):
-    strategy = "gpu"
+class WorkgroupTiledBackwardWeights(gpu_tiles.WorkgroupTiled, TwoStageWeightGradient):
     template = "gpu_backward_weights.mako"
     variant_type = GpuWeightsTile
-
-    def default_variant(self, problem):
-        return gpu_tiles.default_tile(problem, GpuWeightsTile)
-
-    def serves(self, problem):
-        if self.default_variant(problem) is None:
-            return "no work-group tile fits the device's __local memory"
-        return None
-
-    def candidates(self, problem):
-        return gpu_tiles.candidates(problem, GpuWeightsTile, self.default_variant(problem))
 
     def gy_reach(self, problem, variant):
         return 0  # reads gy where it lies
@@ -72,10 +60,6 @@ class WorkgroupTiledBackwardWeights(TwoStageWeightGradient):
             Idx("v_count"), Idx("steps"), Idx("chunk_steps"), Idx("shift_min"), Idx("out_size"), Idx("in_size"),
             Idx("w_size"), Idx("ps", nd - 1), Int("qlo", nd), Int("stride", nd), Int("out", nd), Idx("os", nd),
             Int("in", nd), Idx("is", nd))}
-
-    def template_args(self, key):
-        wm, wn, tm, tn, kc = key.variant
-        return dict(wm=wm, wn=wn, tm=tm, tn=tn, kc=kc)
 
     def stage_one(self, problem, data, grad, W, variant, packs):
         queue, geo = problem.queue, problem.geo

@@ -27,17 +27,11 @@ GROUP_COLUMNS = ("phases", "taps", "tap_start", "phase_start", "gs", "ge", "n_ti
 
 
 @dataclasses.dataclass(frozen=True)
-class GpuForwardTile(gpu_tiles.WorkgroupTile):
-    """The work-group tile, and how x is staged: window = 1, one window of x per input map serving every tap
-    (N + halo elements; halos of 3d and dilated layers can outgrow __local memory), else per (map, tap) pair."""
+class GpuForwardTile(gpu_tiles.WindowedTile):
+    """The work-group tile; window = 1 stages one window of x per input map (N + halo elements)."""
 
-    window: int = dataclasses.field(default=1, metadata={"minimum": 0})
-
-    def constraints(self, problem):
-        return super().constraints(problem) + [(self.window in (0, 1), "window 0 or 1")]
-
-    def local_bytes(self, problem):
-        return sum(local_sizes(self, problem))
+    def local_sizes(self, problem):
+        return local_sizes(self, problem)
 
 
 def local_sizes(tile, problem):
@@ -109,23 +103,10 @@ def row_tiles(plan, cog, m):
     return np.array([(j, r) for j, phases in enumerate(plan.rows) for r in range(0, phases * cog, m)], np.int32)
 
 
-class WorkgroupTiledForward(Implementation):
-    strategy = "gpu"
+class WorkgroupTiledForward(gpu_tiles.WorkgroupTiled, Implementation):
     family = "forward"
     template = "gpu_forward.mako"
     variant_type = GpuForwardTile
-
-    def default_variant(self, problem):
-        return (gpu_tiles.default_tile(problem, GpuForwardTile)
-                or gpu_tiles.default_tile(problem, lambda *fields: GpuForwardTile(*fields, window=0)))
-
-    def serves(self, problem):
-        if self.default_variant(problem) is None:
-            return "no work-group tile fits the device's __local memory for this input"
-        return None
-
-    def candidates(self, problem):
-        return gpu_tiles.candidates(problem, GpuForwardTile, self.default_variant(problem))
 
     def signatures(self, key):
         nd = key.nd
@@ -138,8 +119,7 @@ class WorkgroupTiledForward(Implementation):
             Int("stride", nd))}
 
     def template_args(self, key):
-        wm, wn, tm, tn, kc, window = key.variant
-        return dict(wm=wm, wn=wn, tm=tm, tn=tn, kc=kc, window=window, group_columns=GROUP_COLUMNS)
+        return dict(super().template_args(key), group_columns=GROUP_COLUMNS)
 
     def run(self, problem, data, W, bias, variant):
         queue, geo = problem.queue, problem.geo

@@ -42,9 +42,12 @@ class WorkgroupTile(Variant):
         """__local memory of the staged operands: a slab of KC x (M + N) in the accumulator type."""
         return (8 if problem.dtype.itemsize == 8 else 4) * self.kc * (self.m + self.n)
 
-    def local_bytes(self, problem):
-        """__local memory the family's kernel needs for this call: the operands and the family's tables."""
+    def local_sizes(self, problem):
+        """Bytes of __local memory the family's kernel needs for this call: (staged operands, tables)."""
         raise NotImplementedError
+
+    def local_bytes(self, problem):
+        return sum(self.local_sizes(problem))
 
     def constraints(self, problem):
         device = problem.device
@@ -60,6 +63,17 @@ class WorkgroupTile(Variant):
             (local <= limit, f"at most {limit} bytes of __local memory for this input (needs {local}; a smaller "
                              "kc or tile)"),
         ]
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowedTile(WorkgroupTile):
+    """A tile whose kernel can stage one window per map serving every tap (window = 1; its halo grows with the
+    layer's dilation and rank and can outgrow __local memory), or each (map, tap) pair's operands (window = 0)."""
+
+    window: int = dataclasses.field(default=1, metadata={"minimum": 0})
+
+    def constraints(self, problem):
+        return super().constraints(problem) + [(self.window in (0, 1), "window 0 or 1")]
 
 
 # Defaults per device kind: (WM, WN, TM, TN, KC). The block shapes follow CLBlast's single-precision Xgemm
@@ -100,3 +114,29 @@ def candidates(problem, cls, default):
         for kc in (4, 8, 16):
             found.add(cls(wm, wn, tm, tn, kc))
     return sorted((t for t in found if t is not None and t.fits(problem)), key=cls.key)
+
+
+class WorkgroupTiled:
+    """What the GPU strategy's implementations share (mixed into an Implementation): the default variant (its
+    operands staged in windows where a window fits the call's __local memory, else per tap), applicability, the
+    tuning candidates, and the variant's fields as template arguments."""
+
+    strategy = "gpu"
+
+    def default_variant(self, problem):
+        fields = [f.name for f in dataclasses.fields(self.variant_type)]
+        if "window" not in fields:
+            return default_tile(problem, self.variant_type)
+        return (default_tile(problem, self.variant_type)
+                or default_tile(problem, lambda *values: self.variant_type(*values, window=0)))
+
+    def serves(self, problem):
+        if self.default_variant(problem) is None:
+            return "no work-group tile fits the device's __local memory for this input"
+        return None
+
+    def candidates(self, problem):
+        return candidates(problem, self.variant_type, self.default_variant(problem))
+
+    def template_args(self, key):
+        return dict(zip((f.name for f in dataclasses.fields(self.variant_type)), key.variant))
