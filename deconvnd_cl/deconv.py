@@ -11,6 +11,7 @@ from .errors import ModuleError
 from .geometry import Geometry
 from .initialisers import create_weights
 from .module import Module, Variable
+from .problem import check_scratch_limit
 
 
 class DeconvND(Module):
@@ -101,12 +102,10 @@ class DeconvND(Module):
         from .layer_spec import LayerSpec
         from .tuning import tune_layer
         self.checkDataShape(shape)
-        if memlimit is not None and (isinstance(memlimit, bool) or not isinstance(memlimit, int) or memlimit < 1):
-            raise ModuleError(f"memlimit must be a positive number of bytes (given: {memlimit!r})")
-        self.memlimit = memlimit
+        self.memlimit = check_scratch_limit(memlimit)
         spec = LayerSpec(self.nd, self.inmaps, self.outmaps, self.size, self.stride, self.pad, self.dilation,
                          self.postpad, self.groups, np.dtype(self.calctype).name, shape[0], tuple(shape[2:]))
-        self.variants = tune_layer(spec, shape=tuple(shape))
+        self.variants = tune_layer(spec, shape=tuple(shape), memlimit=self.memlimit)
         return self.variants
 
     def numOfFlops(self, shape):

@@ -60,3 +60,11 @@ def _kind(platform_name, vendor, device_type):
 
 def kind_of(device):
     return _kind(device.platform.name.strip(), device.vendor.strip(), device.type)
+
+
+def vector_width(kind, dtype):
+    """Lanes of the register-tiled kernels' vectors: an AVX2 register (8 floats, 4 doubles) on CPU-like devices,
+    4 elsewhere."""
+    if not kind.cpu_like:
+        return 4
+    return 4 if dtype.itemsize == 8 else 8

@@ -13,7 +13,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from . import memory
+from . import memory, reduction
 from .device import default_queue, supports_dtype
 from .errors import ModuleError, ScratchTooLarge
 from .geometry import Geometry
@@ -192,6 +192,8 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
             impl = implementation(family, problem)
             passes[family] = impl, impl.choose_variant(problem, given.get(family), tuned.get(family))
     with_bias = bias is not None
+    if not passes:
+        return None, (None, None)
 
     def run_whole(sub, grad_sub, data_sub, wgrad_sub, bgrad_sub, scale_sub, momentum_sub):
         packs = None
@@ -216,17 +218,31 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
         if want_data:
             problem.check_alloc("the input gradient", problem.N * problem.cin * prod(problem.in_sp))
             gx = memory.empty(problem.queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
-        summed = (None, None)  # the chunks' parameter gradients, summed in chunk order
+        sums = None  # the chunks' parameter gradients, summed in chunk order in the accumulator type
+        if want_params:
+            sizes = (W.size, problem.cout if with_bias else 0)
+            sums = [memory.buffer(problem.queue, max(1, n) * problem.acc_dtype.itemsize) for n in sizes]
         for i, (b0, b1) in enumerate(bounds):
-            gx_c, summed_c = run_whole(batch_chunk(problem, b0, b1), grad[b0:b1], None if data is None else data[b0:b1],
-                                       *summed, 1.0, 0.0 if i == 0 else 1.0)
+            chunk = batch_chunk(problem, b0, b1)
+            # each chunk's operands copied once (a view with an offset would be copied by every kernel)
+            gx_c, params_c = run_whole(chunk, grad[b0:b1].copy(), None if data is None else data[b0:b1].copy(),
+                                       None, None, 1.0, 0.0)
             if want_data:
                 _copy_batch(gx, gx_c, b0)
-            summed = summed_c
+            for total, part in zip(sums or (), params_c):
+                if part is not None:
+                    reduction.accumulate(chunk, chunk.index_bits(part.size), part.data, total, part.size,
+                                         first=i == 0)
         params = (None, None)
-        if want_params:  # the last writes to the caller's gradients: scale * sum + momentum * old
-            params = tuple(_blend(total, given_grad, scale, momentum) if total is not None else None
-                           for total, given_grad in zip(summed, (wgrad, bgrad)))
+        if want_params:  # the last writes to the caller's gradients, both after all the work
+            outputs = [wgrad if wgrad is not None else memory.empty(problem.queue, W.shape, problem.dtype)]
+            if with_bias:
+                outputs.append(bgrad if bgrad is not None else
+                               memory.empty(problem.queue, (1, problem.cout) + (1,) * problem.nd, problem.dtype))
+            blend = [momentum if given_grad is not None else 0.0 for given_grad in (wgrad, bgrad)]
+            for total, dst, m in zip(sums, outputs, blend):
+                reduction.finalize(problem, problem.index_bits(dst.size), total, 1, dst, dst.size, scale, m)
+            params = (outputs[0], outputs[1] if with_bias else None)
         return gx, params
     return split_along_batch(problem, run)
 
@@ -256,14 +272,3 @@ def _copy_batch(dst, chunk, b0):
     """dst[b0 : b0 + len(chunk)] = chunk, on the device."""
     if chunk.size:
         cl.enqueue_copy(dst.queue, dst.data, chunk.data, dst_offset=b0 * dst.strides[0], byte_count=chunk.nbytes)
-
-
-def _blend(total, given, scale, momentum):
-    """scale * total + momentum * given, into `given` when the caller gave it (not read when momentum is 0)."""
-    result = total if scale == 1 else total * total.dtype.type(scale)
-    if given is None:
-        return result
-    if momentum != 0:
-        result = result + given * given.dtype.type(momentum)
-    cl.enqueue_copy(given.queue, given.data, result.data, byte_count=given.nbytes)
-    return given

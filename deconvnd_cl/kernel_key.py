@@ -9,8 +9,8 @@ from .errors import ModuleError
 DTYPE_TAGS = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.float16): "f16"}
 CL_TYPES = {"f32": "float", "f64": "double", "f16": "half"}
 
-# Families specialised on the layer's geometry, and their short names in kernel names; "pack" and "reduce" are
-# specialised only on rank, dtype and (reduce) vector width.
+# The convolution families, by strategy, variant and tap counts (the geometry comes in tables), and their short
+# names in kernel names; "pack" and "reduce" are specialised only on rank, dtype and (reduce) vector width.
 CONV_FAMILIES = {"forward": "fwd", "backward_data": "bwdd", "backward_weights": "bwdw"}
 FAMILIES = tuple(CONV_FAMILIES) + ("pack", "reduce")
 

@@ -40,6 +40,7 @@ class Program:
         self._program = program
         self._kernels = {}
         self._lock = threading.Lock()
+        self.launch_lock = threading.Lock()  # launch.launch: setting a kernel's arguments and enqueueing it
 
     def kernel(self, suffix=""):
         """(cl.Kernel, Signature) of the kernel named key.name + suffix."""
@@ -135,11 +136,13 @@ def _save_failed_source(key, source):
 
 
 _manager = None
+_manager_lock = threading.Lock()
 
 
 def manager():
     """The process-wide kernel manager (created on first use, never at import)."""
     global _manager
-    if _manager is None:
-        _manager = KernelManager()
-    return _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = KernelManager()
+        return _manager

@@ -13,6 +13,8 @@ def launch(queue, program, suffix, global_size, local_size, **arguments):
     if len(local_size) != len(global_size):
         raise ValueError(f"local size {local_size} and global size {global_size} differ in rank")
     kernel, signature = program.kernel(suffix)
-    kernel.set_args(*signature.bind(arguments, program.key.index_bits))
+    bound = signature.bind(arguments, program.key.index_bits)
     rounded = tuple(ceil(g / l) * l for g, l in zip(global_size, local_size))
-    cl.enqueue_nd_range_kernel(queue, kernel, rounded, tuple(local_size))
+    with program.launch_lock:  # a cl.Kernel holds its arguments: set and enqueue them as one step
+        kernel.set_args(*bound)
+        cl.enqueue_nd_range_kernel(queue, kernel, rounded, tuple(local_size))

@@ -14,12 +14,18 @@ from .geometry import Geometry
 INT32_LIMIT = 2**31 - 1
 
 
+def check_scratch_limit(limit):
+    """A scratch budget (PuzzleLib's memlimit): None or a positive number of bytes, else ModuleError."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ModuleError(f"memlimit must be a positive number of bytes (given: {limit!r})")
+    return limit
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """Equal problems (same layer, shapes and dtype on the same device) plan the same launches."""
+    """A validated call: its queue, layer geometry, batch, maps, extents, dtype and scratch budget."""
 
     queue: object = dataclasses.field(compare=False, repr=False)
-    device_id: int
     geo: Geometry
     N: int
     cin: int
@@ -37,11 +43,8 @@ class Problem:
         if any(e < 1 for e in in_sp):
             raise ModuleError(f"Data spatial size {in_sp} must be positive on every axis")
         out_sp = geo.out_spatial(in_sp)
-        if scratch_limit is not None and (isinstance(scratch_limit, bool) or not isinstance(scratch_limit, int)
-                                          or scratch_limit < 1):
-            raise ModuleError(f"memlimit must be a positive number of bytes (given: {scratch_limit!r})")
-        return cls(queue, queue.device.int_ptr, geo, data_shape[0], data_shape[1], W_shape[1] * groups, in_sp,
-                   out_sp, np.dtype(dtype), scratch_limit)
+        return cls(queue, geo, data_shape[0], data_shape[1], W_shape[1] * groups, in_sp,
+                   out_sp, np.dtype(dtype), check_scratch_limit(scratch_limit))
 
     @property
     def nd(self):
@@ -70,6 +73,11 @@ class Problem:
         return self.cout // self.geo.groups
 
     @property
+    def acc_dtype(self):
+        """The kernels' accumulator type: float64 for float64 data, float32 otherwise (float16 is storage only)."""
+        return np.dtype(np.float64 if self.dtype == np.float64 else np.float32)
+
+    @property
     def in_shape(self):
         return (self.N, self.cin) + self.in_sp
 
@@ -91,10 +99,11 @@ class Problem:
             return forced
         return 32 if max(element_counts) + 1024 <= INT32_LIMIT else 64
 
-    def check_alloc(self, what, elements, itemsize=None, scratch=False):
+    def check_alloc(self, what, elements, itemsize=None, scratch=False, per_batch=True):
         """ModuleError if one buffer of `elements` is over the device's max_mem_alloc_size; for the library's own
         scratch (scratch=True) also over the scratch budget (settings.scratch_limit, the module's memlimit), as
-        ScratchTooLarge, which makes the functional layer split the call along the batch."""
+        ScratchTooLarge when the buffer shrinks with the batch (per_batch), which makes the functional layer split
+        the call along the batch."""
         nbytes = elements * (itemsize or self.dtype.itemsize)
         device_limit = self.queue.device.max_mem_alloc_size
         limit = device_limit
@@ -102,6 +111,9 @@ class Problem:
             limit = min([limit] + [v for v in (settings.scratch_limit(), self.scratch_limit) if v])
         if nbytes > limit:
             device = self.queue.device.name.strip()
+            if scratch and not per_batch:
+                raise ModuleError(f"{what} needs {nbytes} bytes, over the {limit} bytes a scratch buffer may take "
+                                  f"({device}), whatever the batch")
             if scratch:
                 raise ScratchTooLarge(f"{what} needs {nbytes} bytes, over the {limit} bytes a scratch buffer may take "
                                       f"({device}) even for a batch of one")

@@ -1,8 +1,8 @@
 """The fixed-order reductions (reduce.mako): per-row sums for the bias gradient, and the finalize that sums
 partial results in order and blends them into a gradient (scale * new + momentum * old)."""
 
-import numpy as np
 
+from .device_kind import vector_width
 from .kernel_key import CL_TYPES, KernelKey, dtype_tag
 from .kernel_manager import manager
 from .launch import launch
@@ -10,20 +10,15 @@ from .render import render
 from .signatures import Acc, Idx, In, Int, Out, Signature
 
 
-def vector_width(problem):
-    """Vector width of the reductions' loads: 8 floats (4 doubles) fill an AVX2 register; 4 on other devices."""
-    if not problem.on_cpu:
-        return 4
-    return 4 if problem.dtype == np.float64 else 8
-
-
 class ReduceKernels:
     def key(self, problem, index_bits):
-        return KernelKey("reduce", "common", 1, dtype_tag(problem.dtype), index_bits, (vector_width(problem),))
+        return KernelKey("reduce", "common", 1, dtype_tag(problem.dtype), index_bits,
+                         (vector_width(problem.kind, problem.dtype),))
 
     def signatures(self, key):
         return {
             "_rows": Signature(In("src"), Out("part", "acc"), Idx("rows"), Idx("length")),
+            "_accumulate": Signature(In("src"), Out("sum", "acc"), Idx("count"), Int("first")),
             "_finalize": Signature(In("part", "acc"), Out("dst"), Idx("count"), Int("n_parts"), Acc("scale"),
                                    Acc("momentum")),
         }
@@ -52,3 +47,10 @@ def finalize(problem, index_bits, part, n_parts, dst, count, scale, momentum):
     prg = program(problem, index_bits)
     launch(problem.queue, prg, "_finalize", (count,), (prg.local_size("_finalize", 64),), part=part, dst=dst.data,
            count=count, n_parts=n_parts, scale=scale, momentum=momentum)
+
+
+def accumulate(problem, index_bits, src, total, count, first):
+    """total[e] = (0 if first else total[e]) + src[e] for e < count (total in the accumulator type)."""
+    prg = program(problem, index_bits)
+    launch(problem.queue, prg, "_accumulate", (count,), (prg.local_size("_accumulate", 64),), src=src, sum=total,
+           count=count, first=int(first))

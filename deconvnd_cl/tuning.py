@@ -9,9 +9,11 @@ replaced atomically. With the disk cache disabled they are remembered for the pr
 """
 
 import json
+import logging
 import time
 
 import numpy as np
+import pyopencl as cl
 import pyopencl.array as cla
 
 from . import functional
@@ -22,6 +24,7 @@ from .kernel_manager import manager
 from .strategies import IMPLEMENTATIONS, implementation
 
 _memory = {}
+log = logging.getLogger(__name__)
 
 
 def _key(spec, shape):
@@ -96,9 +99,12 @@ def _time(queue, fn, repeats=3):
     return float(np.median(times))
 
 
-def tune_layer(spec, queue=None, shape=None, progress=None, force=False):
+def tune_layer(spec, queue=None, shape=None, progress=None, force=False, memlimit=None):
     """Winning variant per family for `spec` on input `shape` (default spec.input_shape()); cached.
-    `progress(done, total, label)` is called before each timing."""
+    `progress(done, total, label)` is called before each timing; `memlimit` bounds the scratch of the timed calls
+    as it will bound the module's. A candidate the device fails to build or run (its resources are not all
+    known before building), or whose scratch does not fit the budget even for one batch item, is skipped with a
+    log line."""
     queue = queue or default_queue()
     shape = tuple(shape or spec.input_shape())
     if not force:
@@ -113,14 +119,16 @@ def tune_layer(spec, queue=None, shape=None, progress=None, force=False):
     W = cla.to_device(queue, rng.standard_normal(spec.weight_shape()).astype(dtype))
     y = functional.deconvNd(x, W, None, postpad=g.postpad, **conv)
     grad = cla.to_device(queue, rng.standard_normal(y.shape).astype(dtype))
-    runs = {
-        "forward": lambda v: functional.deconvNd(x, W, None, postpad=g.postpad, tile=v, **conv),
-        "backward_data": lambda v: functional.deconvNdBackwardData(grad, W, x, tile=v, **conv),
-        "backward_weights": lambda v: functional.deconvNdBackwardParams(x, grad, W, tile=v, **conv),
-    }
     problems = {
-        "forward": functional.forward_problem(x, W, None, postpad=g.postpad, **conv),
-        "backward": functional.backward_problem(grad, W, x.shape, **conv),
+        "forward": functional.forward_problem(x, W, None, postpad=g.postpad, scratch_limit=memlimit, **conv),
+        "backward": functional.backward_problem(grad, W, x.shape, scratch_limit=memlimit, **conv),
+    }
+    runs = {
+        "forward": lambda v: functional.forward(problems["forward"], x, W, None, given=v),
+        "backward_data": lambda v: functional.backward(problems["backward"], x, grad, W, None, want_params=False,
+                                                       given={"backward_data": v}),
+        "backward_weights": lambda v: functional.backward(problems["backward"], x, grad, W, None, want_data=False,
+                                                          given={"backward_weights": v}),
     }
     chosen = {}
     for family in runs:
@@ -135,9 +143,14 @@ def tune_layer(spec, queue=None, shape=None, progress=None, force=False):
             done += 1
             if progress:
                 progress(done, total, f"{family} {variant.key()}")
-            seconds = _time(queue, lambda: runs[family](variant))
+            try:
+                seconds = _time(queue, lambda: runs[family](variant))
+            except (cl.Error, ModuleError) as e:  # KernelBuildError is a ModuleError
+                log.info("tuning %s: variant %s cannot run this call here (%s)", family, variant.key(), e)
+                continue
             if best is None or seconds < best[0]:
                 best = (seconds, variant)
-        winners[family] = best[1]
+        if best is not None:
+            winners[family] = best[1]
     _remember(spec, shape, winners, {family: impl.strategy for family, (impl, _) in chosen.items()}, queue)
     return winners

@@ -188,31 +188,44 @@ if (m_count == ${tm}) {
 ## accumulators; barriers are reached by every work-item.
 <%def name="workgroup_gemm(wm, wn, tm, tn, kc, k_total, load_a, load_b)">
 <% M, N, items = wm * tm, wn * tn, wm * wn %>
-    for (int k0 = 0; k0 < ${k_total}; k0 += ${kc}) {
+    for (dcl_idx k0 = 0; k0 < ${k_total}; k0 += ${kc}) {
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int e = lid; e < ${kc * M}; e += ${items}) {
-            const int kk = k0 + e / ${M}, m = e % ${M};
+            const dcl_idx kk = k0 + e / ${M};
+            const int m = e % ${M};
 ${load_a("m", "kk")}
             As[e] = kk < ${k_total} ? value : (dcl_acc)0;
         }
         for (int e = lid; e < ${kc * N}; e += ${items}) {
-            const int kk = k0 + e / ${N}, n = e % ${N};
+            const dcl_idx kk = k0 + e / ${N};
+            const int n = e % ${N};
 ${load_b("kk", "n")}
             Bs[e] = kk < ${k_total} ? value : (dcl_acc)0;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int kk = 0; kk < ${kc}; ++kk) {
-            % for i in range(tm):
-            const dcl_acc a${i} = As[kk * ${M} + lm + ${i * wm}];
-            % endfor
-            % for j in range(tn):
-            const dcl_acc b${j} = Bs[kk * ${N} + ln + ${j * wn}];
-            % endfor
-            % for i in range(tm):
-            % for j in range(tn):
-            acc${i}_${j} = a${i} * b${j} + acc${i}_${j};
-            % endfor
-            % endfor
+${tile_mac(wm, wn, tm, tn, f"As + kk * {M} + lm", f"Bs + kk * {N} + ln")}
         }
     }
+</%def>
+
+## One reduction step of a GPU work-item's TM x TN register tile from __local memory: rows from `a` (WM apart),
+## positions from `b` (WN apart). fma(): one rounding whatever the compiler's contraction choices, so results
+## do not change with the build (Intel's CPU runtime contracted a*b+c differently in 32- and 64-bit builds).
+<%def name="tile_mac(wm, wn, tm, tn, a, b)">
+            {
+                __local const dcl_acc* a_ = ${a};
+                __local const dcl_acc* b_ = ${b};
+                % for i in range(tm):
+                const dcl_acc a${i} = a_[${i * wm}];
+                % endfor
+                % for j in range(tn):
+                const dcl_acc b${j} = b_[${j * wn}];
+                % endfor
+                % for i in range(tm):
+                % for j in range(tn):
+                acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});
+                % endfor
+                % endfor
+            }
 </%def>

@@ -68,21 +68,8 @@ ${c.gy_at("value", "gyb + (dcl_idx)(co0 + co) * out_size", "v0 + shift_min + u",
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int co = 0; co < ${kc}; ++co) {
-            for (int t = 0; t < ks; ++t) {
-                __local const dcl_acc* a = As + (co * ks + t) * ${M} + lm;
-                __local const dcl_acc* x = Bs + (co * nplanes + t_tap[2 * t]) * window + t_tap[2 * t + 1] + ln;
-                % for i in range(tm):
-                const dcl_acc a${i} = a[${i * wm}];
-                % endfor
-                % for jn in range(tn):
-                const dcl_acc x${jn} = x[${jn * wn}];
-                % endfor
-                % for i in range(tm):
-                % for jn in range(tn):
-                acc${i}_${jn} = a${i} * x${jn} + acc${i}_${jn};
-                % endfor
-                % endfor
-            }
+            for (int t = 0; t < ks; ++t)
+${c.tile_mac(wm, wn, tm, tn, f"As + (co * ks + t) * {M} + lm", "Bs + (co * nplanes + t_tap[2 * t]) * window + t_tap[2 * t + 1] + ln")}
         }
     }
 % else:

@@ -41,7 +41,7 @@ void ${name}(${c.params(signatures[""])})
     const int n0 = get_group_id(0) * ${N}, m0 = get_group_id(1) * ${M};
     const int g = get_group_id(2) % groups, chunk = get_group_id(2) / groups;
     const dcl_idx k_begin = (dcl_idx)chunk * chunk_steps;
-    const int k_count = DCL_MIN(chunk_steps, steps - k_begin);
+    const dcl_idx k_count = DCL_MIN(chunk_steps, steps - k_begin);
     const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
 
     // tables, once: per tap its residue plane and shift; per plane its residues

@@ -79,21 +79,8 @@ ${load_w("m", f"(ci_a * ntaps + (e / {M}) % ntaps)")}
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int ci = 0; ci < ${kc}; ++ci) {
-            for (int t = 0; t < ntaps; ++t) {
-                __local const dcl_acc* a = As + (ci * ntaps + t) * ${M} + lm;
-                __local const dcl_acc* x = Bs + ci * width + halo + t_off[t] + ln;
-                % for i in range(tm):
-                const dcl_acc a${i} = a[${i * wm}];
-                % endfor
-                % for jn in range(tn):
-                const dcl_acc b${jn} = x[${jn * wn}];
-                % endfor
-                % for i in range(tm):
-                % for jn in range(tn):
-                acc${i}_${jn} = a${i} * b${jn} + acc${i}_${jn};
-                % endfor
-                % endfor
-            }
+            for (int t = 0; t < ntaps; ++t)
+${c.tile_mac(wm, wn, tm, tn, f"As + (ci * ntaps + t) * {M} + lm", "Bs + ci * width + halo + t_off[t] + ln")}
         }
     }
 % else:

@@ -18,6 +18,14 @@ __kernel void ${name}_rows(${c.params(signatures["_rows"])})
     part[row] = total;
 }
 
+// sum[e] = (first ? 0 : sum[e]) + src[e], in the accumulator type: a batch split's chunk gradients summed in order.
+__kernel void ${name}_accumulate(${c.params(signatures["_accumulate"])})
+{
+    const dcl_idx e = get_global_id(0);
+    if (e >= count) return;
+    sum[e] = (first ? (dcl_acc)0 : sum[e]) + (dcl_acc)DCL_LOAD(src + e);
+}
+
 // dst[e] = scale * sum_c part[c * count + e] + momentum * dst[e]  (dst is not read when momentum is 0,
 // so NaN garbage in a fresh gradient buffer cannot leak in).
 __kernel void ${name}_finalize(${c.params(signatures["_finalize"])})

@@ -1,8 +1,8 @@
 """Shared test setup: which OpenCL device runs the tests, tolerances, and small helpers.
 
 DECONVND_CL_TEST_DEVICES picks the device by a substring of "platform, platform version / device" (like
-PYOPENCL_TEST); unset, the library's default device is used. Every test session gets its own kernel cache directory unless
-DECONVND_CL_CACHE_DIR is set, so tests never touch a user's cache.
+PYOPENCL_TEST); unset, the library's default device is used. Every test session gets its own kernel cache
+directory unless DECONVND_CL_CACHE_DIR is set, so tests never touch a user's cache.
 """
 
 import os

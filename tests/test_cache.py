@@ -217,7 +217,6 @@ def test_no_cache_switch(tmp_path):
 
 
 def test_build_failure_carries_log_options_key_and_source(queue, tmp_path, monkeypatch):
-    from deconvnd_cl import kernel_manager
     from deconvnd_cl.errors import KernelBuildError, ModuleError
     class Broken:
         def source(self, key):

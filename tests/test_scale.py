@@ -56,9 +56,25 @@ def test_scratch_budget_splits_the_batch(queue, monkeypatch, layer, strategy):
     for name, a, c in zip(("forward", "input grad"), whole[:2], split[:2]):
         assert np.array_equal(a, c), f"{name}: split result differs from the whole call's"
     dW, db = reference.backward_params(x, gy, W.shape, **conv)
-    for name, got, want in (("W grad", split[2], 0.5 * dW + 2.0 * wgrad0), ("b grad", split[3], 0.5 * db + 2.0 * bgrad0)):
-        assert_close(got, want, what=name)
+    assert_close(split[2], 0.5 * dW + 2.0 * wgrad0, what="W grad")
+    assert_close(split[3], 0.5 * db + 2.0 * bgrad0, what="b grad")
     assert_close(split[0], y_ref, what="forward")
+
+
+def test_float16_gradients_split_exactly_on_small_integers(queue, monkeypatch):
+    """The chunks' parameter gradients are summed in float32, so integer-valued half data stays exact."""
+    conv, x_shape, w_shape, budget = LAYERS[0]
+    rng = np.random.default_rng(3)
+    x, W = rng.integers(-2, 3, x_shape), rng.integers(-2, 3, w_shape)
+    gy = rng.integers(-2, 3, reference.forward(x, W, None, **conv).shape)
+    monkeypatch.setenv("DECONVND_CL_SCRATCH_LIMIT", "24K")
+    xd, Wd, gyd = (to_device(queue, a, np.float16) for a in (x, W, gy))
+    chunks = []
+    real_chunk = functional.batch_chunk
+    monkeypatch.setattr(functional, "batch_chunk", lambda p, b0, b1: chunks.append((b0, b1)) or real_chunk(p, b0, b1))
+    wg, _ = dcl.deconvNdBackwardParams(xd, gyd, Wd, **conv)
+    assert chunks, "the call was not split"
+    np.testing.assert_array_equal(wg.get().astype(np.float64), reference.backward_params(x, gy, W.shape, **conv)[0])
 
 
 def test_scratch_too_large_even_for_one_item(queue, monkeypatch):
@@ -66,7 +82,7 @@ def test_scratch_too_large_even_for_one_item(queue, monkeypatch):
     monkeypatch.setenv("DECONVND_CL_STRATEGY", "cpu")
     x = to_device(queue, np.ones((3, 8, 12, 13)))
     W = to_device(queue, np.ones((8, 6, 4, 4)))
-    with pytest.raises(dcl.ModuleError, match="over the 4096 bytes a scratch buffer may take .* even for a batch of one"):
+    with pytest.raises(dcl.ModuleError, match="over the 4096 bytes a scratch buffer may take .* for a batch of one"):
         dcl.deconvNd(x, W, stride=2, pad=1)
 
 

@@ -15,7 +15,7 @@ from configs import Config, sweep
 from conftest import assert_close, to_device
 
 # non-overlapping up-sampling (kernel size = stride) with enough maps that its default weight-gradient tile
-# differs from the other layers' (tiles.weights_tile); all but the last stride 3 read gy in place
+# differs from the other layers' (cpu_tiles.weights_tile); all but the last stride 3 read gy in place
 # (Geometry.direct_backward), on rows long enough for backward data's in-place tile too
 NON_OVERLAPPING = [
     Config(2, 16, 12, (5, 20), (2, 2), (2, 2), (0, 0), (1, 1), (0, 0), 1),
@@ -23,7 +23,7 @@ NON_OVERLAPPING = [
     Config(2, 9, 20, (30,), (3,), (3,), (0,), (1,), (2,), 1),
     Config(1, 16, 32, (4, 17), (2, 2), (2, 2), (0, 0), (1, 1), (0, 0), 2),
     Config(2, 5, 7, (3, 21), (2, 1), (2, 1), (0, 0), (1, 1), (1, 0), 1),
-    # enough x that the in-place weight gradient sums it in cache-sized chunks (tiles.weight_chunks): 4 of them
+    # enough x that the in-place weight gradient sums it in cache-sized chunks (cpu_tiles.weight_chunks): 4 of them
     Config(2, 64, 4, (8, 16, 16), (2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), (0, 0, 0), 1),
 ]
 CONFIGS = sweep(220, seed=20261125) + sweep(30, seed=20261126, long_rows=True) + NON_OVERLAPPING

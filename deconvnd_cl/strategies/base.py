@@ -1,5 +1,6 @@
 """What every kernel implementation of a pass provides (strategies/__init__.py lists them per pass)."""
 
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -58,9 +59,6 @@ class Implementation:
         layer, never of the input size, so new input sizes reuse the program)."""
         return ()
 
-    def variant_of(self, key):
-        return self.variant_type.from_key(key.variant)
-
     def template_args(self, key):
         raise NotImplementedError
 
@@ -97,13 +95,14 @@ def pack_weights(problem, program, W_buffer, rows, row_length, local_size, **arg
     """Run a family's `_wpack` kernel: W -> the tile-major layout its work-items stream contiguously
     (one work-item per row of row_length elements)."""
     total = rows * row_length
-    problem.check_alloc("the packed weights", total, scratch=True)
+    problem.check_alloc("the packed weights", total, scratch=True, per_batch=False)
     wp = memory.buffer(problem.queue, total * problem.dtype.itemsize)
     launch(problem.queue, program, "_wpack", (rows,), local_size, w=W_buffer, wp=wp, rows=rows, **arguments)
     return wp
 
 
 _tables = OrderedDict()
+_tables_lock = threading.Lock()
 TABLES_KEPT = 512
 
 
@@ -112,15 +111,16 @@ def constant_buffer(queue, what, make):
     (a hashable description of the table: the layout and the index width, say) and kept for later calls: a
     buffer made per call cost 1-3 ms of host time on PoCL's larger layers (DCGAN 512->256 forward)."""
     key = (queue.context.int_ptr, what)
-    buffer = _tables.get(key)
-    if buffer is None:
-        table = make()
-        if not table.size:  # a layer without taps: OpenCL has no empty buffers, and the kernel reads none
-            table = np.zeros(1, table.dtype)
-        buffer = cl.Buffer(queue.context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=table)
-        _tables[key] = buffer
-        if len(_tables) > TABLES_KEPT:
-            _tables.popitem(last=False)
-    else:
-        _tables.move_to_end(key)
-    return buffer
+    with _tables_lock:
+        buffer = _tables.get(key)
+        if buffer is None:
+            table = make()
+            if not table.size:  # a layer without taps: OpenCL has no empty buffers, and the kernel reads none
+                table = np.zeros(1, table.dtype)
+            buffer = cl.Buffer(queue.context, cl.mem_flags.READ_ONLY | cl.mem_flags.COPY_HOST_PTR, hostbuf=table)
+            _tables[key] = buffer
+            if len(_tables) > TABLES_KEPT:
+                _tables.popitem(last=False)
+        else:
+            _tables.move_to_end(key)
+        return buffer

@@ -8,7 +8,7 @@ import numpy as np
 from .. import memory
 from ..geometry import row_major_strides
 from ..launch import launch
-from ..packing import GradPacks, buffer_of
+from ..packing import GradPacks, buffer_of, copy_local_size
 from ..signatures import Idx, In, Int, Out, Signature
 from ..variants import GySource
 from . import cpu_tiles
@@ -73,7 +73,7 @@ class RegisterTiledBackwardData(Implementation):
         ci_tiles = ceil(problem.cig / tm)
         in_strides = row_major_strides(problem.in_sp)
         wp = pack_weights(problem, program, buffer_of(W), geo.groups * ci_tiles * problem.cog, geo.taps * tm,
-                          (program.local_size("_wpack", 16 if problem.on_cpu else 64),), ks=geo.taps,
+                          copy_local_size(problem, program, "_wpack"), ks=geo.taps,
                           cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles)
         tiles_per_row = ceil(problem.in_sp[-1] / tn)
         idx = np.int64 if bits == 64 else np.int32

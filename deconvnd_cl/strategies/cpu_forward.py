@@ -9,7 +9,7 @@ from .. import memory
 from ..geometry import row_major_strides
 from ..launch import launch
 from ..layouts import forward_layout, phase_columns
-from ..packing import buffer_of, pack
+from ..packing import buffer_of, copy_local_size, pack
 from ..signatures import Idx, In, Int, Out, Signature
 from . import cpu_tiles
 from .base import Implementation, constant_buffer, pack_weights, unroll_within_budget
@@ -65,7 +65,7 @@ class RegisterTiledForward(Implementation):
         order = constant_buffer(queue, ("forward tap order", geo),
                                 lambda: np.array(geo.forward_tap_order()[0], np.int32))
         wp = pack_weights(problem, program, buffer_of(W), geo.groups * co_tiles * problem.cig, geo.taps * tm,
-                          (program.local_size("_wpack", 16 if problem.on_cpu else 64),), order=order, ks=geo.taps,
+                          copy_local_size(problem, program, "_wpack"), order=order, ks=geo.taps,
                           cig=problem.cig, cog=problem.cog, co_tiles=co_tiles)
         phase_info = constant_buffer(queue, ("forward phases", geo, layout, bits), lambda: layout.phase_table(idx))
         tap_offsets = constant_buffer(queue, ("forward tap offsets", geo, layout, bits),

@@ -11,9 +11,8 @@ device, never on the spatial size, so new input sizes reuse builds.
 import dataclasses
 from math import ceil
 
-import numpy as np
 
-from .. import settings
+from .. import device_kind, settings
 from ..variants import GySource, Variant
 
 ACCUMULATORS = 12      # vector accumulators of a default CPU tile (AVX2: 16 registers)
@@ -97,9 +96,7 @@ class WeightsTile(Variant):
 # ---------------------------------------------------------------------------------------------- defaults
 
 def vector_width(problem):
-    if not problem.on_cpu:
-        return 4
-    return 4 if problem.dtype == np.float64 else 8
+    return device_kind.vector_width(problem.kind, problem.dtype)
 
 
 def forward_tile(problem, maps=None):

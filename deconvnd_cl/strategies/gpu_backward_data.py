@@ -67,12 +67,11 @@ def local_sizes(tile, problem):
     """Bytes of the staged operands (A: kc x taps x M weights; B: kc x planes windows of N + halo gradients) and
     of the tables (per tap: plane and shift; per plane: its residues)."""
     plan = backward_grid_plan(problem.geo, problem.in_sp, problem.out_sp)
-    acc = 8 if problem.dtype.itemsize == 8 else 4
     planes, taps = len(plan.residues), problem.geo.taps
     tables = 4 * (2 * taps + planes * problem.nd)
     if not tile.window:
         return tile.operand_bytes(problem), tables
-    return acc * tile.kc * (taps * tile.m + planes * (tile.n + plan.halo)), tables
+    return problem.acc_dtype.itemsize * tile.kc * (taps * tile.m + planes * (tile.n + plan.halo)), tables
 
 
 class WorkgroupTiledBackwardData(gpu_tiles.WorkgroupTiled, Implementation):

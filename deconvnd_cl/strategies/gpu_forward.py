@@ -42,8 +42,7 @@ def local_sizes(tile, problem):
     tables = 4 * (plan.max_taps * (1 + plan.max_phases) + plan.max_phases * 3 * problem.nd)
     if not tile.window:
         return tile.operand_bytes(problem), tables
-    acc = 8 if problem.dtype.itemsize == 8 else 4
-    return acc * tile.kc * (plan.max_taps * tile.m + tile.n + plan.max_halo), tables
+    return problem.acc_dtype.itemsize * tile.kc * (plan.max_taps * tile.m + tile.n + plan.max_halo), tables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +50,8 @@ class ForwardPlan:
     pack: PackSpec
     strides: tuple           # row pitches of the padded grid
     groups: np.ndarray       # one row of GROUP_COLUMNS per phase group
-    phases: np.ndarray       # per phase in group order: W tap start in `taps_k`, then per axis the grid coordinate
-                             # of its first output, its extent, and lo * stride + r - pad (o = c * stride + that)
+    phases: np.ndarray       # per phase in group order: W tap start in `taps_k`, then nd grid coordinates of its
+                             # first output, nd extents, and nd origins lo * stride + r - pad (o = c * stride + origin)
     tap_offsets: np.ndarray  # per group tap: its offset in the grid, -(m . strides)
     taps_k: np.ndarray       # per phase in group order, per group tap: W's flat tap index
     rows: tuple              # phases per group (its rows: phases x output maps)

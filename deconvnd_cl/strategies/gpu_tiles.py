@@ -13,7 +13,6 @@ import dataclasses
 from ..variants import Variant
 
 MAX_TILE = 64          # accumulators of a work-item's register tile (GPU register files: 255 / 512 per lane)
-MIN_LOCAL_MEMORY = 32 * 1024   # the OpenCL minimum of CL_DEVICE_LOCAL_MEM_SIZE; no default asks for more
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +39,7 @@ class WorkgroupTile(Variant):
 
     def operand_bytes(self, problem):
         """__local memory of the staged operands: a slab of KC x (M + N) in the accumulator type."""
-        return (8 if problem.dtype.itemsize == 8 else 4) * self.kc * (self.m + self.n)
+        return problem.acc_dtype.itemsize * self.kc * (self.m + self.n)
 
     def local_sizes(self, problem):
         """Bytes of __local memory the family's kernel needs for this call: (staged operands, tables)."""
@@ -106,13 +105,15 @@ def default_tile(problem, cls):
 
 
 def candidates(problem, cls, default):
-    """Tiles worth timing: the default and the CLBlast-like shapes around it, in slabs of 4, 8 and 16, those
-    that fit the call."""
+    """Tiles worth timing: the default and the CLBlast-like shapes around it, in slabs of 4, 8 and 16 (for
+    windowed tiles with and without the window), those that fit the call."""
     found = {default}
+    windows = (1, 0) if issubclass(cls, WindowedTile) else (None,)
     for wm, wn, tm, tn in ((16, 16, 4, 8), (16, 16, 4, 4), (8, 8, 4, 4), (8, 16, 4, 8), (16, 8, 8, 4),
                            (8, 16, 8, 8), (8, 32, 4, 4), (4, 16, 4, 4)):
         for kc in (4, 8, 16):
-            found.add(cls(wm, wn, tm, tn, kc))
+            for window in windows:
+                found.add(cls(wm, wn, tm, tn, kc) if window is None else cls(wm, wn, tm, tn, kc, window))
     return sorted((t for t in found if t is not None and t.fits(problem)), key=cls.key)
 
 

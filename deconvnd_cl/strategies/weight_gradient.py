@@ -4,7 +4,6 @@ implementation's kernel) writes partial gradients over fixed chunks of the reduc
 gradient. The bias gradient is a row sum of gy per (batch item, map), finalized the same way.
 """
 
-import numpy as np
 import pyopencl.array as cl_array
 
 from .. import memory, reduction
@@ -37,8 +36,8 @@ class TwoStageWeightGradient(Implementation):
             bgrad, momentum_b = memory.empty(queue, (1, problem.cout) + (1,) * geo.nd, problem.dtype), 0.0
         else:
             momentum_b = momentum
-        acc_dtype = np.float64 if problem.dtype == np.float64 else np.float32
-        acc_size = np.dtype(acc_dtype).itemsize
+        acc_dtype = problem.acc_dtype
+        acc_size = acc_dtype.itemsize
         w_size = W.size
         if problem.N == 0:  # empty batch: the new gradients are zero, blended as usual
             bits, n_chunks, bias_rows, direct = 32, 1, 1, False
@@ -54,7 +53,7 @@ class TwoStageWeightGradient(Implementation):
                                    grad.size // (problem.N * problem.cout))
             # one chunk, nothing to blend: stage one writes the gradient itself and stage two is skipped. Every
             # build and scratch allocation of the call has happened by now, so this write comes with the others.
-            direct = n_chunks == 1 and momentum_w == 0 and scale == 1 and np.dtype(acc_dtype) == problem.dtype
+            direct = n_chunks == 1 and momentum_w == 0 and scale == 1 and acc_dtype == problem.dtype
             if direct:
                 part = wgrad.data
             else:
