@@ -229,3 +229,23 @@ ${tile_mac(wm, wn, tm, tn, f"As + kk * {M} + lm", f"Bs + kk * {N} + ln")}
                 % endfor
             }
 </%def>
+
+## The GPU backward kernels' tables in __local memory, loaded once by the work-group (`items` work-items): t_tap,
+## per tap its residue plane and its shift; t_res, per residue plane its residue per axis.
+<%def name="residue_tables(items, nd)">
+    __local int* t_tap = tables;
+    __local int* t_res = tables + 2 * ks;
+    for (int e = lid; e < 2 * ks; e += ${items})
+        t_tap[e] = tap_table[e];
+    for (int e = lid; e < nplanes * ${nd}; e += ${items})
+        t_res[e] = residues[e];
+</%def>
+
+## A GPU work-item's TM x TN register tile of scalar accumulators acc{i}_{j}, set to 0.
+<%def name="tile_accumulators(tm, tn)">
+% for i in range(tm):
+% for j in range(tn):
+    dcl_acc acc${i}_${j} = 0;
+% endfor
+% endfor
+</%def>

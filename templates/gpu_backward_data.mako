@@ -33,19 +33,9 @@ void ${name}(${c.params(signatures[""])})
     const int window = ${N} + halo;
     const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
 
-    // tables, once: per tap its residue plane and shift within the window; per plane its residues
-    __local int* t_tap = tables;
-    __local int* t_res = tables + 2 * ks;
-    for (int e = lid; e < 2 * ks; e += ${wm * wn})
-        t_tap[e] = tap_table[e];
-    for (int e = lid; e < nplanes * ${nd}; e += ${wm * wn})
-        t_res[e] = residues[e];
+${c.residue_tables(wm * wn, nd)}
 
-    % for i in range(tm):
-    % for jn in range(tn):
-    dcl_acc acc${i}_${jn} = 0;
-    % endfor
-    % endfor
+${c.tile_accumulators(tm, tn)}
     __global const dcl_t* gyb = gy + ((dcl_idx)b * cout + (dcl_idx)g * cog) * out_size;
     __global const dcl_t* wg = w + (dcl_idx)g * cig * cog * ks;
 % if window:

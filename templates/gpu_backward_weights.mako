@@ -44,21 +44,11 @@ void ${name}(${c.params(signatures[""])})
     const dcl_idx k_count = DCL_MIN(chunk_steps, steps - k_begin);
     const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
 
-    // tables, once: per tap its residue plane and shift; per plane its residues
-    __local int* t_tap = tables;
-    __local int* t_res = tables + 2 * ks;
-    for (int e = lid; e < 2 * ks; e += ${wm * wn})
-        t_tap[e] = tap_table[e];
-    for (int e = lid; e < nplanes * ${nd}; e += ${wm * wn})
-        t_res[e] = residues[e];
+${c.residue_tables(wm * wn, nd)}
 
     __local dcl_acc* As = scratch;            // [KC][M]
     __local dcl_acc* Bs = scratch + ${kc * M};  // [KC][N]
-    % for i in range(tm):
-    % for jn in range(tn):
-    dcl_acc acc${i}_${jn} = 0;
-    % endfor
-    % endfor
+${c.tile_accumulators(tm, tn)}
 ${c.workgroup_gemm(wm, wn, tm, tn, kc, "k_count", load_x, load_gy)}
 
     // part[chunk][g * cig + ci][col], col = co * ks + t: W's layout

@@ -54,11 +54,7 @@ void ${name}(${c.params(signatures[""])})
     for (int e = lid; e < nph * ${3 * nd}; e += ${wm * wn})
         t_phase[e] = phase_info[(gi[${col["phase_start"]}] + e / ${3 * nd}) * ${1 + 3 * nd} + 1 + e % ${3 * nd}];
 
-    % for i in range(tm):
-    % for jn in range(tn):
-    dcl_acc acc${i}_${jn} = 0;
-    % endfor
-    % endfor
+${c.tile_accumulators(tm, tn)}
     __global const dcl_t* xb = xp + ((dcl_idx)b * cin + (dcl_idx)g * cig) * x_plane + v0;
     __global const dcl_t* wg = w + (dcl_idx)g * cig * cog * ks;
 % if window:
