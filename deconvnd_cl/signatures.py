@@ -104,7 +104,7 @@ class Signature:
                 if not isinstance(value, cl.MemoryObjectHolder):
                     raise TypeError(f"argument {arg.name!r} must be a buffer (given {type(value).__name__})")
             elif arg.kind == "local":
-                items = [cl.LocalMemory(int(value))]
+                items = [cl.LocalMemory(max(4, int(value)))]  # OpenCL refuses a local argument of size 0
             elif arg.kind == "int" or arg.kind == "idx" and index_bits == 32:
                 for v in items:
                     if not INT32_RANGE[0] <= v <= INT32_RANGE[1]:

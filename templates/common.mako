@@ -1,9 +1,12 @@
 ## Shared prelude for every kernel family: the storage/accumulator types, loads and stores.
 ## dtype is the storage type ("float", "double" or "half"); half is storage-only (vload_half/vstore_half)
 ## and accumulates in float, so it works on devices without cl_khr_fp16.
-<%def name="prelude(dtype, index_bits, vw)">
+<%def name="prelude(dtype, index_bits, vw, subgroups=False)">
 % if dtype == "double":
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
+% endif
+% if subgroups:
+#pragma OPENCL EXTENSION cl_intel_subgroups : enable
 % endif
 typedef ${"float" if dtype == "half" else dtype} dcl_acc;
 typedef ${"float" if dtype == "half" else dtype}${vw} dcl_accv;
@@ -248,4 +251,32 @@ ${tile_mac(wm, wn, tm, tn, f"As + kk * {M} + lm", f"Bs + kk * {N} + ln")}
     dcl_acc acc${i}_${j} = 0;
 % endfor
 % endfor
+</%def>
+
+## The cl_intel_subgroups path of the GPU GEMMs (subgroup = 1): no __local staging. The work-group's rows of
+## subgroups (WN = 8 lanes, one lm each): per reduction step lane i < TM loads row lm + i*WM's A, every lane
+## loads B for its positions ln + j*8, and the A values pass between the lanes by intel_sub_group_shuffle.
+<%def name="subgroup_gemm(wm, tm, tn, k_total, load_a, load_b)">
+    for (dcl_idx kk = 0; kk < ${k_total}; ++kk) {
+        dcl_acc a_lane = 0;
+        if (ln < ${tm}) {
+            const int m = lm + ln * ${wm};
+${load_a("m", "kk")}
+            a_lane = value;
+        }
+        % for j in range(tn):
+        dcl_acc b${j};
+        {
+            const int n = ln + ${j * 8};
+${load_b("kk", "n")}
+            b${j} = value;
+        }
+        % endfor
+        % for i in range(tm):
+        const dcl_acc a${i} = intel_sub_group_shuffle(a_lane, ${i});
+        % for j in range(tn):
+        acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});
+        % endfor
+        % endfor
+    }
 </%def>

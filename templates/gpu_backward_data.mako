@@ -10,7 +10,7 @@
 ##           slabs of KC (output map, tap) pairs.
 ## No atomics; no work-item returns ahead of a barrier.
 <%namespace name="c" file="common.mako"/>\
-${c.prelude(dtype, index_bits, 4)}
+${c.prelude(dtype, index_bits, 4, subgroup)}
 <% M, N = wm * tm, wn * tn %>
 ## W's element for input map m and reduction step k = (co, tap t), and gy's for step k at position n: `value`,
 ## read from a valid address whatever m and k (workgroup_gemm's loads).
@@ -23,7 +23,7 @@ ${c.prelude(dtype, index_bits, 4)}
             dcl_acc value;
 ${c.gy_at("value", "gyb + (dcl_idx)co * out_size", f"v0 + shift_min + {n} + t_tap[2 * t + 1]", "(t_res + t_tap[2 * t] * %d)" % nd, nd)}
 </%def>
-__kernel __attribute__((reqd_work_group_size(${wn}, ${wm}, 1)))
+__kernel __attribute__((reqd_work_group_size(${wn}, ${wm}, 1)))${" __attribute__((intel_reqd_sub_group_size(8)))" if subgroup else ""}
 void ${name}(${c.params(signatures[""])})
 {
     const int ln = get_local_id(0), lm = get_local_id(1), lid = lm * ${wn} + ln;
@@ -65,8 +65,13 @@ ${c.tile_mac(wm, wn, tm, tn, f"As + (co * ks + t) * {M} + lm", "Bs + (co * nplan
 % else:
     __local dcl_acc* As = scratch;            // [KC][M]
     __local dcl_acc* Bs = scratch + ${kc * M};  // [KC][N]
+% if subgroup:
+    barrier(CLK_LOCAL_MEM_FENCE);  // the tables
+${c.subgroup_gemm(wm, tm, tn, "cog * ks", load_w, load_gy)}
+% else:
 ${c.workgroup_gemm(wm, wn, tm, tn, kc, "cog * ks", load_w, load_gy)}
     barrier(CLK_LOCAL_MEM_FENCE);  // the tables, for a layer whose reduction had no slab
+% endif
 % endif
 
     // Epilogue: grid position v is input position c when every c < in.

@@ -6,7 +6,7 @@
 ## where they lie. Each partial element is written once; chunk boundaries come from the shape, so the sum's
 ## order is fixed. No work-item returns ahead of a barrier.
 <%namespace name="c" file="common.mako"/>\
-${c.prelude(dtype, index_bits, 4)}
+${c.prelude(dtype, index_bits, 4, subgroup)}
 <% M, N = wm * tm, wn * tn %>
 ## x at step k for input map m, and gy for step k at column n = (co, t): `value`, read from a valid address
 ## whatever m, n and k (workgroup_gemm's loads).
@@ -34,7 +34,7 @@ ${c.split_position("c", "v", nd)}
                     value = 0;
             }
 </%def>
-__kernel __attribute__((reqd_work_group_size(${wn}, ${wm}, 1)))
+__kernel __attribute__((reqd_work_group_size(${wn}, ${wm}, 1)))${" __attribute__((intel_reqd_sub_group_size(8)))" if subgroup else ""}
 void ${name}(${c.params(signatures[""])})
 {
     const int ln = get_local_id(0), lm = get_local_id(1), lid = lm * ${wn} + ln;
@@ -49,7 +49,12 @@ ${c.residue_tables(wm * wn, nd)}
     __local dcl_acc* As = scratch;            // [KC][M]
     __local dcl_acc* Bs = scratch + ${kc * M};  // [KC][N]
 ${c.tile_accumulators(tm, tn)}
+% if subgroup:
+    barrier(CLK_LOCAL_MEM_FENCE);  // the tables
+${c.subgroup_gemm(wm, tm, tn, "k_count", load_x, load_gy)}
+% else:
 ${c.workgroup_gemm(wm, wn, tm, tn, kc, "k_count", load_x, load_gy)}
+% endif
 
     // part[chunk][g * cig + ci][col], col = co * ks + t: W's layout
     __global dcl_acc* pb = part + (dcl_idx)chunk * w_size + ((dcl_idx)g * cig) * cog * ks;

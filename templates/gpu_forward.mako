@@ -12,7 +12,7 @@
 ## a return is uniform when its condition comes from memory, and then computed with local memory of the
 ## previous launch (wrong results that depended on the kernel's previous call).
 <%namespace name="c" file="common.mako"/>\
-${c.prelude(dtype, index_bits, 4)}
+${c.prelude(dtype, index_bits, 4, subgroup)}
 <%
 M, N = wm * tm, wn * tn
 col = {column: i for i, column in enumerate(group_columns)}
@@ -29,7 +29,7 @@ col = {column: i for i, column in enumerate(group_columns)}
             const int ci = DCL_MIN(${k} / ntaps, cig - 1), t = ${k} % ntaps;
             const dcl_acc value = (dcl_acc)DCL_LOAD(xb + (dcl_idx)ci * x_plane + ${n} + t_off[t]);
 </%def>
-__kernel __attribute__((reqd_work_group_size(${wn}, ${wm}, 1)))
+__kernel __attribute__((reqd_work_group_size(${wn}, ${wm}, 1)))${" __attribute__((intel_reqd_sub_group_size(8)))" if subgroup else ""}
 void ${name}(${c.params(signatures[""])})
 {
     const int ln = get_local_id(0), lm = get_local_id(1), lid = lm * ${wn} + ln;
@@ -82,8 +82,13 @@ ${c.tile_mac(wm, wn, tm, tn, f"As + (ci * ntaps + t) * {M} + lm", "Bs + ci * wid
 % else:
     __local dcl_acc* As = scratch;            // [KC][M]
     __local dcl_acc* Bs = scratch + ${kc * M};  // [KC][N]
+% if subgroup:
+    barrier(CLK_LOCAL_MEM_FENCE);  // the tables
+${c.subgroup_gemm(wm, tm, tn, "cig * ntaps", load_w, load_x)}
+% else:
 ${c.workgroup_gemm(wm, wn, tm, tn, kc, "cig * ntaps", load_w, load_x)}
     barrier(CLK_LOCAL_MEM_FENCE);  // the tables, for a layer with no taps (the reduction had no slab)
+% endif
 % endif
 
     // Epilogue: position v's grid coordinates c (one decomposition for every phase: their output boxes lie in the

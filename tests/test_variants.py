@@ -166,15 +166,16 @@ def test_every_candidate_computes_the_right_result(queue, family, strategy, monk
         assert_close(run(family, variant, xd, Wd, gyd, 2, 0), want, what=f"{family} {variant}")
 
 
-# the work-group tiled (GPU) strategy's variants: (wm, wn, tm, tn, kc[, window])
+# the work-group tiled (GPU) strategy's variants: (wm, wn, tm, tn, kc[, window][, subgroup])
 BAD_GPU_TILES = [
     ("forward", (0, 16, 4, 8, 8), "wm must be an int >= 1"),
-    ("forward", (16, 16, 4, 8), "tuple of 5 to 6 values"),
+    ("forward", (16, 16, 4, 8), "tuple of 5 to 7 values"),
     ("forward", (16, 16, 16, 16, 8), "tm \\* tn <= 64"),
     ("forward", (16, 16, 4, 8, 8, 2), "window 0 or 1"),
     ("backward_data", (16, 16, 4, 8, 100000), "bytes of __local memory"),
     ("backward_data", (128, 128, 1, 1, 1), "work-items"),
-    ("backward_weights", (16, 16, 4, 8, 8, 1), "tuple of 5 values"),
+    ("backward_weights", (16, 16, 4, 8, 8, 1, 0), "tuple of 5 to 6 values"),
+    ("backward_weights", (16, 8, 4, 8, 8, 2), "subgroup 0 or 1"),
     ("backward_weights", (16, 16, 4, 8, "8"), "kc must be an int"),
 ]
 
@@ -205,6 +206,26 @@ def test_any_gpu_tile_is_an_error_or_a_correct_result(queue, gpu_strategy, famil
     want = expected(family, *ops, 2, 1)
     rng = random.Random(f"gpu-{family}")
     assert_errors_or_correct([random_gpu_tile(rng, family) for _ in range(16)], family, (xd, Wd, gyd), want, 2, 1)
+
+
+SUBGROUP_TILES = {"forward": (8, 8, 4, 4, 1, 0, 1), "backward_data": (16, 8, 4, 8, 1, 0, 1),
+                  "backward_weights": (8, 8, 8, 4, 1, 1)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_subgroup_tiles(queue, gpu_strategy, family):
+    """The cl_intel_subgroups path: the right result where the device has the extension (Intel's runtimes; CI
+    runs this on Intel's CPU runtime), a ModuleError naming it elsewhere; and its own constraints."""
+    ops, (xd, Wd, gyd) = layer_operands(queue, 7, 3, 2, 1, spatial=(4, 9))
+    tile = SUBGROUP_TILES[family]
+    if "cl_intel_subgroups" not in queue.device.extensions:
+        with pytest.raises(dcl.ModuleError, match="cl_intel_subgroups on the device"):
+            run(family, tile, xd, Wd, gyd, 2, 1)
+        return
+    assert_close(run(family, tile, xd, Wd, gyd, 2, 1), expected(family, *ops, 2, 1), what=f"{family} {tile}")
+    wide = tile[:1] + (16,) + tile[2:]
+    with pytest.raises(dcl.ModuleError, match="wn = 8, the subgroup's lanes"):
+        run(family, wide, xd, Wd, gyd, 2, 1)
 
 
 def test_unknown_strategy_is_a_module_error(queue, monkeypatch, no_launch):

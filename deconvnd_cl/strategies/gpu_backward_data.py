@@ -59,6 +59,8 @@ class GpuBackwardDataTile(gpu_tiles.WindowedTile):
     """The work-group tile; window = 1 stages per output map and residue plane one window of gy serving every tap
     of the plane (large strides have many planes)."""
 
+    subgroup: int = gpu_tiles.subgroup_field()
+
     def local_sizes(self, problem):
         return local_sizes(self, problem)
 

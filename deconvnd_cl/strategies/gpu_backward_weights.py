@@ -26,6 +26,8 @@ TARGET_WORK_GROUPS = 64   # work-groups worth launching at least on a GPU (a con
 
 @dataclasses.dataclass(frozen=True)
 class GpuWeightsTile(gpu_tiles.WorkgroupTile):
+    subgroup: int = gpu_tiles.subgroup_field()
+
     def local_sizes(self, problem):
         return local_sizes(self, problem)
 

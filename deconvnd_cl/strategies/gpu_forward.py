@@ -30,6 +30,8 @@ GROUP_COLUMNS = ("phases", "taps", "tap_start", "phase_start", "gs", "ge", "n_ti
 class GpuForwardTile(gpu_tiles.WindowedTile):
     """The work-group tile; window = 1 stages one window of x per input map (N + halo elements)."""
 
+    subgroup: int = gpu_tiles.subgroup_field()
+
     def local_sizes(self, problem):
         return local_sizes(self, problem)
 
@@ -40,7 +42,7 @@ def local_sizes(tile, problem):
     phase and tap, the phases' q ranges)."""
     plan = forward_plan(problem.geo, problem.in_sp, problem.out_sp, tile.n)
     tables = 4 * (plan.max_taps * (1 + plan.max_phases) + plan.max_phases * 3 * problem.nd)
-    if not tile.window:
+    if not tile.window:  # operand_bytes: none on the subgroup path
         return tile.operand_bytes(problem), tables
     return problem.acc_dtype.itemsize * tile.kc * (plan.max_taps * tile.m + tile.n + plan.max_halo), tables
 

@@ -12,6 +12,7 @@ import dataclasses
 
 from ..variants import Variant
 
+SUBGROUP = 8           # lanes of the subgroup path's subgroups (intel_reqd_sub_group_size)
 MAX_TILE = 64          # accumulators of a work-item's register tile (GPU register files: 255 / 512 per lane)
 
 
@@ -38,7 +39,10 @@ class WorkgroupTile(Variant):
         return self.wm * self.wn
 
     def operand_bytes(self, problem):
-        """__local memory of the staged operands: a slab of KC x (M + N) in the accumulator type."""
+        """__local memory of the staged operands: a slab of KC x (M + N) in the accumulator type (none on the
+        subgroup path, whose lanes pass operands by shuffles)."""
+        if getattr(self, "subgroup", 0):
+            return 0
         return problem.acc_dtype.itemsize * self.kc * (self.m + self.n)
 
     def local_sizes(self, problem):
@@ -52,7 +56,14 @@ class WorkgroupTile(Variant):
         device = problem.device
         local = self.local_bytes(problem)
         limit = min(device.local_mem_size, 48 * 1024)
-        return [
+        rules = []
+        if getattr(self, "subgroup", 0):
+            rules += [(self.subgroup == 1, "subgroup 0 or 1"),
+                      ("cl_intel_subgroups" in device.extensions, "cl_intel_subgroups on the device (subgroup = 1)"),
+                      (self.wn == SUBGROUP, f"wn = {SUBGROUP}, the subgroup's lanes (subgroup = 1)"),
+                      (self.tm <= SUBGROUP, f"tm <= {SUBGROUP} (subgroup = 1: lane i loads row i)"),
+                      (not getattr(self, "window", 0), "window 0 (subgroup = 1 stages nothing)")]
+        return rules + [
             (self.tm * self.tn <= MAX_TILE, f"tm * tn <= {MAX_TILE} accumulators a work-item"),
             (self.work_items <= device.max_work_group_size,
              f"wm * wn <= {device.max_work_group_size} work-items (the device's work-group limit)"),
@@ -73,6 +84,12 @@ class WindowedTile(WorkgroupTile):
 
     def constraints(self, problem):
         return super().constraints(problem) + [(self.window in (0, 1), "window 0 or 1")]
+
+
+def subgroup_field():
+    """The `subgroup` field of the GPU tiles: 1 takes the cl_intel_subgroups path (no __local staging: each lane
+    loads its positions' operands and the rows' weights pass between lanes by intel_sub_group_shuffle)."""
+    return dataclasses.field(default=0, metadata={"minimum": 0})
 
 
 # Defaults per device kind: (WM, WN, TM, TN, KC). The block shapes follow CLBlast's single-precision Xgemm
@@ -108,12 +125,15 @@ def candidates(problem, cls, default):
     """Tiles worth timing: the default and the CLBlast-like shapes around it, in slabs of 4, 8 and 16 (for
     windowed tiles with and without the window), those that fit the call."""
     found = {default}
-    windows = (1, 0) if issubclass(cls, WindowedTile) else (None,)
+    windowed = issubclass(cls, WindowedTile)
     for wm, wn, tm, tn in ((16, 16, 4, 8), (16, 16, 4, 4), (8, 8, 4, 4), (8, 16, 4, 8), (16, 8, 8, 4),
                            (8, 16, 8, 8), (8, 32, 4, 4), (4, 16, 4, 4)):
         for kc in (4, 8, 16):
-            for window in windows:
+            for window in ((1, 0) if windowed else (None,)):
                 found.add(cls(wm, wn, tm, tn, kc) if window is None else cls(wm, wn, tm, tn, kc, window))
+    if "cl_intel_subgroups" in problem.device.extensions:
+        for wm, tm, tn in ((8, 4, 4), (16, 4, 4), (8, 8, 4), (16, 4, 8)):
+            found.add(cls(wm, SUBGROUP, tm, tn, 1, 0, 1) if windowed else cls(wm, SUBGROUP, tm, tn, 1, 1))
     return sorted((t for t in found if t is not None and t.fits(problem)), key=cls.key)
 
 
