@@ -7,6 +7,7 @@ import pyopencl.array as cl_array
 
 from . import functional
 from .device import default_queue
+from .device_group import as_group, check_home
 from .errors import ModuleError
 from .geometry import Geometry
 from .initialisers import create_weights
@@ -29,6 +30,7 @@ class DeconvND(Module):
         self.useBias = useBias
         self.variants = {}  # family -> kernel variant chosen by optimizeForShape (used where it fits a call)
         self.memlimit = None  # bytes a scratch buffer of a call may take (optimizeForShape's memlimit)
+        self.devices = None  # a DeviceGroup sharing each call's batch (setDevices)
         self.W = self.b = None
         if empty:
             return
@@ -48,7 +50,8 @@ class DeconvND(Module):
             raise ModuleError(f"{type(self).__name__} {self.name or ''} has no weights (created with empty=True)")
         problem = functional.forward_problem(data, self.W, self.b, postpad=self.postpad,
                                              scratch_limit=self.memlimit, **self._conv_args())
-        return functional.forward(problem, data, self.W, self.b, tuned=self.variants.get("forward"))
+        return functional.forward(problem, data, self.W, self.b, tuned=self.variants.get("forward"),
+                                  devices=self.devices)
 
     def updateGradAndParams(self, grad, updParamGrads, updGrad, scale, momentum):
         wvar, bvar = self.vars.get("W"), self.vars.get("b")
@@ -57,9 +60,21 @@ class DeconvND(Module):
         gx, (wgrad, bgrad) = functional.backward(
             problem, self.inData, grad, self.W, self.b, want_data=updGrad, want_params=updParamGrads,
             wgrad=wvar.grad if updParamGrads else None, bgrad=bvar.grad if updParamGrads and bvar else None,
-            scale=scale, momentum=momentum, tuned=self.variants)
+            scale=scale, momentum=momentum, tuned=self.variants, devices=self.devices)
         if updGrad:
             self.grad = gx
+
+    def setDevices(self, devices):
+        """Share every later call's batch among the queues of `devices` (a DeviceGroup, or a list of queues with
+        equal shares; None: back to one device). The first queue's context must hold the module's parameters
+        and the data; the parameters stay there, and each device reads them (or a copy) at each call."""
+        if devices is None:
+            self.devices = None
+            return
+        group = as_group(devices)
+        for name, var in self.getVarTable().items():
+            check_home(group, var.data, name, var.data.dtype)
+        self.devices = group
 
     # -- shapes
     def _spatial_in(self, shape):

@@ -13,13 +13,15 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from . import memory, reduction
+from . import memory
 from .device import default_queue, supports_dtype
+from .device_group import as_group, check_home, finish_all, home_copy, put_rows, rows_on, whole_on
 from .errors import ModuleError, ScratchTooLarge
 from .geometry import Geometry
 from .kernel_key import dtype_tag
 from .packing import GradPacks
 from .problem import Problem
+from .reduction import GradientSum
 from .strategies import implementation
 
 
@@ -67,12 +69,13 @@ def _check_weights(W, bias, queue, dtype, nd, inmaps, geo, outmaps=None):
 
 # ---------------------------------------------------------------------------------------------- forward
 
-def deconvNd(data, W, bias=None, stride=1, pad=0, dilation=1, postpad=0, groups=1, tile=None):
+def deconvNd(data, W, bias=None, stride=1, pad=0, dilation=1, postpad=0, groups=1, tile=None, devices=None):
     """Transposed convolution: data (N, inmaps, *in) -> (N, outmaps, *out), the scatter-add
     y[b, g*Cog + co, i*stride + k*dilation - pad] += x[b, ci, i] * W[ci, co, k] (ci in group g), cropped by pad,
-    extended by postpad, plus bias. `tile`: a variant of the implementation that runs (docs/guide.md)."""
+    extended by postpad, plus bias. `tile`: a variant of the implementation that runs (docs/guide.md).
+    `devices`: a DeviceGroup (or a list of queues) that shares the batch (device_group.py)."""
     problem = forward_problem(data, W, bias, stride, pad, dilation, postpad, groups)
-    return forward(problem, data, W, bias, given=tile)
+    return forward(problem, data, W, bias, given=tile, devices=devices)
 
 
 def forward_problem(data, W, bias, stride, pad, dilation, postpad, groups, scratch_limit=None):
@@ -92,9 +95,12 @@ def forward_problem(data, W, bias, stride, pad, dilation, postpad, groups, scrat
     return problem
 
 
-def forward(problem, data, W, bias, given=None, tuned=None):
+def forward(problem, data, W, bias, given=None, tuned=None, devices=None):
     """The forward of a validated call, by the implementation that serves it, with the variant given (checked),
-    else the tuned one where it fits, else the default; split along the batch where its scratch would not fit."""
+    else the tuned one where it fits, else the default; split along the batch where its scratch would not fit,
+    and across the devices of a group."""
+    if devices is not None:
+        return _forward_on_group(as_group(devices), problem, data, W, bias, given, tuned)
     impl = implementation("forward", problem)
     variant = impl.choose_variant(problem, given, tuned)
 
@@ -107,6 +113,20 @@ def forward(problem, data, W, bias, given=None, tuned=None):
             _copy_batch(y, impl.run(batch_chunk(problem, b0, b1), data[b0:b1], W, bias, variant), b0)
         return y
     return split_along_batch(problem, run)
+
+
+def _forward_on_group(group, problem, data, W, bias, given, tuned):
+    check_home(group, data, "data", problem.dtype)
+    problem.check_alloc("the output", prod(problem.out_shape))
+    problem.queue.finish()  # the other queues read what this one wrote
+    parts = [(b0, forward(batch_chunk(problem, b0, b1, queue), rows_on(queue, data, b0, b1), whole_on(queue, W),
+                          whole_on(queue, bias), given, tuned))
+             for queue, b0, b1 in group.parts(problem.N)]
+    y = memory.empty(problem.queue, problem.out_shape, problem.dtype)
+    for b0, part in parts:
+        put_rows(y, part, b0)
+    finish_all(group, problem.queue)
+    return y
 
 
 # ---------------------------------------------------------------------------------------------- backward
@@ -144,21 +164,22 @@ def backward_problem(grad, W, data_shape, stride, pad, dilation, groups, scratch
     return problem
 
 
-def deconvNdBackwardData(grad, W, data=None, stride=1, pad=0, dilation=1, groups=1, tile=None):
+def deconvNdBackwardData(grad, W, data=None, stride=1, pad=0, dilation=1, groups=1, tile=None, devices=None):
     """Input gradient of deconvNd: a strided direct convolution of grad with W. Shape of data (or the
-    smallest input consistent with grad when data is None)."""
+    smallest input consistent with grad when data is None). `devices` as for deconvNd."""
     problem = backward_problem(grad, W, None if data is None else data.shape, stride, pad, dilation, groups)
     if data is not None:
         _check_array("data", data, problem.queue, grad.dtype)
-    gx, _ = backward(problem, None, grad, W, None, want_params=False, given={"backward_data": tile})
+    gx, _ = backward(problem, None, grad, W, None, want_params=False, given={"backward_data": tile}, devices=devices)
     return gx
 
 
 def deconvNdBackwardParams(data, grad, W, bias=None, stride=1, pad=0, dilation=1, groups=1, wgrad=None,
-                           bgrad=None, scale=1.0, momentum=0.0, tile=None):
+                           bgrad=None, scale=1.0, momentum=0.0, tile=None, devices=None):
     """(wgrad, bgrad) = scale * (gradients of W and b) + momentum * (wgrad, bgrad); bgrad is None without bias.
 
-    The reduction is deterministic (fixed chunks summed in a fixed order, no atomics)."""
+    The reduction is deterministic (fixed chunks summed in a fixed order, no atomics), over the devices of a
+    group (`devices`, as for deconvNd) too: their parts are summed in the group's order."""
     queue = _queue_for(data)
     _check_array("data", data, queue)
     problem = backward_problem(grad, W, data.shape, stride, pad, dilation, groups)
@@ -176,15 +197,18 @@ def deconvNdBackwardParams(data, grad, W, bias=None, stride=1, pad=0, dilation=1
             if given.shape != like.shape:
                 raise ModuleError(f"{name} has shape {given.shape} (expected: {like.shape})")
     _, params = backward(problem, data, grad, W, bias, want_data=False, wgrad=wgrad, bgrad=bgrad, scale=scale,
-                         momentum=momentum, given={"backward_weights": tile})
+                         momentum=momentum, given={"backward_weights": tile}, devices=devices)
     return params
 
 
 def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgrad=None, bgrad=None, scale=1.0,
-             momentum=0.0, given=None, tuned=None):
+             momentum=0.0, given=None, tuned=None, devices=None):
     """Input grad and parameter grads of a validated call, gy packed once for both. `given` and `tuned` map a
     family name to a variant: given ones are checked (ModuleError if they do not fit), tuned ones used where
-    they fit. Split along the batch where the scratch would not fit."""
+    they fit. Split along the batch where the scratch would not fit, and across the devices of a group."""
+    if devices is not None and problem.N > 0 and (want_data or want_params):
+        return _backward_on_group(as_group(devices), problem, data, grad, W, bias, want_data, want_params, wgrad,
+                                  bgrad, scale, momentum, given, tuned)
     given, tuned = given or {}, tuned or {}
     passes = {}
     for family, wanted in (("backward_data", want_data), ("backward_weights", want_params)):
@@ -218,38 +242,49 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
         if want_data:
             problem.check_alloc("the input gradient", problem.N * problem.cin * prod(problem.in_sp))
             gx = memory.empty(problem.queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
-        sums = None  # the chunks' parameter gradients, summed in chunk order in the accumulator type
-        if want_params:
-            sizes = (W.size, problem.cout if with_bias else 0)
-            sums = [memory.buffer(problem.queue, max(1, n) * problem.acc_dtype.itemsize) for n in sizes]
-        for i, (b0, b1) in enumerate(bounds):
+        sums = GradientSum(problem, W, with_bias) if want_params else None
+        for b0, b1 in bounds:
             chunk = batch_chunk(problem, b0, b1)
             # each chunk's operands copied once (a view with an offset would be copied by every kernel)
             gx_c, params_c = run_whole(chunk, grad[b0:b1].copy(), None if data is None else data[b0:b1].copy(),
                                        None, None, 1.0, 0.0)
             if want_data:
                 _copy_batch(gx, gx_c, b0)
-            for total, part in zip(sums or (), params_c):
-                if part is not None:
-                    reduction.accumulate(chunk, chunk.index_bits(part.size), part.data, total, part.size,
-                                         first=i == 0)
-        params = (None, None)
-        if want_params:  # the last writes to the caller's gradients, both after all the work
-            outputs = [wgrad if wgrad is not None else memory.empty(problem.queue, W.shape, problem.dtype)]
-            if with_bias:
-                outputs.append(bgrad if bgrad is not None else
-                               memory.empty(problem.queue, (1, problem.cout) + (1,) * problem.nd, problem.dtype))
-            blend = [momentum if given_grad is not None else 0.0 for given_grad in (wgrad, bgrad)]
-            for total, dst, m in zip(sums, outputs, blend):
-                reduction.finalize(problem, problem.index_bits(dst.size), total, 1, dst, dst.size, scale, m)
-            params = (outputs[0], outputs[1] if with_bias else None)
+            if want_params:
+                sums.add(params_c)
+        params = sums.write(wgrad, bgrad, scale, momentum) if want_params else (None, None)
         return gx, params
     return split_along_batch(problem, run)
 
 
-def batch_chunk(problem, b0, b1):
-    """The call restricted to batch items b0 .. b1 - 1."""
-    return dataclasses.replace(problem, N=b1 - b0)
+def _backward_on_group(group, problem, data, grad, W, bias, want_data, want_params, wgrad, bgrad, scale, momentum,
+                       given, tuned):
+    check_home(group, grad, "grad", problem.dtype)
+    if want_data:
+        problem.check_alloc("the input gradient", problem.N * problem.cin * prod(problem.in_sp))
+    problem.queue.finish()  # the other queues read what this one wrote
+    parts = []
+    for queue, b0, b1 in group.parts(problem.N):
+        parts.append((b0, backward(batch_chunk(problem, b0, b1, queue), rows_on(queue, data, b0, b1),
+                                   rows_on(queue, grad, b0, b1), whole_on(queue, W), whole_on(queue, bias), want_data,
+                                   want_params, None, None, 1.0, 0.0, given, tuned)))
+    gx, params = None, (None, None)
+    if want_data:
+        gx = memory.empty(problem.queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
+        for b0, (gx_part, _) in parts:
+            put_rows(gx, gx_part, b0)
+    if want_params:  # summed in the group's order on the call's queue, then written once
+        sums = GradientSum(problem, W, bias is not None)
+        for _, (_, params_part) in parts:
+            sums.add([None if p is None else home_copy(problem.queue, p) for p in params_part])
+        params = sums.write(wgrad, bgrad, scale, momentum)
+    finish_all(group, problem.queue)
+    return gx, params
+
+
+def batch_chunk(problem, b0, b1, queue=None):
+    """The call restricted to batch items b0 .. b1 - 1 (on another queue, where given)."""
+    return dataclasses.replace(problem, N=b1 - b0, queue=queue or problem.queue)
 
 
 def split_along_batch(problem, run):

@@ -1,7 +1,7 @@
 """The fixed-order reductions (reduce.mako): per-row sums for the bias gradient, and the finalize that sums
 partial results in order and blends them into a gradient (scale * new + momentum * old)."""
 
-
+from . import memory
 from .device_kind import vector_width
 from .kernel_key import CL_TYPES, KernelKey, dtype_tag
 from .kernel_manager import manager
@@ -54,3 +54,32 @@ def accumulate(problem, index_bits, src, total, count, first):
     prg = program(problem, index_bits)
     launch(problem.queue, prg, "_accumulate", (count,), (prg.local_size("_accumulate", 64),), src=src, sum=total,
            count=count, first=int(first))
+
+
+class GradientSum:
+    """Parameter gradients of parts of one call's batch (chunks of a split call, or the devices of a group), summed
+    in the order they are added in the accumulator type on the call's queue, then written once:
+    scale * sum + momentum * the caller's gradient (momentum only where the caller gave one)."""
+
+    def __init__(self, problem, W, with_bias):
+        self.problem, self.W_shape, self.with_bias = problem, W.shape, with_bias
+        sizes = (W.size, problem.cout if with_bias else 0)
+        self.sums = [memory.buffer(problem.queue, max(1, n) * problem.acc_dtype.itemsize) for n in sizes]
+        self.first = True
+
+    def add(self, params):
+        """params: (wgrad part, bgrad part or None), readable by kernels on the call's queue."""
+        for total, part in zip(self.sums, params):
+            if part is not None:
+                accumulate(self.problem, self.problem.index_bits(part.size), part.data, total, part.size, self.first)
+        self.first = False
+
+    def write(self, wgrad, bgrad, scale, momentum):
+        """(wgrad, bgrad): the caller's arrays where given (blended with momentum), else fresh ones."""
+        p = self.problem
+        outputs = [wgrad if wgrad is not None else memory.empty(p.queue, self.W_shape, p.dtype)]
+        if self.with_bias:
+            outputs.append(bgrad if bgrad is not None else memory.empty(p.queue, (1, p.cout) + (1,) * p.nd, p.dtype))
+        for total, dst, given in zip(self.sums, outputs, (wgrad, bgrad)):
+            finalize(p, p.index_bits(dst.size), total, 1, dst, dst.size, scale, momentum if given is not None else 0.0)
+        return outputs[0], outputs[1] if self.with_bias else None

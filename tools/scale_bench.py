@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""What sharing the work costs and gains: a training step (forward, input gradient, parameter gradients) of the
+benchmark suite's layers on one device, on a DeviceGroup, and what data-parallel MPI training would exchange.
+
+    python tools/scale_bench.py                  # sub-devices of the default device (device fission)
+    python tools/scale_bench.py --platforms      # the default device beside a device of another platform
+
+For each layer: the step's median time on the whole device, on one sub-device (half the compute units), on a
+group of the two sub-devices, and, for MPI, the parameter-gradient bytes each of 2 ranks receives per step
+beside the step's FLOPs (the FLOPs per byte exchanged say how slow a link the layer tolerates). Benchmarks report;
+they never assert.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyopencl as cl
+import pyopencl.array as cla
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import deconvnd_cl as dcl  # noqa: E402
+from deconvnd_cl.bench import flops, suite_specs  # noqa: E402
+from deconvnd_cl.device import all_devices, create_queue, is_simulator, keep_context_alive  # noqa: E402
+
+LAYERS = ["DCGAN 512->256", "U-Net up", "same 64->64", "V-Net up", "audio 1d"]
+
+
+def step_seconds(home, spec, devices, repeats):
+    """Median seconds of one training step of `spec` with arrays on `home`, shared by `devices` (or not)."""
+    rng = np.random.default_rng(0)
+    shape = spec.input_shape()
+    conv = dict(stride=spec.stride, pad=spec.pad, dilation=spec.dilation, groups=spec.groups)
+    x = cla.to_device(home, rng.standard_normal(shape, np.float32))
+    W = cla.to_device(home, rng.standard_normal((spec.inmaps, spec.outmaps // spec.groups) + spec.geometry().size,
+                                               np.float32))
+    gy = cla.to_device(home, rng.standard_normal(dcl.deconvNd(x, W, **conv).shape, np.float32))
+    times = []
+    for i in range(repeats + 1):
+        home.finish()
+        start = time.perf_counter()
+        dcl.deconvNd(x, W, devices=devices, **conv)
+        dcl.deconvNdBackwardData(gy, W, x, devices=devices, **conv)
+        dcl.deconvNdBackwardParams(x, gy, W, devices=devices, **conv)
+        home.finish()
+        if i:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def sub_device_queues(device):
+    subs = device.create_sub_devices([cl.device_partition_property.EQUALLY, device.max_compute_units // 2])[:2]
+    context = cl.Context(subs)
+    return [keep_context_alive(cl.CommandQueue(context, d), context) for d in subs]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--platforms", action="store_true", help="group the default device with another platform's")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    home = dcl.default_queue()
+    specs = [s for s in suite_specs() if any(s.name.startswith(name) for name in LAYERS)]
+    if args.platforms:
+        other = next((d for d in all_devices() if not is_simulator(d)
+                      and d.platform.int_ptr != home.device.platform.int_ptr), None)
+        if other is None:
+            raise SystemExit("one OpenCL platform here")
+        other_queue = create_queue(other)
+        columns = [("default", home, None), ("other", other_queue, None)]
+        group = dcl.measured_group([home, other_queue])
+        columns.append((f"group {group.shares}", home, group))
+        print(f"default: {dcl.device.describe(home.device)}; other: {dcl.device.describe(other)}")
+    else:
+        subs = sub_device_queues(home.device)
+        group = dcl.DeviceGroup(subs)
+        columns = [("whole device", home, None), ("one sub-device", subs[0], None), ("group of two", subs[0], group)]
+        print(f"{dcl.device.describe(home.device)}: {home.device.max_compute_units} compute units, "
+              f"sub-devices of {subs[0].device.max_compute_units}")
+    print("| layer | " + " | ".join(f"{name} (ms)" for name, _, _ in columns)
+          + " | MPI: KiB received per rank and step (2 ranks) | step FLOP per byte received |")
+    print("|---" * (len(columns) + 3) + "|")
+    for spec in specs:
+        cells = [f"{1e3 * step_seconds(q, spec, devices, args.repeats):.1f}" for _, q, devices in columns]
+        weights = spec.inmaps * (spec.outmaps // spec.groups) * int(np.prod(spec.geometry().size))
+        grad_bytes = 4 * (weights + spec.outmaps)
+        step_flops = 3 * flops(spec)
+        print(f"| {spec.name} | " + " | ".join(cells) + f" | {grad_bytes / 1024:.0f} | "
+              f"{step_flops / grad_bytes:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
