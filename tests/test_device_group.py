@@ -83,14 +83,14 @@ def test_more_devices_than_batch_items(sub_queues):
     assert_close(y.get(), reference.forward(x, W, stride=2))
 
 
-def test_module_on_a_group(sub_queues, arrays):
+def test_module_on_a_group(queue, sub_queues, arrays):
     x, W, b, gy, _, _ = arrays
     home = sub_queues[0]
-    dcl.set_default_queue(home)
+    dcl.set_default_queue(home)  # the module's parameters are made on the default queue
     try:
         layer = dcl.Deconv2D(W_SHAPE[0], W_SHAPE[1], 4, **CONV)
     finally:
-        dcl.set_default_queue(None)
+        dcl.set_default_queue(queue)
     layer.W.set(W.astype(np.float32))
     layer.b.set(b.astype(np.float32))
     layer.setDevices(dcl.DeviceGroup(sub_queues, (0.5, 0.5)))
