@@ -13,7 +13,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from . import memory
+from . import memory, row_split
 from .device import default_queue, supports_dtype
 from .device_group import as_group, check_home, finish_all, home_copy, put_rows, rows_on, whole_on
 from .errors import ModuleError, ScratchTooLarge
@@ -95,10 +95,11 @@ def forward_problem(data, W, bias, stride, pad, dilation, postpad, groups, scrat
     return problem
 
 
-def forward(problem, data, W, bias, given=None, tuned=None, devices=None):
+def forward(problem, data, W, bias, given=None, tuned=None, devices=None, row_chunk=False):
     """The forward of a validated call, by the implementation that serves it, with the variant given (checked),
     else the tuned one where it fits, else the default; split along the batch where its scratch would not fit,
-    and across the devices of a group."""
+    then along the first spatial axis (unless the call is such a chunk already), and across the devices of a
+    group."""
     if devices is not None:
         return _forward_on_group(as_group(devices), problem, data, W, bias, given, tuned)
     impl = implementation("forward", problem)
@@ -112,7 +113,15 @@ def forward(problem, data, W, bias, given=None, tuned=None, devices=None):
         for b0, b1 in bounds:
             _copy_batch(y, impl.run(batch_chunk(problem, b0, b1), data[b0:b1], W, bias, variant), b0)
         return y
-    return split_along_batch(problem, run)
+    try:
+        return split_along_batch(problem, run)
+    except ScratchTooLarge:
+        if row_chunk or problem.out_sp[0] < 2:
+            raise
+    problem.check_alloc("the output", prod(problem.out_shape))
+    y = memory.empty(problem.queue, problem.out_shape, problem.dtype)
+    return row_split.forward(problem, data, y,
+                             lambda sub, x_rows: forward(sub, x_rows, W, bias, given, tuned, row_chunk=True))
 
 
 def _forward_on_group(group, problem, data, W, bias, given, tuned):
@@ -202,10 +211,11 @@ def deconvNdBackwardParams(data, grad, W, bias=None, stride=1, pad=0, dilation=1
 
 
 def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgrad=None, bgrad=None, scale=1.0,
-             momentum=0.0, given=None, tuned=None, devices=None):
+             momentum=0.0, given=None, tuned=None, devices=None, row_chunk=False):
     """Input grad and parameter grads of a validated call, gy packed once for both. `given` and `tuned` map a
     family name to a variant: given ones are checked (ModuleError if they do not fit), tuned ones used where
-    they fit. Split along the batch where the scratch would not fit, and across the devices of a group."""
+    they fit. Split along the batch where the scratch would not fit, then along the first spatial axis (unless
+    the call is such a chunk already), and across the devices of a group."""
     if devices is not None and problem.N > 0 and (want_data or want_params):
         return _backward_on_group(as_group(devices), problem, data, grad, W, bias, want_data, want_params, wgrad,
                                   bgrad, scale, momentum, given, tuned)
@@ -254,7 +264,19 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
                 sums.add(params_c)
         params = sums.write(wgrad, bgrad, scale, momentum) if want_params else (None, None)
         return gx, params
-    return split_along_batch(problem, run)
+    try:
+        return split_along_batch(problem, run)
+    except ScratchTooLarge:
+        if row_chunk or problem.in_sp[0] < 2:
+            raise
+    if want_data:
+        problem.check_alloc("the input gradient", problem.N * problem.cin * prod(problem.in_sp))
+
+    def run_rows(sub, x_rows, gy_rows):
+        return backward(sub, x_rows, gy_rows, W, None, want_data, want_params, None, None, 1.0, 0.0, given, tuned,
+                        row_chunk=True)
+    return row_split.backward(problem, data, grad, W, want_data, want_params, with_bias, wgrad, bgrad, scale,
+                              momentum, run_rows)
 
 
 def _backward_on_group(group, problem, data, grad, W, bias, want_data, want_params, wgrad, bgrad, scale, momentum,

@@ -3,6 +3,7 @@ partial results in order and blends them into a gradient (scale * new + momentum
 
 from . import memory
 from .device_kind import vector_width
+from .packing import buffer_of
 from .kernel_key import CL_TYPES, KernelKey, dtype_tag
 from .kernel_manager import manager
 from .launch import launch
@@ -47,6 +48,26 @@ def finalize(problem, index_bits, part, n_parts, dst, count, scale, momentum):
     prg = program(problem, index_bits)
     launch(problem.queue, prg, "_finalize", (count,), (prg.local_size("_finalize", 64),), part=part, dst=dst.data,
            count=count, n_parts=n_parts, scale=scale, momentum=momentum)
+
+
+def bias_row_sums(problem, index_bits, grad):
+    """The bias gradient's first stage: per (batch item, map) sums of grad, in the accumulator type (finalize with
+    n_parts = N sums them over the batch)."""
+    rows = problem.N * problem.cout
+    part = memory.buffer(problem.queue, rows * problem.acc_dtype.itemsize)
+    row_sums(problem, index_bits, buffer_of(grad), part, rows, grad.size // rows)
+    return part
+
+
+def bias_gradient(problem, grad, bgrad, scale, momentum):
+    """bgrad = scale * (sum of grad over the batch and the positions, per map) + momentum * bgrad (when given);
+    grad read in place, so no scratch beyond one sum per (item, map)."""
+    bits = problem.index_bits(grad.size)
+    part = bias_row_sums(problem, bits, grad)
+    if bgrad is None:
+        bgrad, momentum = memory.empty(problem.queue, (1, problem.cout) + (1,) * problem.nd, problem.dtype), 0.0
+    finalize(problem, bits, part, problem.N, bgrad, problem.cout, scale, momentum)
+    return bgrad
 
 
 def accumulate(problem, index_bits, src, total, count, first):

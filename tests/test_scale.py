@@ -1,7 +1,7 @@
-"""Calls whose scratch would not fit one allocation (or the scratch budget) are split along the batch: forward and
-input gradients bitwise those of the unsplit call, parameter gradients equal within float32 rounding, nothing
-half-written; scratch that does not fit even for one batch item, and arrays no allocation can hold, are
-ModuleErrors that say so."""
+"""Calls whose scratch would not fit one allocation (or the scratch budget) are split along the batch, and where
+one batch item is too large along its first spatial axis: forward and input gradients bitwise those of the
+unsplit call, parameter gradients equal within float32 rounding, nothing half-written; scratch that does not fit
+even for one row of one batch item, and arrays no allocation can hold, are ModuleErrors that say so."""
 
 import os
 import subprocess
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import deconvnd_cl as dcl
-from deconvnd_cl import functional, reference
+from deconvnd_cl import functional, reference, row_split
 from conftest import assert_close, to_device
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,7 @@ LAYERS = [  # (conv, x shape, W shape, scratch budget of a few batch items): ove
 def all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0):
     xd, Wd, bd, gyd = (to_device(queue, a) for a in (x, W, b, gy))
     y = dcl.deconvNd(xd, Wd, bd, **conv).get()
+    conv = {k: v for k, v in conv.items() if k != "postpad"}  # the backward passes infer it from gy
     gx = dcl.deconvNdBackwardData(gyd, Wd, xd, **conv).get()
     wg, bg = dcl.deconvNdBackwardParams(xd, gyd, Wd, bd, wgrad=to_device(queue, wgrad0), bgrad=to_device(queue, bgrad0),
                                         scale=0.5, momentum=2.0, **conv)
@@ -78,15 +79,6 @@ def test_float16_gradients_split_exactly_on_small_integers(queue, monkeypatch):
     np.testing.assert_array_equal(wg.get().astype(np.float64), reference.backward_params(x, gy, W.shape, **conv)[0])
 
 
-def test_scratch_too_large_even_for_one_item(queue, monkeypatch):
-    monkeypatch.setenv("DECONVND_CL_SCRATCH_LIMIT", "4K")
-    monkeypatch.setenv("DECONVND_CL_STRATEGY", "cpu")
-    x = to_device(queue, np.ones((3, 8, 12, 13)))
-    W = to_device(queue, np.ones((8, 6, 4, 4)))
-    with pytest.raises(dcl.ModuleError, match="over the 4096 bytes a scratch buffer may take .* for a batch of one"):
-        dcl.deconvNd(x, W, stride=2, pad=1)
-
-
 def test_bad_scratch_limit_setting(queue, monkeypatch):
     monkeypatch.setenv("DECONVND_CL_SCRATCH_LIMIT", "lots")
     x, W = to_device(queue, np.ones((1, 2, 3, 3))), to_device(queue, np.ones((2, 2, 2, 2)))
@@ -110,6 +102,60 @@ def test_module_memlimit(queue, monkeypatch):
     assert chunks, "the module's memlimit did not split the call"
 
 
+ROW_LAYERS = [  # (conv, x shape, W shape, per strategy: a scratch budget one batch item's call is over, and how
+    # many of the three passes then split): pad, dilation and postpad, gaps between taps (stride > size), kernel
+    # size = stride (gy read in place: no scratch in backward data), grouped 1d, 3d. The GPU strategy's backward
+    # kernels read W and gy where they lie, so there only the forward splits.
+    (dict(stride=2, pad=1), (2, 4, 40, 16), (4, 3, 4, 4), {"cpu": ("6K", 3), "gpu": ("6K", 1)}),
+    (dict(stride=3, pad=2, dilation=2, postpad=1), (1, 3, 30, 7), (3, 2, 3, 3), {"cpu": ("3K", 3), "gpu": ("3K", 1)}),
+    (dict(stride=4), (2, 4, 24, 5), (4, 3, 2, 2), {"cpu": ("6K", 2), "gpu": ("6K", 0)}),
+    (dict(stride=2), (1, 6, 30, 20), (6, 5, 2, 2), {"cpu": ("2K", 2), "gpu": ("4K", 1)}),
+    (dict(stride=2, pad=1, groups=2), (1, 8, 400), (8, 3, 4), {"cpu": ("8K", 3), "gpu": ("8K", 1)}),
+    (dict(stride=(2, 1, 2), pad=(1, 0, 1)), (1, 4, 16, 5, 4), (4, 3, 3, 2, 3), {"cpu": ("4K", 3), "gpu": ("4K", 1)}),
+]
+
+
+@pytest.mark.parametrize("strategy", ["cpu", "gpu"])
+@pytest.mark.parametrize("layer", ROW_LAYERS, ids=["k4s2p1", "dilated-postpad", "gaps", "k2s2", "grouped-1d", "3d"])
+def test_one_item_too_large_splits_along_rows(queue, monkeypatch, layer, strategy):
+    """Scratch over the budget even for one batch item: each item in chunks of rows of its first spatial axis,
+    with their halos; forward and input gradient bitwise those of the unsplit call, parameter gradients right."""
+    conv, x_shape, w_shape, per_strategy = layer
+    budget, passes_split = per_strategy[strategy]
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", strategy)
+    rng = np.random.default_rng(7)
+    x, W = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    b = rng.standard_normal((1, w_shape[1] * conv.get("groups", 1)) + (1,) * (len(x_shape) - 2))
+    y_ref = reference.forward(x, W, b, **conv)
+    gy = rng.standard_normal(y_ref.shape)
+    wgrad0, bgrad0 = rng.standard_normal(W.shape), rng.standard_normal(b.shape)
+    whole = all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0)
+
+    splits = []
+    real_split = row_split.split
+    monkeypatch.setattr(row_split, "split", lambda extent, run: splits.append(extent) or real_split(extent, run))
+    monkeypatch.setenv("DECONVND_CL_SCRATCH_LIMIT", budget)
+    split = all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0)
+    assert len(splits) == passes_split, f"passes split along rows: {len(splits)} (expected: {passes_split})"
+
+    for name, a, c in zip(("forward", "input grad"), whole[:2], split[:2]):
+        assert np.array_equal(a, c), f"{name}: split result differs from the whole call's"
+    conv_b = {k: v for k, v in conv.items() if k != "postpad"}
+    dW, db = reference.backward_params(x, gy, W.shape, **conv_b)
+    assert_close(split[0], y_ref, what="forward")
+    assert_close(split[2], 0.5 * dW + 2.0 * wgrad0, what="W grad")
+    assert_close(split[3], 0.5 * db + 2.0 * bgrad0, what="b grad")
+
+
+def test_too_large_even_for_one_row(queue, monkeypatch):
+    monkeypatch.setenv("DECONVND_CL_SCRATCH_LIMIT", "1K")
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", "cpu")
+    x = to_device(queue, np.ones((1, 8, 12, 13)))
+    W = to_device(queue, np.ones((8, 2, 3, 3)))
+    with pytest.raises(dcl.ModuleError, match="over the 1024 bytes .* and for one row of its first spatial axis"):
+        dcl.deconvNd(x, W, stride=2, pad=1)
+
+
 DCGAN_OUTPUT = r"""
 import numpy as np, pyopencl.array as cla, deconvnd_cl as dcl
 q = dcl.default_queue()
@@ -125,12 +171,39 @@ for b in (0, 31):   # items computed on their own, unsplit, give the same bits
 print("OK")
 """
 
+ONE_LARGE_ITEM = r"""
+import numpy as np, pyopencl.array as cla, deconvnd_cl as dcl
+q = dcl.default_queue()
+assert q.device.max_mem_alloc_size == 2**30, q.device.max_mem_alloc_size
+rng = np.random.default_rng(0)
+x = rng.standard_normal((1, 512, 512, 1024), dtype=np.float32)   # one item of exactly 1 GiB
+W = (0.05 * rng.standard_normal((512, 3, 4, 4))).astype(np.float32)
+xd, Wd = cla.to_device(q, x), cla.to_device(q, W)
+y = dcl.deconvNd(xd, Wd, stride=2, pad=1).get()
+assert y.shape == (1, 3, 1024, 2048)
+for r in (0, 300, 510):   # input rows r .. r + 2 computed alone, unsplit: their interior output rows have the same bits
+    window = dcl.deconvNd(cla.to_device(q, x[:, :, r:r + 3].copy()), Wd, stride=2, pad=1).get()
+    assert np.array_equal(y[:, :, 2 * r + 1:2 * r + 4], window[:, :, 1:4]), r
+print("OK")
+"""
+
+
+def run_on_a_4_gib_device(script):
+    env = dict(os.environ, POCL_MEMORY_LIMIT="4", PYTHONPATH=str(ROOT), DECONVND_CL_STRATEGY="cpu")
+    env.pop("DECONVND_CL_TEST_DEVICES", None)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_one_item_of_1_gib_on_a_4_gib_device():
+    """A single input item of exactly 1 GiB on a device of 4 GiB (1 GiB per allocation): its padded copy is over the
+    limit even for a batch of one, so the call runs in chunks of rows."""
+    run_on_a_4_gib_device(ONE_LARGE_ITEM)
+
 
 @pytest.mark.slow
 def test_dcgan_output_layer_on_a_4_gib_device():
     """The issue's case: an input of exactly 1 GiB on a device of 4 GiB (1 GiB per allocation): its padded copy is
     over the limit, so the call runs split along the batch."""
-    env = dict(os.environ, POCL_MEMORY_LIMIT="4", PYTHONPATH=str(ROOT), DECONVND_CL_STRATEGY="cpu")
-    env.pop("DECONVND_CL_TEST_DEVICES", None)
-    result = subprocess.run([sys.executable, "-c", DCGAN_OUTPUT], env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+    run_on_a_4_gib_device(DCGAN_OUTPUT)

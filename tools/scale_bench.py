@@ -4,14 +4,19 @@ benchmark suite's layers on one device, on a DeviceGroup, and what data-parallel
 
     python tools/scale_bench.py                  # sub-devices of the default device (device fission)
     python tools/scale_bench.py --platforms      # the default device beside a device of another platform
+    python tools/scale_bench.py --split          # calls split along the batch and along rows by a scratch budget
 
 For each layer: the step's median time on the whole device, on one sub-device (half the compute units), on a
 group of the two sub-devices, and, for MPI, the parameter-gradient bytes each of 2 ranks receives per step
 beside the step's FLOPs (the FLOPs per byte exchanged say how slow a link the layer tolerates). Benchmarks report;
 they never assert.
+
+With --split: the same step with DECONVND_CL_SCRATCH_LIMIT set so that the calls split along the batch (2 and 4
+chunks) and, one item at a time, along the first spatial axis (2 ... 16 chunks of rows), beside the unsplit step.
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +55,36 @@ def step_seconds(home, spec, devices, repeats):
     return float(np.median(times))
 
 
+def scratch_bytes(spec, items, rows_fraction=1.0):
+    """About the largest scratch buffer of a step on `items` batch items (and a fraction of their rows): the padded
+    input or output gradient, whichever is larger."""
+    shape = spec.input_shape()
+    out = spec.geometry().out_spatial(shape[2:])
+    per_item = max(spec.inmaps * np.prod([s + 8 for s in shape[2:]]), spec.outmaps * np.prod([o + 8 for o in out]))
+    return int(4 * items * per_item * rows_fraction)
+
+
+def split_table(home, specs, repeats):
+    """The step unsplit, then under budgets that split it along the batch and along rows."""
+    budgets = [("unsplit", None)] + [(f"batch / {k}", lambda s, k=k: scratch_bytes(s, s.batch / k)) for k in (2, 4)] \
+        + [(f"rows / {k}", lambda s, k=k: scratch_bytes(s, 1, 1 / k)) for k in (2, 4, 16)]
+    print("| layer | " + " | ".join(f"{name} (ms)" for name, _ in budgets) + " |")
+    print("|---" * (len(budgets) + 1) + "|")
+    for spec in specs:
+        cells = []
+        for _, budget in budgets:
+            if budget is None:
+                os.environ.pop("DECONVND_CL_SCRATCH_LIMIT", None)
+            else:
+                os.environ["DECONVND_CL_SCRATCH_LIMIT"] = str(budget(spec))
+            try:
+                cells.append(f"{1e3 * step_seconds(home, spec, None, repeats):.1f}")
+            except dcl.ModuleError as e:
+                cells.append(f"({str(e)[:40]})")
+        os.environ.pop("DECONVND_CL_SCRATCH_LIMIT", None)
+        print(f"| {spec.name} | " + " | ".join(cells) + " |", flush=True)
+
+
 def sub_device_queues(device):
     subs = device.create_sub_devices([cl.device_partition_property.EQUALLY, device.max_compute_units // 2])[:2]
     context = cl.Context(subs)
@@ -59,10 +94,13 @@ def sub_device_queues(device):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--platforms", action="store_true", help="group the default device with another platform's")
+    parser.add_argument("--split", action="store_true", help="split the calls by a scratch budget")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     home = dcl.default_queue()
     specs = [s for s in suite_specs() if any(s.name.startswith(name) for name in LAYERS)]
+    if args.split:
+        return split_table(home, specs, args.repeats)
     if args.platforms:
         other = next((d for d in all_devices() if not is_simulator(d)
                       and d.platform.int_ptr != home.device.platform.int_ptr), None)

@@ -7,7 +7,6 @@ gradient. The bias gradient is a row sum of gy per (batch item, map), finalized 
 import pyopencl.array as cl_array
 
 from .. import memory, reduction
-from ..packing import buffer_of
 from .base import Implementation
 
 
@@ -48,9 +47,7 @@ class TwoStageWeightGradient(Implementation):
             bits, n_chunks = stage.bits, stage.chunks
             bias_part, bias_rows = None, problem.N
             if with_bias:  # per (batch item, map) sums of grad, summed over the batch by finalize
-                bias_part = memory.buffer(queue, bias_rows * problem.cout * acc_size)
-                reduction.row_sums(problem, bits, buffer_of(grad), bias_part, problem.N * problem.cout,
-                                   grad.size // (problem.N * problem.cout))
+                bias_part = reduction.bias_row_sums(problem, bits, grad)
             # one chunk, nothing to blend: stage one writes the gradient itself and stage two is skipped. Every
             # build and scratch allocation of the call has happened by now, so this write comes with the others.
             direct = n_chunks == 1 and momentum_w == 0 and scale == 1 and acc_dtype == problem.dtype
