@@ -17,7 +17,7 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 
 from . import memory
-from .device import supports_dtype
+from .device import keep_context_alive, supports_dtype
 from .errors import ModuleError
 
 
@@ -33,8 +33,11 @@ class DeviceGroup:
                 raise ModuleError(f"queues[{i}] is a {type(queue).__name__} (expected: a pyopencl.CommandQueue)")
         if len({q.int_ptr for q in queues}) != len(queues):
             raise ModuleError("a DeviceGroup lists one queue twice (each device takes its part on its own queue)")
-        self.queues = tuple(queues)
         self.shares = _check_shares(shares, len(queues))
+        for queue in queues:  # see device.keep_context_alive (Intel's runtime)
+            if not hasattr(queue, "_dcl_context"):
+                keep_context_alive(queue, queue.context)
+        self.queues = tuple(queues)
 
     @property
     def home(self):

@@ -55,13 +55,17 @@ def step_seconds(home, spec, devices, repeats):
     return float(np.median(times))
 
 
+SPLIT_LAYERS = ["DCGAN out", "U-Net up", "same 64->64", "V-Net up", "audio 1d"]  # activations larger than weights
+
+
 def scratch_bytes(spec, items, rows_fraction=1.0):
     """About the largest scratch buffer of a step on `items` batch items (and a fraction of their rows): the padded
-    input or output gradient, whichever is larger."""
+    input or output gradient, whichever is larger; never below the packed weights (which no split shrinks)."""
     shape = spec.input_shape()
     out = spec.geometry().out_spatial(shape[2:])
     per_item = max(spec.inmaps * np.prod([s + 8 for s in shape[2:]]), spec.outmaps * np.prod([o + 8 for o in out]))
-    return int(4 * items * per_item * rows_fraction)
+    weights = spec.inmaps * spec.outmaps // spec.groups * np.prod(spec.geometry().size)
+    return int(4 * max(items * per_item * rows_fraction, 1.2 * weights + 16384))
 
 
 def split_table(home, specs, repeats):
@@ -100,7 +104,8 @@ def main():
     home = dcl.default_queue()
     specs = [s for s in suite_specs() if any(s.name.startswith(name) for name in LAYERS)]
     if args.split:
-        return split_table(home, specs, args.repeats)
+        return split_table(home, [s for s in suite_specs() if any(s.name.startswith(n) for n in SPLIT_LAYERS)],
+                           args.repeats)
     if args.platforms:
         other = next((d for d in all_devices() if not is_simulator(d)
                       and d.platform.int_ptr != home.device.platform.int_ptr), None)
