@@ -3,8 +3,9 @@ on its device's own queue (its own kernels, memory and tuned choices), the outpu
 and parameter gradients summed there in device order.
 
 The first queue is the group's home: the caller's arrays live in its context, and so do the results. A queue of
-the same context (sub-devices of one device, or several devices in one context) reads the caller's arrays where
-they lie; a queue of another context or platform gets its part through the host. The parts depend only on the
+the same context (sub-devices of one device, or several devices in one context) reads the parameters and the
+first part's rows where they lie and gets a device-side copy of its own rows; a queue of another context or
+platform gets its part through the host. The parts depend only on the
 batch and the shares, and the sums run in device order, so a group gives the same bits on every run.
 A call over a group returns once every device has finished its part.
 """
@@ -93,25 +94,26 @@ def check_home(group, array, name, dtype):
 
 # ---------------------------------------------------------------------------------------------- moving parts
 
-def rows_on(queue, array, b0, b1):
-    """Batch rows b0 .. b1 - 1 of the caller's array, for kernels on `queue`: in the same context the array itself
-    or, past its first row, a copy made on the device (the kernels would copy a view with an offset each time);
-    in another context a copy through the host."""
+def rows_on(part, array, b0, b1):
+    """Batch rows b0 .. b1 - 1 of the caller's array, for kernels of `part` (the call's Problem on a device's
+    queue): in the same context the array itself or, past its first row, a copy made on the device (the kernels
+    would copy a view with an offset each time); in another context a copy through the host."""
     if array is None:
         return None
-    rows = array[b0:b1]
+    queue, rows = part.queue, array[b0:b1]
+    if queue.context == array.context and not rows.offset:
+        return rows.with_queue(queue)
+    part.check_alloc("a device's part of an operand", rows.size, rows.dtype.itemsize)
     if queue.context != array.context:
         return cl_array.to_device(queue, rows.get(), allocator=lambda n: memory.buffer(queue, n))
-    if not rows.offset:
-        return rows.with_queue(queue)
     copy = memory.empty(queue, rows.shape, rows.dtype)
     if copy.size:
         cl.enqueue_copy(queue, copy.data, rows.base_data, src_offset=rows.offset, byte_count=rows.nbytes)
     return copy
 
 
-def whole_on(queue, array):
-    return None if array is None else rows_on(queue, array, 0, array.shape[0])
+def whole_on(part, array):
+    return None if array is None else rows_on(part, array, 0, array.shape[0])
 
 
 def put_rows(dst, part, b0):

@@ -30,11 +30,14 @@ def probe_seconds(queue, repeats=3):
 
 
 def measure_shares(queues, repeats=3):
-    """Shares in proportion to each device's speed on the probe layer, rounded to thousandths (summing to 1)."""
+    """Shares in proportion to each device's speed on the probe layer, rounded to thousandths, the rounding's
+    remainder given to the largest share (so they sum to 1 and none is negative)."""
     DeviceGroup(queues)  # the queues checked first
     speeds = [1.0 / probe_seconds(queue, repeats) for queue in queues]
-    shares = [round(s / sum(speeds), 3) for s in speeds[:-1]]
-    return tuple(shares) + (round(1.0 - sum(shares), 3),)
+    shares = [round(s / sum(speeds), 3) for s in speeds]
+    largest = shares.index(max(shares))
+    shares[largest] = round(shares[largest] + 1.0 - sum(shares), 3)
+    return tuple(shares)
 
 
 def measured_group(queues, repeats=3):

@@ -39,46 +39,60 @@ def parameters(modules):
     return found
 
 
-def check_ranks_agree(comm, params):
-    """ModuleError on every rank unless every rank has the same parameters (labels, shapes, dtypes)."""
-    mine = [(label, tuple(var.data.shape), str(var.data.dtype), var.hasGrad) for label, var in params]
-    everyone = comm.allgather(mine)
-    for rank, theirs in enumerate(everyone):
-        if theirs == everyone[0]:
-            continue
-        if len(theirs) != len(everyone[0]):
-            raise ModuleError(f"rank {rank} has {len(theirs)} parameters (rank 0: {len(everyone[0])})")
-        for ours, other in zip(everyone[0], theirs):
-            if ours != other:
-                raise ModuleError(f"rank {rank} has parameter {other[0]} with shape {other[1]}, {other[2]}, "
-                                  f"gradient {other[3]} (rank 0: {ours[0]} with shape {ours[1]}, {ours[2]}, "
-                                  f"gradient {ours[3]}): the ranks must build the same modules")
+def agreed_parameters(comm, modules, root=None):
+    """parameters(modules), once every rank has shown the others its parameters (labels, shapes, dtypes) and its
+    root: where any rank's modules are not modules, or differ from rank 0's, or the roots differ or are not a
+    rank, every rank raises the same ModuleError (none is left waiting in a collective)."""
+    try:
+        params, error = parameters(modules), None
+        mine = [(label, tuple(var.data.shape), str(var.data.dtype), var.hasGrad) for label, var in params]
+    except ModuleError as e:
+        params, mine, error = None, None, str(e)
+    everyone = comm.allgather((error, mine, root))
+    for rank, (theirs_error, _, _) in enumerate(everyone):
+        if theirs_error is not None:
+            raise ModuleError(f"rank {rank}: {theirs_error}")
+    roots = [r for _, _, r in everyone]
+    valid = isinstance(roots[0], int) and not isinstance(roots[0], bool) and 0 <= roots[0] < comm.size
+    if root is not None and (any(r != roots[0] for r in roots) or not valid):
+        raise ModuleError(f"root must be the same rank on every rank, 0 .. {comm.size - 1} (given, by rank: {roots})")
+    ours = everyone[0][1]
+    for rank, (_, theirs, _) in enumerate(everyone):
+        if len(theirs) != len(ours):
+            raise ModuleError(f"rank {rank} has {len(theirs)} parameters (rank 0: {len(ours)})")
+        for a, b in zip(ours, theirs):
+            if a != b:
+                raise ModuleError(f"rank {rank} has parameter {b[0]} with shape {b[1]}, {b[2]}, gradient {b[3]} "
+                                  f"(rank 0: {a[0]} with shape {a[1]}, {a[2]}, gradient {a[3]}): the ranks must "
+                                  "build the same modules")
+    return params
 
 
 def broadcast_parameters(modules, comm=None, root=0):
     """Every rank's parameters set to those of rank `root` (call once after building the modules)."""
     comm = _communicator(comm)
-    params = parameters(modules)
-    check_ranks_agree(comm, params)
-    if not 0 <= root < comm.size:
-        raise ModuleError(f"root is {root!r} (expected: a rank, 0 .. {comm.size - 1})")
-    for _, var in params:
+    for _, var in agreed_parameters(comm, modules, root if isinstance(root, int) else repr(root)):
         host = var.data.get()
-        comm.Bcast(host, root=root)
+        comm.Bcast([host, _mpi().BYTE], root=root)  # as bytes: any dtype, float16 included
         var.data.set(host)
 
 
 def allreduce_gradients(modules, comm=None, average=False):
     """Every parameter gradient replaced by its sum over the ranks (its mean with `average`), added in rank order,
-    identical on every rank. Returns the bytes this rank received."""
+    identical on every rank. Returns the bytes this rank received.
+
+    With momentum (backward(..., momentum=m) blends m x the previous gradient, which after this call is the same
+    on every rank), the sum would count the previous gradient once per rank: use average=True there, with every
+    rank's loss gradient scaled by its own batch (equal batches on every rank)."""
     comm = _communicator(comm)
-    params = [(label, var) for label, var in parameters(modules) if var.hasGrad]
-    check_ranks_agree(comm, params)
+    MPI = _mpi()
     received = 0
-    for _, var in params:
+    for _, var in agreed_parameters(comm, modules):
+        if not var.hasGrad:
+            continue
         local = var.grad.get()
         gathered = np.empty((comm.size,) + local.shape, local.dtype)
-        comm.Allgather(local, gathered)
+        comm.Allgather([local, MPI.BYTE], [gathered, MPI.BYTE])
         total = gathered[0].astype(np.float64)
         for rank in range(1, comm.size):
             total += gathered[rank]

@@ -128,14 +128,18 @@ def _forward_on_group(group, problem, data, W, bias, given, tuned):
     check_home(group, data, "data", problem.dtype)
     problem.check_alloc("the output", prod(problem.out_shape))
     problem.queue.finish()  # the other queues read what this one wrote
-    parts = [(b0, forward(batch_chunk(problem, b0, b1, queue), rows_on(queue, data, b0, b1), whole_on(queue, W),
-                          whole_on(queue, bias), given, tuned))
-             for queue, b0, b1 in group.parts(problem.N)]
-    y = memory.empty(problem.queue, problem.out_shape, problem.dtype)
-    for b0, part in parts:
-        put_rows(y, part, b0)
-    finish_all(group, problem.queue)
-    return y
+    parts = []
+    try:  # on success and on failure alike, no part's memory is released while a queue still uses it
+        for queue, b0, b1 in group.parts(problem.N):
+            sub = batch_chunk(problem, b0, b1, queue)
+            parts.append((b0, forward(sub, rows_on(sub, data, b0, b1), whole_on(sub, W), whole_on(sub, bias), given,
+                                      tuned)))
+        y = memory.empty(problem.queue, problem.out_shape, problem.dtype)
+        for b0, part in parts:
+            put_rows(y, part, b0)
+        return y
+    finally:
+        finish_all(group, problem.queue)
 
 
 # ---------------------------------------------------------------------------------------------- backward
@@ -286,22 +290,25 @@ def _backward_on_group(group, problem, data, grad, W, bias, want_data, want_para
         problem.check_alloc("the input gradient", problem.N * problem.cin * prod(problem.in_sp))
     problem.queue.finish()  # the other queues read what this one wrote
     parts = []
-    for queue, b0, b1 in group.parts(problem.N):
-        parts.append((b0, backward(batch_chunk(problem, b0, b1, queue), rows_on(queue, data, b0, b1),
-                                   rows_on(queue, grad, b0, b1), whole_on(queue, W), whole_on(queue, bias), want_data,
-                                   want_params, None, None, 1.0, 0.0, given, tuned)))
-    gx, params = None, (None, None)
-    if want_data:
-        gx = memory.empty(problem.queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
-        for b0, (gx_part, _) in parts:
-            put_rows(gx, gx_part, b0)
-    if want_params:  # summed in the group's order on the call's queue, then written once
-        sums = GradientSum(problem, W, bias is not None)
-        for _, (_, params_part) in parts:
-            sums.add([None if p is None else home_copy(problem.queue, p) for p in params_part])
-        params = sums.write(wgrad, bgrad, scale, momentum)
-    finish_all(group, problem.queue)
-    return gx, params
+    try:  # on success and on failure alike, no part's memory is released while a queue still uses it
+        for queue, b0, b1 in group.parts(problem.N):
+            sub = batch_chunk(problem, b0, b1, queue)
+            parts.append((b0, backward(sub, rows_on(sub, data, b0, b1), rows_on(sub, grad, b0, b1), whole_on(sub, W),
+                                       whole_on(sub, bias), want_data, want_params, None, None, 1.0, 0.0, given,
+                                       tuned)))
+        gx, params = None, (None, None)
+        if want_data:
+            gx = memory.empty(problem.queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
+            for b0, (gx_part, _) in parts:
+                put_rows(gx, gx_part, b0)
+        if want_params:  # summed in the group's order on the call's queue, then written once
+            sums = GradientSum(problem, W, bias is not None)
+            for _, (_, params_part) in parts:
+                sums.add([None if p is None else home_copy(problem.queue, p) for p in params_part])
+            params = sums.write(wgrad, bgrad, scale, momentum)
+        return gx, params
+    finally:
+        finish_all(group, problem.queue)
 
 
 def batch_chunk(problem, b0, b1, queue=None):

@@ -59,15 +59,23 @@ def bias_row_sums(problem, index_bits, grad):
     return part
 
 
-def bias_gradient(problem, grad, bgrad, scale, momentum):
-    """bgrad = scale * (sum of grad over the batch and the positions, per map) + momentum * bgrad (when given);
-    grad read in place, so no scratch beyond one sum per (item, map)."""
-    bits = problem.index_bits(grad.size)
-    part = bias_row_sums(problem, bits, grad)
-    if bgrad is None:
-        bgrad, momentum = memory.empty(problem.queue, (1, problem.cout) + (1,) * problem.nd, problem.dtype), 0.0
-    finalize(problem, bits, part, problem.N, bgrad, problem.cout, scale, momentum)
-    return bgrad
+class BiasGradient:
+    """The bias gradient of a whole call, from gy read in place (no scratch beyond one sum per (item, map)): the
+    sums are enqueued and the output allocated at once, and `write` (the last step) blends them into it."""
+
+    def __init__(self, problem, grad, bgrad):
+        self.problem, self.bits = problem, problem.index_bits(grad.size)
+        self.part = bias_row_sums(problem, self.bits, grad)
+        self.given = bgrad is not None
+        self.bgrad = bgrad if self.given else memory.empty(problem.queue, (1, problem.cout) + (1,) * problem.nd,
+                                                            problem.dtype)
+
+    def write(self, scale, momentum):
+        """bgrad = scale * (sum of grad over the batch and the positions, per map) + momentum * bgrad (where the
+        caller gave one)."""
+        p = self.problem
+        finalize(p, self.bits, self.part, p.N, self.bgrad, p.cout, scale, momentum if self.given else 0.0)
+        return self.bgrad
 
 
 def accumulate(problem, index_bits, src, total, count, first):

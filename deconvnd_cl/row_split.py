@@ -150,8 +150,8 @@ def backward(problem, data, grad, W, want_data, want_params, with_bias, wgrad, b
                 if want_params:
                     sums.add((w_part, None))
         params = (None, None)
-        if want_params:  # the last writes to the caller's gradients
-            params = (sums.write(wgrad, None, scale, momentum)[0],
-                      reduction.bias_gradient(problem, grad, bgrad, scale, momentum) if with_bias else None)
+        if want_params:  # everything enqueued and allocated before the last writes to the caller's gradients
+            bias = reduction.BiasGradient(problem, grad, bgrad) if with_bias else None
+            params = (sums.write(wgrad, None, scale, momentum)[0], bias.write(scale, momentum) if bias else None)
         return gx, params
     return split(problem.in_sp[0], run)

@@ -69,4 +69,14 @@ for call in (dcl.broadcast_parameters, dcl.allreduce_gradients):
         assert "rank 1" in str(e) and "shape" in str(e), e
     else:
         raise AssertionError(f"{call.__name__} accepted modules of different shapes")
+# one rank passing something that is not a module, or the ranks naming different roots: the same on every rank
+for call, words in ((lambda: dcl.allreduce_gradients(mine if comm.rank == 0 else ["W"], comm), "rank 1: modules[0]"),
+                    (lambda: dcl.broadcast_parameters(mine, comm, root=comm.rank), "root must be the same rank"),
+                    (lambda: dcl.broadcast_parameters(mine, comm, root=5), "root must be the same rank")):
+    try:
+        call()
+    except dcl.ModuleError as e:
+        assert words in str(e), e
+    else:
+        raise AssertionError(f"no ModuleError naming {words!r}")
 print(f"rank {comm.rank} OK", flush=True)
