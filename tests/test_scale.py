@@ -3,7 +3,9 @@ one batch item is too large along its first spatial axis: forward and input grad
 unsplit call, parameter gradients equal within float32 rounding, nothing half-written; scratch that does not fit
 even for one row of one batch item, and arrays no allocation can hold, are ModuleErrors that say so."""
 
+import dataclasses
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,8 @@ import pytest
 
 import deconvnd_cl as dcl
 from deconvnd_cl import functional, reference, row_split
+from deconvnd_cl.errors import ScratchTooLarge
+from configs import random_config
 from conftest import assert_close, to_device
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,6 +149,63 @@ def test_one_item_too_large_splits_along_rows(queue, monkeypatch, layer, strateg
     assert_close(split[0], y_ref, what="forward")
     assert_close(split[2], 0.5 * dW + 2.0 * wgrad0, what="W grad")
     assert_close(split[3], 0.5 * db + 2.0 * bgrad0, what="b grad")
+
+
+def row_sweep(count, seed):
+    """Random layers (every parameter, nd 1-3) with a first spatial axis long enough to cut, and how many chunks of
+    rows to cut it into (2 up to one row a chunk)."""
+    rng = random.Random(seed)
+    found = []
+    while len(found) < count:
+        config = random_config(rng)
+        if config.nd == 4:
+            continue
+        config = dataclasses.replace(config, spatial=(rng.randint(5, 14),) + config.spatial[1:])
+        if all(o > 0 for o in config.out_spatial):
+            found.append(pytest.param(config, rng.choice([2, 3, 5, 64]), id=config.id))
+    return found
+
+
+@pytest.mark.parametrize("strategy", ["cpu", "gpu"])
+@pytest.mark.parametrize("config, chunks", row_sweep(24, seed=11))
+def test_row_split_sweep(queue, monkeypatch, config, chunks, strategy):
+    """Every pass of a random layer with its items cut into chunks of rows (the batch split made to give up, so
+    the geometry alone is tested, not a budget): forward and input gradient bitwise the unsplit call's, the
+    parameter gradients within float32 rounding of the reference."""
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", strategy)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((config.batch, config.cin) + config.spatial)
+    W = rng.standard_normal((config.cin, config.cout // config.groups) + config.size)
+    b = rng.standard_normal((1, config.cout) + (1,) * config.nd)
+    conv = dict(config.conv, postpad=config.postpad)
+    gy = rng.standard_normal(reference.forward(x, W, b, **conv).shape)
+    wgrad0, bgrad0 = np.zeros(W.shape), np.zeros(b.shape)
+    whole = all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0)
+
+    real_split_batch, inside, cuts = functional.split_along_batch, [False], []
+
+    def batch_split_gives_up_outside_row_chunks(problem, run):
+        if inside[0]:
+            return real_split_batch(problem, run)
+        raise ScratchTooLarge("made to give up by the test")
+
+    def rows_in(extent, run):
+        inside[0] = True
+        try:
+            cuts.append(min(extent, chunks))
+            return run(row_split.bounds(extent, min(extent, chunks)))
+        finally:
+            inside[0] = False
+    monkeypatch.setattr(functional, "split_along_batch", batch_split_gives_up_outside_row_chunks)
+    monkeypatch.setattr(row_split, "split", rows_in)
+    split = all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0)
+    assert len(cuts) == 3 and all(c >= 2 for c in cuts), cuts
+
+    for name, a, c in zip(("forward", "input grad"), whole[:2], split[:2]):
+        assert np.array_equal(a, c), f"{name}: split result differs from the whole call's"
+    dW, db = reference.backward_params(x, gy, W.shape, **config.conv)
+    assert_close(split[2], 0.5 * dW, what="W grad")
+    assert_close(split[3], 0.5 * db, what="b grad")
 
 
 def test_too_large_even_for_one_row(queue, monkeypatch):
