@@ -5,9 +5,9 @@ and parameter gradients summed there in device order.
 The first queue is the group's home: the caller's arrays live in its context, and so do the results. A queue of
 the same context (sub-devices of one device, or several devices in one context) reads the parameters and the
 first part's rows where they lie and gets a device-side copy of its own rows; a queue of another context or
-platform gets its part through the host. The parts depend only on the
-batch and the shares, and the sums run in device order, so a group gives the same bits on every run.
-A call over a group returns once every device has finished its part.
+platform gets its part through the host. The parts depend only on the batch and the shares, and the sums run in
+device order, so a group gives the same bits on every run. A call over a group returns once every device has
+finished its part.
 """
 
 import math
@@ -54,9 +54,6 @@ class DeviceGroup:
             edges.append(min(batch, round(batch * total)))
         edges[-1] = batch
         return [(q, b0, b1) for q, b0, b1 in zip(self.queues, edges, edges[1:]) if b1 > b0]
-
-    def __len__(self):
-        return len(self.queues)
 
     def __repr__(self):
         names = ", ".join(f"{q.device.name.strip()}: {s:.3g}" for q, s in zip(self.queues, self.shares))

@@ -5,7 +5,7 @@ The sum is the same on every rank and on every run for a given number of ranks: 
 gradients (MPI_Allgather) and adds them in rank order in float64, where MPI_Allreduce would leave the order of
 the additions to the MPI library. This costs (ranks - 1) x the gradients' bytes received per rank and step,
 against about 2 x that for a ring all-reduce: the price of the fixed order, small beside a layer's compute
-(docs/guide.md has the numbers for the example layers).
+(docs/performance.md has the numbers for the benchmark's layers).
 """
 
 import numpy as np

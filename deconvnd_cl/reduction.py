@@ -1,5 +1,7 @@
 """The fixed-order reductions (reduce.mako): per-row sums for the bias gradient, and the finalize that sums
-partial results in order and blends them into a gradient (scale * new + momentum * old)."""
+partial results in order and blends them into a gradient (scale * new + momentum * old); on them, the parameter
+gradients of a call computed in parts (GradientSum: chunks of the batch or of rows, devices of a group) and the
+bias gradient of a whole call (BiasGradient)."""
 
 from . import memory
 from .device_kind import vector_width
