@@ -104,9 +104,11 @@ def test_module_on_a_group(queue, sub_queues, arrays):
 
 
 def test_measured_shares(sub_queues):
+    """Measured shares are valid shares (their values depend on the machine's load: none is asserted)."""
     shares = dcl.measure_shares(sub_queues, repeats=1)
-    assert len(shares) == 2 and all(0 < s < 1 for s in shares) and abs(sum(shares) - 1) < 1e-9
-    assert dcl.measured_group(sub_queues, repeats=1).shares == pytest.approx(shares, abs=0.5)
+    assert len(shares) == 2 and all(s >= 0 for s in shares) and abs(sum(shares) - 1) < 1e-9
+    group = dcl.measured_group(sub_queues, repeats=1)
+    assert sum(b1 - b0 for _, b0, b1 in group.parts(9)) == 9
 
 
 def other_platform_queue(queue):
