@@ -27,6 +27,28 @@ LAYERS = [  # (conv, x shape, W shape, scratch budget of a few batch items): ove
 ]
 
 
+def random_operands(conv, x_shape, w_shape, seed):
+    """(x, W, b, gy, wgrad0, bgrad0) drawn from `seed`: a layer's operands, an output gradient and the gradients
+    the parameter gradients are blended into."""
+    rng = np.random.default_rng(seed)
+    x, W = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    b = rng.standard_normal((1, w_shape[1] * conv.get("groups", 1)) + (1,) * (len(x_shape) - 2))
+    gy = rng.standard_normal(reference.forward(x, W, b, **conv).shape)
+    return x, W, b, gy, rng.standard_normal(W.shape), rng.standard_normal(b.shape)
+
+
+def assert_split_matches(conv, operands, whole, split):
+    """all_passes of a split call against the unsplit one's (forward and input gradient bitwise) and against the
+    reference."""
+    x, W, b, gy, wgrad0, bgrad0 = operands
+    for name, a, c in zip(("forward", "input grad"), whole[:2], split[:2]):
+        assert np.array_equal(a, c), f"{name}: split result differs from the whole call's"
+    assert_close(split[0], reference.forward(x, W, b, **conv), what="forward")
+    dW, db = reference.backward_params(x, gy, W.shape, **{k: v for k, v in conv.items() if k != "postpad"})
+    assert_close(split[2], 0.5 * dW + 2.0 * wgrad0, what="W grad")
+    assert_close(split[3], 0.5 * db + 2.0 * bgrad0, what="b grad")
+
+
 def all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0):
     xd, Wd, bd, gyd = (to_device(queue, a) for a in (x, W, b, gy))
     y = dcl.deconvNd(xd, Wd, bd, **conv).get()
@@ -42,28 +64,17 @@ def all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0):
 def test_scratch_budget_splits_the_batch(queue, monkeypatch, layer, strategy):
     conv, x_shape, w_shape, budget = layer
     monkeypatch.setenv("DECONVND_CL_STRATEGY", strategy)
-    rng = np.random.default_rng(1)
-    x, W = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    b = rng.standard_normal((1, w_shape[1], 1, 1))
-    y_ref = reference.forward(x, W, b, **conv)
-    gy = rng.standard_normal(y_ref.shape)
-    wgrad0, bgrad0 = rng.standard_normal(W.shape), rng.standard_normal(b.shape)
-    whole = all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0)
+    operands = random_operands(conv, x_shape, w_shape, seed=1)
+    whole = all_passes(queue, conv, *operands)
 
     chunks = []
     real_chunk = functional.batch_chunk
     monkeypatch.setattr(functional, "batch_chunk", lambda p, b0, b1: chunks.append((b0, b1)) or real_chunk(p, b0, b1))
     monkeypatch.setenv("DECONVND_CL_SCRATCH_LIMIT", budget)
-    split = all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0)
+    split = all_passes(queue, conv, *operands)
     if strategy == "cpu":
         assert len(chunks) >= 4, "the calls were not split"
-
-    for name, a, c in zip(("forward", "input grad"), whole[:2], split[:2]):
-        assert np.array_equal(a, c), f"{name}: split result differs from the whole call's"
-    dW, db = reference.backward_params(x, gy, W.shape, **conv)
-    assert_close(split[2], 0.5 * dW + 2.0 * wgrad0, what="W grad")
-    assert_close(split[3], 0.5 * db + 2.0 * bgrad0, what="b grad")
-    assert_close(split[0], y_ref, what="forward")
+    assert_split_matches(conv, operands, whole, split)
 
 
 def test_float16_gradients_split_exactly_on_small_integers(queue, monkeypatch):
@@ -127,28 +138,16 @@ def test_one_item_too_large_splits_along_rows(queue, monkeypatch, layer, strateg
     conv, x_shape, w_shape, per_strategy = layer
     budget, passes_split = per_strategy[strategy]
     monkeypatch.setenv("DECONVND_CL_STRATEGY", strategy)
-    rng = np.random.default_rng(7)
-    x, W = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    b = rng.standard_normal((1, w_shape[1] * conv.get("groups", 1)) + (1,) * (len(x_shape) - 2))
-    y_ref = reference.forward(x, W, b, **conv)
-    gy = rng.standard_normal(y_ref.shape)
-    wgrad0, bgrad0 = rng.standard_normal(W.shape), rng.standard_normal(b.shape)
-    whole = all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0)
+    operands = random_operands(conv, x_shape, w_shape, seed=7)
+    whole = all_passes(queue, conv, *operands)
 
     splits = []
     real_split = row_split.split
     monkeypatch.setattr(row_split, "split", lambda extent, run: splits.append(extent) or real_split(extent, run))
     monkeypatch.setenv("DECONVND_CL_SCRATCH_LIMIT", budget)
-    split = all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0)
+    split = all_passes(queue, conv, *operands)
     assert len(splits) == passes_split, f"passes split along rows: {len(splits)} (expected: {passes_split})"
-
-    for name, a, c in zip(("forward", "input grad"), whole[:2], split[:2]):
-        assert np.array_equal(a, c), f"{name}: split result differs from the whole call's"
-    conv_b = {k: v for k, v in conv.items() if k != "postpad"}
-    dW, db = reference.backward_params(x, gy, W.shape, **conv_b)
-    assert_close(split[0], y_ref, what="forward")
-    assert_close(split[2], 0.5 * dW + 2.0 * wgrad0, what="W grad")
-    assert_close(split[3], 0.5 * db + 2.0 * bgrad0, what="b grad")
+    assert_split_matches(conv, operands, whole, split)
 
 
 def row_sweep(count, seed):
@@ -170,17 +169,13 @@ def row_sweep(count, seed):
 @pytest.mark.parametrize("config, chunks", row_sweep(24, seed=11))
 def test_row_split_sweep(queue, monkeypatch, config, chunks, strategy):
     """Every pass of a random layer with its items cut into chunks of rows (the batch split made to give up, so
-    the geometry alone is tested, not a budget): forward and input gradient bitwise the unsplit call's, the
-    parameter gradients within float32 rounding of the reference."""
+    the geometry alone is tested, not a budget): forward and input gradient bitwise the unsplit call's, all
+    passes within float32 rounding of the reference."""
     monkeypatch.setenv("DECONVND_CL_STRATEGY", strategy)
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((config.batch, config.cin) + config.spatial)
-    W = rng.standard_normal((config.cin, config.cout // config.groups) + config.size)
-    b = rng.standard_normal((1, config.cout) + (1,) * config.nd)
     conv = dict(config.conv, postpad=config.postpad)
-    gy = rng.standard_normal(reference.forward(x, W, b, **conv).shape)
-    wgrad0, bgrad0 = np.zeros(W.shape), np.zeros(b.shape)
-    whole = all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0)
+    operands = random_operands(conv, (config.batch, config.cin) + config.spatial,
+                               (config.cin, config.cout // config.groups) + config.size, seed=5)
+    whole = all_passes(queue, conv, *operands)
 
     real_split_batch, inside, cuts = functional.split_along_batch, [False], []
 
@@ -198,14 +193,9 @@ def test_row_split_sweep(queue, monkeypatch, config, chunks, strategy):
             inside[0] = False
     monkeypatch.setattr(functional, "split_along_batch", batch_split_gives_up_outside_row_chunks)
     monkeypatch.setattr(row_split, "split", rows_in)
-    split = all_passes(queue, conv, x, W, b, gy, wgrad0, bgrad0)
+    split = all_passes(queue, conv, *operands)
     assert len(cuts) == 3 and all(c >= 2 for c in cuts), cuts
-
-    for name, a, c in zip(("forward", "input grad"), whole[:2], split[:2]):
-        assert np.array_equal(a, c), f"{name}: split result differs from the whole call's"
-    dW, db = reference.backward_params(x, gy, W.shape, **config.conv)
-    assert_close(split[2], 0.5 * dW, what="W grad")
-    assert_close(split[3], 0.5 * db, what="b grad")
+    assert_split_matches(conv, operands, whole, split)
 
 
 def test_too_large_even_for_one_row(queue, monkeypatch):
