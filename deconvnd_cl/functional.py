@@ -7,13 +7,12 @@ the last kernels of a call, after every build and allocation, so a call that fai
 """
 
 import dataclasses
-from math import prod
 
 import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from . import memory, row_split
+from . import row_split
 from .device import default_queue, supports_dtype
 from .device_group import as_group, check_home, finish_all, home_copy, put_rows, rows_on, whole_on
 from .errors import ModuleError, ScratchTooLarge
@@ -108,8 +107,7 @@ def forward(problem, data, W, bias, given=None, tuned=None, devices=None, row_ch
     def run(bounds):
         if len(bounds) == 1:
             return impl.run(problem, data, W, bias, variant)
-        problem.check_alloc("the output", prod(problem.out_shape))
-        y = memory.empty(problem.queue, problem.out_shape, problem.dtype)
+        y = problem.empty_output()
         for b0, b1 in bounds:
             _copy_batch(y, impl.run(batch_chunk(problem, b0, b1), data[b0:b1], W, bias, variant), b0)
         return y
@@ -118,15 +116,13 @@ def forward(problem, data, W, bias, given=None, tuned=None, devices=None, row_ch
     except ScratchTooLarge:
         if row_chunk or problem.out_sp[0] < 2:
             raise
-    problem.check_alloc("the output", prod(problem.out_shape))
-    y = memory.empty(problem.queue, problem.out_shape, problem.dtype)
-    return row_split.forward(problem, data, y,
+    return row_split.forward(problem, data, problem.empty_output(),
                              lambda sub, x_rows: forward(sub, x_rows, W, bias, given, tuned, row_chunk=True))
 
 
 def _forward_on_group(group, problem, data, W, bias, given, tuned):
     check_home(group, data, "data", problem.dtype)
-    problem.check_alloc("the output", prod(problem.out_shape))
+    y = problem.empty_output()
     problem.queue.finish()  # the other queues read what this one wrote
     parts = []
     try:  # on success and on failure alike, no part's memory is released while a queue still uses it
@@ -134,7 +130,6 @@ def _forward_on_group(group, problem, data, W, bias, given, tuned):
             sub = batch_chunk(problem, b0, b1, queue)
             parts.append((b0, forward(sub, rows_on(sub, data, b0, b1), whole_on(sub, W), whole_on(sub, bias), given,
                                       tuned)))
-        y = memory.empty(problem.queue, problem.out_shape, problem.dtype)
         for b0, part in parts:
             put_rows(y, part, b0)
         return y
@@ -254,8 +249,7 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
             return run_whole(problem, grad, data, wgrad, bgrad, scale, momentum)
         gx = None
         if want_data:
-            problem.check_alloc("the input gradient", problem.N * problem.cin * prod(problem.in_sp))
-            gx = memory.empty(problem.queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
+            gx = problem.empty_input_gradient()
         sums = GradientSum(problem, W, with_bias) if want_params else None
         for b0, b1 in bounds:
             chunk = batch_chunk(problem, b0, b1)
@@ -273,9 +267,6 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
     except ScratchTooLarge:
         if row_chunk or problem.in_sp[0] < 2:
             raise
-    if want_data:
-        problem.check_alloc("the input gradient", problem.N * problem.cin * prod(problem.in_sp))
-
     def run_rows(sub, x_rows, gy_rows):
         return backward(sub, x_rows, gy_rows, W, None, want_data, want_params, None, None, 1.0, 0.0, given, tuned,
                         row_chunk=True)
@@ -286,8 +277,7 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
 def _backward_on_group(group, problem, data, grad, W, bias, want_data, want_params, wgrad, bgrad, scale, momentum,
                        given, tuned):
     check_home(group, grad, "grad", problem.dtype)
-    if want_data:
-        problem.check_alloc("the input gradient", problem.N * problem.cin * prod(problem.in_sp))
+    gx = problem.empty_input_gradient() if want_data else None
     problem.queue.finish()  # the other queues read what this one wrote
     parts = []
     try:  # on success and on failure alike, no part's memory is released while a queue still uses it
@@ -296,9 +286,8 @@ def _backward_on_group(group, problem, data, grad, W, bias, want_data, want_para
             parts.append((b0, backward(sub, rows_on(sub, data, b0, b1), rows_on(sub, grad, b0, b1), whole_on(sub, W),
                                        whole_on(sub, bias), want_data, want_params, None, None, 1.0, 0.0, given,
                                        tuned)))
-        gx, params = None, (None, None)
+        params = (None, None)
         if want_data:
-            gx = memory.empty(problem.queue, (problem.N, problem.cin) + problem.in_sp, problem.dtype)
             for b0, (gx_part, _) in parts:
                 put_rows(gx, gx_part, b0)
         if want_params:  # summed in the group's order on the call's queue, then written once

@@ -6,7 +6,7 @@ from math import prod
 
 import numpy as np
 
-from . import settings
+from . import memory, settings
 from .device_kind import kind_of
 from .errors import ModuleError, ScratchTooLarge
 from .geometry import Geometry
@@ -119,6 +119,17 @@ class Problem:
                                       f"({device}) even for a batch of one")
             raise ModuleError(f"{what} needs {nbytes} bytes, over the device's max_mem_alloc_size of {device_limit} "
                               f"bytes ({device}): no allocation can hold it")
+
+    def empty_output(self):
+        """A fresh array for the call's output, from the queue's memory pool; ModuleError first when no
+        allocation can hold it."""
+        self.check_alloc("the output", prod(self.out_shape))
+        return memory.empty(self.queue, self.out_shape, self.dtype)
+
+    def empty_input_gradient(self):
+        """A fresh array for the call's input gradient, as empty_output."""
+        self.check_alloc("the input gradient", prod(self.in_shape))
+        return memory.empty(self.queue, self.in_shape, self.dtype)
 
     @property
     def x_elements(self):

@@ -135,7 +135,7 @@ def backward(problem, data, grad, W, want_data, want_params, with_bias, wgrad, b
     gy rows) -> (gx rows or None, (weight-gradient part or None, None)); the parts summed in that order."""
     grad, data = slab_aligned(grad), None if data is None else slab_aligned(data)
     item = dataclasses.replace(problem, N=1)
-    gx = memory.empty(problem.queue, problem.in_shape, problem.dtype) if want_data else None
+    gx = problem.empty_input_gradient() if want_data else None
 
     def run(chunks):
         sums = reduction.GradientSum(problem, W, False) if want_params else None

@@ -5,7 +5,6 @@ from math import ceil, prod
 
 import numpy as np
 
-from .. import memory
 from ..geometry import row_major_strides
 from ..launch import launch
 from ..layouts import forward_layout, phase_columns
@@ -48,8 +47,7 @@ class RegisterTiledForward(Implementation):
 
     def run(self, problem, data, W, bias, variant):
         queue, geo = problem.queue, problem.geo
-        problem.check_alloc("the output", prod(problem.out_shape))
-        y = memory.empty(queue, problem.out_shape, problem.dtype)
+        y = problem.empty_output()
         if problem.N == 0:
             return y
         tm, tn = variant.tm, variant.tn

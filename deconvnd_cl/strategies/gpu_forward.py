@@ -14,7 +14,6 @@ from math import ceil, prod
 
 import numpy as np
 
-from .. import memory
 from ..geometry import row_major_strides
 from ..launch import launch
 from ..layouts import PackSpec, forward_layout
@@ -124,8 +123,7 @@ class WorkgroupTiledForward(gpu_tiles.WorkgroupTiled, Implementation):
 
     def run(self, problem, data, W, bias, variant):
         queue, geo = problem.queue, problem.geo
-        problem.check_alloc("the output", prod(problem.out_shape))
-        y = memory.empty(queue, problem.out_shape, problem.dtype)
+        y = problem.empty_output()
         if problem.N == 0:
             return y
         plan = forward_plan(geo, problem.in_sp, problem.out_sp, variant.n)
