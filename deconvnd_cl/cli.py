@@ -135,8 +135,8 @@ def cmd_cache_list(args):
     now = time.time()
     for r in rows:
         flag = "  DAMAGED" if "error" in r else ""
-        print(f"{r['name']:<72} {r['device'][:28]:<28} {r['size'] / 1024:8.1f} KiB "
-              f"{_age(now - r['last_used']):>5}{flag}")
+        size = f"in {r['driver_cache']}'s cache" if r.get("driver_cache") else f"{r['size'] / 1024:8.1f} KiB"
+        print(f"{r['name']:<72} {r['device'][:28]:<28} {size:>15} {_age(now - r['last_used']):>5}{flag}")
     total = sum(r["size"] for r in rows)
     print(f"{len(rows)} entries, {total / 2**20:.2f} MiB in {_cache().root}")
     return EXIT_OK
@@ -158,8 +158,9 @@ def cmd_cache_show(args):
             continue
         print(f"entry:   {r['id']}\nkernel:  {meta['name']}\ndevice:  {meta['device']['platform']} / "
               f"{meta['device']['device']} (driver {meta['device']['driver_version']})")
-        print(f"key:     {meta['key']}\noptions: {meta['options'] or '(none)'}\nbinary:  {meta['binary']} "
-              f"({meta['binary_size']} bytes, sha256 {meta['binary_sha256'][:16]}...)")
+        binary = (f"{meta['binary']} ({meta['binary_size']} bytes, sha256 {meta['binary_sha256'][:16]}...)"
+                  if meta["binary"] else f"none: in the implementation's own cache ({meta.get('driver_cache')})")
+        print(f"key:     {meta['key']}\noptions: {meta['options'] or '(none)'}\nbinary:  {binary}")
         print(f"built:   {time.ctime(meta['created'])} in {meta['build_seconds']} s")
         if meta.get("build_log", "").strip():
             print("build log:\n" + meta["build_log"])

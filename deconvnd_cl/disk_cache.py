@@ -8,6 +8,12 @@ A binary's file name carries its checksum, so concurrent writers of the same ent
 files: each writes its own binary and atomically replaces the metadata that points at it. No lock files exist.
 Every read is verified (size, sha256, fields); a bad entry is discarded with one warning and rebuilt, because
 PoCL segfaults on a truncated binary. An unwritable directory degrades to memory-only caching with a warning.
+
+Where the OpenCL implementation keeps compiled programs on disk itself (`driver_cache_of`: PoCL, unless
+POCL_KERNEL_CACHE=0), an entry records the program without a binary and a later process builds it from source,
+which the implementation answers from its own cache. Fetching a binary from PoCL (CL_PROGRAM_BINARIES) makes it
+compile a generic work-group function for every kernel, on top of the specialised ones it compiles and keeps at
+the first launch: about half of a new layer's cold start (docs/cache-and-cli.md).
 """
 
 import hashlib
@@ -25,6 +31,16 @@ from . import settings
 from .render import template_hash
 
 FORMAT = 1
+DRIVER_CACHED = "driver cached"  # load(): the entry's program is in the implementation's own cache
+
+
+def driver_cache_of(device):
+    """The name of the implementation's own on-disk program cache the library relies on for `device`, or None
+    (then entries hold binaries). PoCL caches every program it builds, keyed by source, options and device,
+    and each kernel's compiled work-group functions (POCL_CACHE_DIR, POCL_KERNEL_CACHE)."""
+    if not settings.driver_cache() or not settings.pocl_kernel_cache():
+        return None
+    return "pocl" if "portable computing language" in device.platform.name.lower() else None
 
 
 def library_version():
@@ -100,7 +116,8 @@ class DiskCache:
 
     # -- reading
     def load(self, device, key, source, options):
-        """The verified binary for this entry, or None (a miss, or a damaged entry discarded with a warning)."""
+        """The verified binary for this entry, DRIVER_CACHED for an entry whose program the implementation's own
+        cache holds, or None (a miss, or a damaged entry discarded with a warning)."""
         if not self.enabled:
             return None
         meta_path = self._meta_path(device, key, source, options)
@@ -114,25 +131,23 @@ class DiskCache:
             return None
         try:
             meta = json.loads(meta_text)
-            binary = (meta_path.parent / meta["binary"]).read_bytes()
-            problems = [name for name, ok in (
-                ("format", meta.get("format") == FORMAT),
-                ("source hash", meta.get("source_sha256") == _digest(source, options)),
-                ("size", meta.get("binary_size") == len(binary) > 0),
-                ("checksum", meta.get("binary_sha256") == hashlib.sha256(binary).hexdigest()),
-            ) if not ok]
+            problems = _problems(meta, meta_path) + (
+                [] if meta.get("source_sha256") == _digest(source, options) else ["source hash"])
         except (OSError, ValueError, KeyError, TypeError) as e:
             problems = [f"unreadable ({type(e).__name__}: {e})"]
         if problems:
             self._discard_path(meta_path, f"{', '.join(problems)} check failed")
             self.misses += 1
             return None
+        if meta.get("driver_cache") and meta["driver_cache"] != driver_cache_of(device):
+            self.misses += 1  # stored beside a cache that is off now (POCL_KERNEL_CACHE=0): rebuilt with a binary
+            return None
         try:
             os.utime(meta_path)  # last used = mtime of the metadata (cheaper than rewriting it)
         except OSError:
             pass
         self.hits += 1
-        return binary
+        return DRIVER_CACHED if meta.get("driver_cache") else meta["_binary"]
 
     def discard(self, device, key, why, source=None, options=None):
         if self.enabled and source is not None:
@@ -147,8 +162,9 @@ class DiskCache:
             pass
 
     # -- writing
-    def store(self, device, key, source, options, binary, build_log, build_seconds):
-        if not self.enabled or not binary:
+    def store(self, device, key, source, options, binary, build_log, build_seconds, driver_cache=None):
+        """Record a built program: its binary, or with `driver_cache` (driver_cache_of's name) none."""
+        if not self.enabled or not (binary or driver_cache):
             return
         try:
             directory = self.device_dir(device)
@@ -156,13 +172,16 @@ class DiskCache:
             identity_file = directory / "device.json"
             if not identity_file.exists():
                 atomic_write(identity_file, json.dumps(device_identity(device), indent=1).encode())
-            binary_sha = hashlib.sha256(binary).hexdigest()
             meta_path = self._meta_path(device, key, source, options)
-            binary_name = f"{meta_path.stem}.{binary_sha[:16]}.bin"
-            atomic_write(directory / binary_name, binary)
+            binary_name = binary_sha = None
+            if driver_cache is None:
+                binary_sha = hashlib.sha256(binary).hexdigest()
+                binary_name = f"{meta_path.stem}.{binary_sha[:16]}.bin"
+                atomic_write(directory / binary_name, binary)
             meta = {
                 "format": FORMAT, "key": key.to_json(), "name": key.name, "binary": binary_name,
-                "binary_size": len(binary), "binary_sha256": binary_sha, "source_sha256": _digest(source, options),
+                "binary_size": len(binary) if binary_name else 0, "binary_sha256": binary_sha,
+                "driver_cache": driver_cache, "source_sha256": _digest(source, options),
                 "options": options, "build_log": build_log, "build_seconds": round(build_seconds, 4),
                 "created": time.time(), "device": device_identity(device),
             }
@@ -199,9 +218,10 @@ def entries(root):
         entry = {"path": str(meta_path), "device_dir": meta_path.parent.name, "id": meta_path.stem}
         try:
             meta = json.loads(meta_path.read_text())
-            binary = meta_path.parent / meta["binary"]
-            entry.update(name=meta["name"], device=meta["device"]["device"], binary=str(binary),
-                         size=binary.stat().st_size if binary.exists() else 0, created=meta.get("created"),
+            binary = meta_path.parent / meta["binary"] if meta["binary"] else None
+            entry.update(name=meta["name"], device=meta["device"]["device"],
+                         binary=str(binary) if binary else None, driver_cache=meta.get("driver_cache"),
+                         size=binary.stat().st_size if binary and binary.exists() else 0, created=meta.get("created"),
                          build_seconds=meta.get("build_seconds"), key=meta.get("key"))
         except (OSError, ValueError, KeyError, TypeError) as e:
             entry.update(name="?", device="?", size=0, error=f"{type(e).__name__}: {e}")
@@ -210,21 +230,29 @@ def entries(root):
     return found
 
 
+def _problems(meta, meta_path):
+    """What is wrong with an entry's metadata and binary (format, size, checksum), as a list; reads the binary
+    into meta["_binary"]. An entry of the implementation's own cache has no binary to check."""
+    problems = [] if meta.get("format") == FORMAT else ["format"]
+    if meta.get("driver_cache"):
+        return problems + ([] if meta.get("binary") is None else ["binary"])
+    binary = meta["_binary"] = (meta_path.parent / meta["binary"]).read_bytes()
+    if not meta.get("binary_size") == len(binary) > 0:
+        problems.append(f"size ({len(binary)} bytes, recorded {meta.get('binary_size')})")
+    if meta.get("binary_sha256") != hashlib.sha256(binary).hexdigest():
+        problems.append("checksum")
+    return problems
+
+
 def verify_entry(meta_path):
-    """None if the entry's binary matches its recorded size and checksum, else what is wrong."""
+    """None if the entry's binary matches its recorded size and checksum (an entry of the implementation's
+    own cache: if its metadata is whole), else what is wrong."""
     meta_path = Path(meta_path)
     try:
-        meta = json.loads(meta_path.read_text())
-        binary = (meta_path.parent / meta["binary"]).read_bytes()
+        problems = _problems(json.loads(meta_path.read_text()), meta_path)
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"unreadable ({type(e).__name__}: {e})"
-    if meta.get("format") != FORMAT:
-        return f"unknown format {meta.get('format')!r}"
-    if len(binary) != meta.get("binary_size"):
-        return f"binary has {len(binary)} bytes (recorded: {meta.get('binary_size')})"
-    if hashlib.sha256(binary).hexdigest() != meta.get("binary_sha256"):
-        return "binary checksum mismatch"
-    return None
+    return f"{', '.join(problems)} check failed" if problems else None
 
 
 def remove_entry(meta_path):

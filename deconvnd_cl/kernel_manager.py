@@ -89,20 +89,26 @@ class KernelManager:
         source = kernel_source.source(key)
         signatures = kernel_source.signatures(key)
         options = " ".join(BUILD_OPTIONS + settings.extra_build_options())
-        binary = self.cache.load(device, key, source, options)
-        if binary is not None:
+        cached = self.cache.load(device, key, source, options)
+        if cached is disk_cache.DRIVER_CACHED:  # the implementation answers this build from its own cache
+            program, seconds, _ = self._build(context, device, key, source, options, counted=False)
+            return Program(key, device, program, source, signatures, seconds, from_disk=True)
+        if cached is not None:
             try:
-                program = cl.Program(context, [device], [binary]).build(options, [device])
+                program = cl.Program(context, [device], [cached]).build(options, [device])
                 return Program(key, device, program, source, signatures, 0.0, from_disk=True)
             except cl.Error as e:
                 self.cache.discard(device, key, f"the driver rejected the cached binary ({e})", source, options)
         program, seconds, build_log = self._build(context, device, key, source, options)
-        self.cache.store(device, key, source, options, program.get_info(cl.program_info.BINARIES)[0],
-                         build_log, seconds)
+        driver_cache = disk_cache.driver_cache_of(device)
+        binary = None if driver_cache else program.get_info(cl.program_info.BINARIES)[0]
+        self.cache.store(device, key, source, options, binary, build_log, seconds, driver_cache)
         return Program(key, device, program, source, signatures, seconds, from_disk=False)
 
-    def _build(self, context, device, key, source, options):
-        if settings.build_forbidden():
+    def _build(self, context, device, key, source, options, counted=True):
+        """Compile from source; `counted`: a build of the library's own (not one the implementation's cache
+        answers), refused under DECONVND_CL_FORBID_BUILD and counted in `builds`."""
+        if counted and settings.build_forbidden():
             raise KernelBuildError(key.name, describe(device), options,
                                    "building is forbidden by DECONVND_CL_FORBID_BUILD=1", "<not saved>")
         start = time.perf_counter()
@@ -114,7 +120,7 @@ class KernelManager:
             raise KernelBuildError(key.name, describe(device), options, str(e),
                                    _save_failed_source(key, source)) from None
         seconds = time.perf_counter() - start
-        self.builds += 1
+        self.builds += counted
         build_log = _build_log(program, device)
         if build_log.strip():
             log.debug("build log of %s:\n%s", key.name, build_log)

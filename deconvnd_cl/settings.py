@@ -25,6 +25,20 @@ def cache_disabled():
     return _get("DECONVND_CL_NO_CACHE") == "1"
 
 
+def driver_cache():
+    """DECONVND_CL_DRIVER_CACHE=0: store program binaries in the disk cache even where the OpenCL implementation
+    keeps compiled programs itself (default, unset or 1: rely on that cache there; disk_cache.py)."""
+    value = _get("DECONVND_CL_DRIVER_CACHE").strip()
+    if value not in ("", "0", "1"):
+        raise ModuleError(f"DECONVND_CL_DRIVER_CACHE={value!r} is not a switch (expected 0 or 1, or unset)")
+    return value != "0"
+
+
+def pocl_kernel_cache():
+    """POCL_KERNEL_CACHE (PoCL's own switch, on unless 0): whether PoCL keeps compiled programs on disk."""
+    return _get("POCL_KERNEL_CACHE").strip() != "0"
+
+
 def forced_strategy():
     """DECONVND_CL_STRATEGY=cpu|gpu: run that kernel strategy on any device (empty: by device kind)."""
     value = _get("DECONVND_CL_STRATEGY").strip().lower()

@@ -1,4 +1,7 @@
-"""The kernel disk cache: warm processes build nothing, damage is survived, writers never block each other."""
+"""The kernel disk cache: warm processes build nothing, damage is survived, writers never block each other.
+
+Most tests here are about binaries, so their processes store them (DECONVND_CL_DRIVER_CACHE=0) even on PoCL, whose
+own program cache the library otherwise relies on (test_driver_cache_entries)."""
 
 import json
 import os
@@ -21,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # One small layer, forward + backward, in a fresh process; prints what the kernel manager did.
 RUN_LAYER = """
 import json, warnings, numpy as np, pyopencl.array as cla, deconvnd_cl as dcl
+from deconvnd_cl.disk_cache import driver_cache_of
 from deconvnd_cl.kernel_manager import manager
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -31,12 +35,12 @@ with warnings.catch_warnings(record=True) as caught:
     layer.backward(cla.to_device(q, np.ones(y.shape, np.float32)))
     ok = bool(np.isfinite(layer.grad.get()).all())
 print(json.dumps({"builds": manager().builds, "hits": manager().cache.hits, "ok": ok,
-                  "warnings": [str(w.message) for w in caught]}))
+                  "warnings": [str(w.message) for w in caught], "driver_cache": driver_cache_of(q.device)}))
 """
 
 
 def env_for(cache_dir, **extra):
-    env = dict(os.environ, DECONVND_CL_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, DECONVND_CL_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT), DECONVND_CL_DRIVER_CACHE="0")
     env.pop("DECONVND_CL_NO_CACHE", None)
     env.update(extra)
     return env
@@ -70,6 +74,39 @@ def test_warm_process_builds_nothing(seeded, tmp_path):
     # with building forbidden, only a fully warm cache can succeed
     second = run_layer(cache_dir, DECONVND_CL_FORBID_BUILD="1")
     assert second["ok"] and second["builds"] == 0 and second["hits"] > 0 and not second["warnings"]
+
+
+def test_driver_cache_entries(tmp_path):
+    """On PoCL, entries record programs whose code PoCL's own cache keeps (no binary fetched, which would compile
+    every kernel once more); a warm process builds nothing of its own; with PoCL's cache off they are misses
+    and come back with binaries."""
+    cache_dir, pocl_dir = tmp_path / "cache", tmp_path / "pocl"
+    driver = dict(DECONVND_CL_DRIVER_CACHE="1", POCL_CACHE_DIR=str(pocl_dir))
+    first = run_layer(cache_dir, **driver)
+    if first["driver_cache"] is None:
+        pytest.skip("the test device's implementation keeps no program cache the library relies on")
+    rows = entries(cache_dir)
+    assert first["ok"] and first["builds"] == len(rows) > 0 and not first["warnings"]
+    assert all(r["binary"] is None and r["driver_cache"] == "pocl" and verify_entry(r["path"]) is None for r in rows)
+    assert not list(cache_dir.glob("*/*.bin")) and any(pocl_dir.rglob("*.so"))
+    second = run_layer(cache_dir, DECONVND_CL_FORBID_BUILD="1", **driver)
+    assert second["ok"] and second["builds"] == 0 and second["hits"] == len(rows) and not second["warnings"]
+    env = env_for(cache_dir, **driver)
+    listing = subprocess.run([sys.executable, "-m", "deconvnd_cl", "cache", "list"], env=env, capture_output=True,
+                             text=True)
+    shown = subprocess.run([sys.executable, "-m", "deconvnd_cl", "cache", "show", rows[0]["id"]], env=env,
+                           capture_output=True, text=True)
+    assert listing.returncode == shown.returncode == 0 and "in pocl's cache" in listing.stdout
+    assert "in the implementation's own cache (pocl)" in shown.stdout
+    third = run_layer(cache_dir, POCL_KERNEL_CACHE="0", **driver)
+    assert third["ok"] and third["builds"] == len(rows) and third["driver_cache"] is None and not third["warnings"]
+    assert all(r["binary"] and verify_entry(r["path"]) is None for r in entries(cache_dir))
+
+
+def test_driver_cache_switch_is_checked(tmp_path):
+    result = subprocess.run([sys.executable, "-c", RUN_LAYER], env=env_for(tmp_path, DECONVND_CL_DRIVER_CACHE="yes"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "DECONVND_CL_DRIVER_CACHE='yes' is not a switch" in result.stderr
 
 
 def binaries(cache_dir):

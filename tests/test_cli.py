@@ -13,7 +13,8 @@ LAYER = "nd=2,inmaps=3,outmaps=4,size=3,stride=2,pad=1"
 
 
 def cli(*args, cache_dir, **env_extra):
-    env = dict(os.environ, DECONVND_CL_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
+    """The command in a subprocess; entries hold binaries (DECONVND_CL_DRIVER_CACHE=0), so one can be damaged."""
+    env = dict(os.environ, DECONVND_CL_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT), DECONVND_CL_DRIVER_CACHE="0")
     env.pop("DECONVND_CL_NO_CACHE", None)
     env.update(env_extra)
     return subprocess.run([sys.executable, "-m", "deconvnd_cl", *args], env=env, capture_output=True, text=True,
