@@ -61,14 +61,28 @@ class ForwardPhase:
     extents: tuple   # number of q per axis
     base: int        # padded-grid offset of q0
     v_count: int
-    v_tiles: int
+    v_tiles: int     # tiles of the phase's outputs
     shift: tuple     # r - pad per axis
+    vpr: int = 0     # tiles of whole vectors within rows: vectors per row (0: tiles of virtual positions)
+
+
+def row_tiling(extents, v_tiles, tn, vw):
+    """(vectors per row, tiles) when a phase's tiles are better made of vectors that each lie within one output
+    row (each row covered by ceil(row / vw) vectors, its last moved back to end at the row's end) than of
+    `v_tiles` tiles of consecutive virtual positions, which compute the padding between rows too; else
+    (0, v_tiles). Row vectors need rows of at least a vector, and compute fewer lanes where rows are short
+    beside their padding (8x8 inputs: 64 positions a phase against 80)."""
+    if not vw or extents[-1] < vw or tn % vw:
+        return 0, v_tiles
+    vpr = ceil(extents[-1] / vw)
+    tiles = ceil(prod(extents[:-1]) * vpr * vw / tn)
+    return (vpr, tiles) if tiles < v_tiles else (0, v_tiles)
 
 
 def phase_columns(nd):
     """Column index of each entry in a row of the forward's phase table: the one source of the table's layout
     for the host, which fills it (ForwardLayout.phase_table), and the template, which reads it."""
-    names = ["v_tiles", "v_count", "base", "tap_start", "tap_count"]
+    names = ["v_tiles", "v_count", "base", "tap_start", "tap_count", "vpr"]
     for a in range(nd):
         names += [f"q0_{a}", f"qe_{a}", f"shift_{a}"]
     return {name: i for i, name in enumerate(names)}
@@ -92,7 +106,8 @@ class ForwardLayout:
         table[:, columns["tap_count"]] = np.diff(self.tap_starts)
         for phase in self.phases:
             row = table[phase.index]
-            row[[columns["v_tiles"], columns["v_count"], columns["base"]]] = phase.v_tiles, phase.v_count, phase.base
+            row[[columns["v_tiles"], columns["v_count"], columns["base"], columns["vpr"]]] = (
+                phase.v_tiles, phase.v_count, phase.base, phase.vpr)
             for a in range(nd):
                 row[[columns[f"q0_{a}"], columns[f"qe_{a}"], columns[f"shift_{a}"]]] = (
                     phase.q0[a], phase.extents[a], phase.shift[a])
@@ -100,10 +115,11 @@ class ForwardLayout:
 
 
 @lru_cache(maxsize=256)  # a layer's calls all ask for the same layout
-def forward_layout(geo, in_sp, out_sp, tn, itemsize, outputs_inside=False):
+def forward_layout(geo, in_sp, out_sp, tn, itemsize, outputs_inside=False, vw=0):
     """outputs_inside: every phase's output box lies inside the grid too (grid coordinate c = q - lo), so a grid
     position has one decomposition into coordinates for all phases (the GPU strategy folds phases together);
-    otherwise a phase's positions are only known relative to its base, and its box may wrap past a row."""
+    otherwise a phase's positions are only known relative to its base, and its box may wrap past a row.
+    vw: the register-tiled kernel's vector width, whose phases may be tiled in row vectors (row_tiling)."""
     nd = geo.nd
     live = []
     lo, hi = [0] * nd, [i - 1 for i in in_sp]
@@ -126,9 +142,10 @@ def forward_layout(geo, in_sp, out_sp, tn, itemsize, outputs_inside=False):
         base = sum((q - l) * s for q, l, s in zip(q0, lo, strides))
         v_count = virtual_count(extents, strides)
         v_tiles = ceil(v_count / tn)
+        plane = max(plane, base + v_tiles * tn)  # junk lanes of the last tile read up to here (row vectors less)
         shift = tuple(rr - p for rr, p in zip(geo.forward_phases()[index][0], geo.pad))
-        phases.append(ForwardPhase(index, q0, extents, base, v_count, v_tiles, shift))
-        plane = max(plane, base + v_tiles * tn)  # junk lanes of the last tile read up to here
+        vpr, tiles = row_tiling(extents, v_tiles, tn, vw)
+        phases.append(ForwardPhase(index, q0, extents, base, v_count, tiles, shift, vpr))
     pack = PackSpec(grid, tuple(lo), (1,) * nd, tuple(in_sp), unaliased_plane(plane, itemsize))
     tap_offsets = tuple(-sum(mm * s for mm, s in zip(m, strides)) for _, taps in geo.forward_phases() for _, m in taps)
     return ForwardLayout(pack, strides, tuple(phases), geo.forward_tap_order()[1], tap_offsets)

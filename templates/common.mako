@@ -79,12 +79,13 @@ __kernel void ${name}_wpack(${params(signature)})
 </%def>
 
 ## One multiply-accumulate step of the register tile: NVEC vectors of the streamed operand from `x` (a pointer
-## expression; vector j at x + j*VW), TM scalars of the other from `w` (map mi at w + mi), a*b+c written out so
-## the compiler contracts it (the fma()/mad() builtins are out-of-line calls on PoCL).
+## expression; vector j at x + j*VW, or where x with "{j}" replaced by j points), TM scalars of the other from
+## `w` (map mi at w + mi), a*b+c written out so the compiler contracts it (the fma()/mad() builtins are
+## out-of-line calls on PoCL).
 <%def name="mac_block(tm, nvec, vw, x, w)">
             {
                 % for j in range(nvec):
-                const dcl_accv x${j} = DCL_LOADV(${x} + ${j * vw});
+                const dcl_accv x${j} = DCL_LOADV(${x.replace("{j}", str(j)) if "{j}" in x else f"{x} + {j * vw}"});
                 % endfor
                 % for mi in range(tm):
                 const dcl_acc w${mi}v = DCL_LOAD(${w} + ${mi});

@@ -14,10 +14,29 @@ ${c.prelude(dtype, index_bits, vw)}
 <% nvec = tn // vw %>
 ${c.wpack(name, signatures["_wpack"], tm, "ks", "co", "order[t]", f"t * {tm} + mi")}
 
+## Row vectors (phase table column vpr > 0, layouts.row_tiling): vector j of tile vt is the phase's row vector
+## u = vt*NVEC + j (the tile's tail past the last one repeats it and stores nothing): row u / vpr, its
+## (u % vpr)-th vector of VW positions, the row's last moved back to end at the row's end (`skip` lanes it
+## shares with the one before). Declares live{j}, skip{j}, the output column c{j} and row coordinates r{j}_a,
+## and vo{j}: the vector's first virtual position relative to the phase's base.
+<%def name="row_vector(j)">
+            const dcl_idx u${j}_all = (dcl_idx)vt * ${tn // vw} + ${j};
+            const bool live${j} = u${j}_all < row_vectors;
+            dcl_idx rest${j} = (live${j} ? u${j}_all : row_vectors - 1) / vpr;
+            const int k${j} = (live${j} ? u${j}_all : row_vectors - 1) - rest${j} * vpr;
+            const int c${j} = DCL_MIN(k${j} * ${vw}, (int)info[${columns[f"qe_{nd - 1}"]}] - ${vw});
+            const int skip${j} = k${j} * ${vw} - c${j};
+            % for a in reversed(range(nd - 1)):
+            const int r${j}_${a} = rest${j} % info[${columns[f"qe_{a}"]}]; rest${j} /= info[${columns[f"qe_{a}"]}];
+            % endfor
+            vo${j} = ${" + ".join([f"(dcl_idx)r{j}_{a} * ps{a}" for a in range(nd - 1)] + [f"c{j}"])};
+</%def>
+
 ## Epilogue: store the lanes of the tile that are real output positions, o = q*stride + r - pad (r - pad is the
-## phase's `shift`). The grid coordinates of v0 and the output offset are worked out once; lane by lane the
-## offset then moves by the last axis' stride, and is worked out anew only where the lanes wrap onto the next
-## grid row. (For layers with few maps per group this epilogue is most of a work-item's time.)
+## phase's `shift`). Row vectors store their lanes from `skip` on along their row. Otherwise the grid
+## coordinates of v0 and the output offset are worked out once; lane by lane the offset then moves by the last
+## axis' stride, and is worked out anew only where the lanes wrap onto the next grid row. (For layers with few
+## maps per group this epilogue is most of a work-item's time.)
 <%def name="store_tile()">
         {
 ${c.spill(tm, tn // vw)}
@@ -27,6 +46,20 @@ ${c.spill(tm, tn // vw)}
             const dcl_idx q0_${a} = info[${columns[f"q0_{a}"]}], qe_${a} = info[${columns[f"qe_{a}"]}];
             const dcl_idx shift_${a} = info[${columns[f"shift_{a}"]}];
             % endfor
+            if (vpr) {
+                % for j in range(tn // vw):
+                {
+                    dcl_idx vo${j};
+${row_vector(j)}
+                    dcl_idx yo = ${" + ".join([f"((q0_{a} + r{j}_{a}) * stride{a} + shift_{a}) * os{a}" for a in range(nd - 1)] + [f"((q0_{nd - 1} + c{j} + skip{j}) * stride{nd - 1} + shift_{nd - 1}) * os{nd - 1}"])};
+                    for (int n = ${j * vw} + (live${j} ? skip${j} : ${vw}); n < ${(j + 1) * vw}; ++n) {
+                        ${c.store_lane(tm, tn, "yb", "out_size", "yo")}
+                        yo += stride${nd - 1} * os${nd - 1};
+                    }
+                }
+                % endfor
+                return;
+            }
 ${c.split_position("qq", "v0", nd)}
 <% offset = " + ".join(f"((q0_{a} + qq{a}) * stride{a} + shift_{a}) * os{a}" for a in range(nd)) %>\
             dcl_idx yo = ${offset};
@@ -37,6 +70,12 @@ ${c.split_position("qq", "v0", nd)}
 ${c.next_position("qq", nd, "yo", offset, f"stride{nd - 1} * os{nd - 1}")}
             }
         }
+</%def>
+<%def name="advance()">
+            % for j in range(tn // vw):
+            xb${j} += x_plane;
+            % endfor
+            wb += ks * ${tm};
 </%def>
 ## One launch covers every phase: dimension 0 runs over (phase, map tile) with map tiles fastest, so the
 ## work-groups that read overlapping input tiles run back to back.
@@ -55,7 +94,23 @@ __kernel void ${name}(${c.params(signatures[""])})
     const int co0 = (mt % co_tiles) * ${tm};
     const dcl_idx v0 = (dcl_idx)vt * ${tn};
     const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
-    __global const dcl_t* xb = xp + ((dcl_idx)b * cin + (dcl_idx)g * cig) * x_plane + info[${columns["base"]}] + v0;
+    // the tile's vectors: TN consecutive virtual positions from v0, or row vectors (vpr > 0)
+    const int vpr = info[${columns["vpr"]}];
+    const dcl_idx row_vectors = ${" * ".join(f"info[{columns[f'qe_{a}']}]" for a in range(nd - 1)) or "1"} * (dcl_idx)vpr;
+    % for j in range(nvec):
+    dcl_idx vo${j} = v0 + ${j * vw};
+    % endfor
+    if (vpr) {
+        % for j in range(nvec):
+        {
+${row_vector(j)}
+        }
+        % endfor
+    }
+    __global const dcl_t* xb = xp + ((dcl_idx)b * cin + (dcl_idx)g * cig) * x_plane + info[${columns["base"]}];
+    % for j in range(nvec):
+    __global const dcl_t* xb${j} = xb + vo${j};
+    % endfor
     __global const dcl_t* wb = wp + ((dcl_idx)mt * cig * ks + tap0) * ${tm};
     __global const dcl_idx* offsets = tap_offsets + tap0;
 ${c.accumulators(tm, nvec, "(dcl_accv)(has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + DCL_MIN(co0 + {mi}, cog - 1)) : (dcl_acc)0)")}
@@ -67,10 +122,9 @@ ${c.accumulators(tm, nvec, "(dcl_accv)(has_bias ? (dcl_acc)DCL_LOAD(bias + g * c
         % endfor
         for (int ci = 0; ci < cig; ++ci) {
             % for t in range(n):
-${c.mac_block(tm, nvec, vw, f"xb + off{t}", f"wb + {t * tm}")}
+${c.mac_block(tm, nvec, vw, f"xb{{j}} + off{t}", f"wb + {t * tm}")}
             % endfor
-            xb += x_plane;
-            wb += ks * ${tm};
+${advance()}
         }
         break;
     }
@@ -78,10 +132,9 @@ ${c.mac_block(tm, nvec, vw, f"xb + off{t}", f"wb + {t * tm}")}
     default:
         for (int ci = 0; ci < cig; ++ci) {
             for (int t = 0; t < ntaps; ++t) {
-${c.mac_block(tm, nvec, vw, "xb + offsets[t]", f"wb + t * {tm}")}
+${c.mac_block(tm, nvec, vw, "xb{j} + offsets[t]", f"wb + t * {tm}")}
             }
-            xb += x_plane;
-            wb += ks * ${tm};
+${advance()}
         }
     }
 ${store_tile()}

@@ -8,6 +8,7 @@ import numpy as np
 from .. import memory
 from ..geometry import row_major_strides
 from ..launch import launch
+from ..layouts import row_tiling
 from ..packing import GradPacks, buffer_of, copy_local_size
 from ..signatures import Idx, In, Int, Out, Signature
 from ..variants import GySource
@@ -42,13 +43,14 @@ class RegisterTiledBackwardData(Implementation):
     def signatures(self, key):
         nd = key.nd
         common = (In("tap_offsets", "idx"), Int("tap_count"), Int("groups"), Int("ks"), Int("cig"), Int("cog"),
-                  Int("ci_tiles"), Int("tiles_per_row"))
+                  Int("ci_tiles"))
         if key.variant[3] == GySource.IN_PLACE.value:
-            main = Signature(In("gy"), In("wp"), Out("gx"), *common, Idx("out_size"), Idx("in_size"), Int("in_last"),
-                             Int("in", nd - 1), Idx("is", nd - 1), Idx("os", nd - 1), Int("stride", nd - 1))
+            main = Signature(In("gy"), In("wp"), Out("gx"), *common, Int("tiles_per_row"), Idx("out_size"),
+                             Idx("in_size"), Int("in_last"), Int("in", nd - 1), Idx("is", nd - 1), Idx("os", nd - 1),
+                             Int("stride", nd - 1))
         else:
-            main = Signature(In("gyp"), In("wp"), Out("gx"), *common, Int("nplanes"), Idx("plane"), Idx("v_count"),
-                             Idx("in_size"), Idx("ps", nd - 1), Int("in", nd), Idx("is", nd))
+            main = Signature(In("gyp"), In("wp"), Out("gx"), *common, Int("vpr"), Int("nplanes"), Idx("plane"),
+                             Idx("v_count"), Idx("in_size"), Idx("ps", nd - 1), Int("in", nd), Idx("is", nd))
         return {"": main, "_wpack": Signature(In("w"), Out("wp"), Int("ks"), Int("cig"), Int("cog"), Int("ci_tiles"),
                                                Idx("rows"))}
 
@@ -75,12 +77,12 @@ class RegisterTiledBackwardData(Implementation):
         wp = pack_weights(problem, program, buffer_of(W), geo.groups * ci_tiles * problem.cog, geo.taps * tm,
                           copy_local_size(problem, program, "_wpack"), ks=geo.taps,
                           cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles)
-        tiles_per_row = ceil(problem.in_sp[-1] / tn)
         idx = np.int64 if bits == 64 else np.int32
         common = dict(wp=wp, gx=gx.data, groups=geo.groups, ks=geo.taps, cig=problem.cig, cog=problem.cog,
                       ci_tiles=ci_tiles)
         local = cpu_tiles.local_size(problem, program)
         if in_place:
+            tiles_per_row = ceil(problem.in_sp[-1] / tn)
             out_strides = row_major_strides(problem.out_sp)
             rows = [k[:-1] for k, _, _ in geo.backward_taps() if k[-1] == 0]  # gy's rows, one per tap row
             offsets = constant_buffer(queue, ("backward data tap rows", geo, problem.out_sp, bits), lambda: np.array(
@@ -91,15 +93,13 @@ class RegisterTiledBackwardData(Implementation):
                    os=out_strides[:-1], stride=geo.stride[:-1], **{"in": problem.in_sp[:-1], "is": in_strides[:-1]},
                    **common)
             return gx
-        # tiles within input rows (whose stores are whole vectors) where that computes no more positions than
-        # tiles over the padded grid's rows, junk lanes included
-        position_tiles = prod(problem.in_sp[:-1]) * tiles_per_row
-        if problem.in_sp[-1] < tn or position_tiles > ceil(layout.v_count / tn):
-            tiles_per_row, position_tiles = 0, ceil(layout.v_count / tn)
+        # tiles of row vectors (whose stores are whole vectors) where they compute fewer positions than tiles
+        # over the padded grid, junk lanes included
+        vpr, position_tiles = row_tiling(problem.in_sp, ceil(layout.v_count / tn), tn, variant.vw)
         offsets = constant_buffer(queue, ("backward data taps", geo, layout, bits),
                                   lambda: np.array(layout.tap_offsets(geo), idx))
         launch(queue, program, "", (geo.groups * ci_tiles, position_tiles, problem.N), local,
-               gyp=gy, tap_offsets=offsets, tap_count=geo.taps, tiles_per_row=tiles_per_row, nplanes=prod(geo.stride),
+               gyp=gy, tap_offsets=offsets, tap_count=geo.taps, vpr=vpr, nplanes=prod(geo.stride),
                plane=layout.gy_pack.plane, v_count=layout.v_count, in_size=prod(problem.in_sp),
                ps=layout.strides[:-1], **{"in": problem.in_sp, "is": in_strides}, **common)
         return gx

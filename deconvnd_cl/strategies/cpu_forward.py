@@ -51,7 +51,7 @@ class RegisterTiledForward(Implementation):
         if problem.N == 0:
             return y
         tm, tn = variant.tm, variant.tn
-        layout = forward_layout(geo, problem.in_sp, problem.out_sp, tn, problem.dtype.itemsize)
+        layout = forward_layout(geo, problem.in_sp, problem.out_sp, tn, problem.dtype.itemsize, vw=variant.vw)
         planes = problem.N * problem.cin
         co_tiles = ceil(problem.cog / tm)
         packed_w = geo.groups * co_tiles * tm * problem.cig * geo.taps
