@@ -4,8 +4,8 @@
 ## borders, so every tap reads TN contiguous elements at a constant offset, which the host passes in a table
 ## (`tap_offsets`; in place: one per row of last-axis taps). The taps are unrolled when their number is
 ## counts[-1] (within the unroll budget) and run as a loop otherwise, so one program serves every layer of a
-## rank, tile and tap count. A work-item owns TM input maps x TN
-## virtual positions of the padded plane grid (rows PS apart); positions past a row's end are never stored.
+## rank, tile and tap count. A work-item owns TM input maps x TN virtual positions of the padded plane grid
+## (rows PS apart; positions past a row's end are never stored), or NVEC row vectors of VW input positions.
 ## W is first repacked (_wpack) so each work-item streams its weights contiguously: wp[g][ci tile][co][tap][TM],
 ## maps past cig zero-filled.
 ## in_place (GySource.IN_PLACE, for Geometry.direct_backward: kernel size = stride, no pad, no dilation, last

@@ -1,7 +1,8 @@
 ## Forward deconvolution, owner-side: for each stride phase r (o + pad = q*stride + r) a register-tiled
 ## implicit GEMM. A work-item owns TM output maps x TN consecutive "virtual" positions v of the phase's
 ## output grid laid over the padded input grid (rows PS apart), so the input reads of a tap are TN contiguous
-## elements. Positions past a row's end are computed on padding and never stored.
+## elements; positions past a row's end are computed on padding and never stored. Where rows are short beside
+## their padding, a phase's tiles are NVEC row vectors instead, each VW positions of one row (row_vector).
 ## The layer's geometry comes in tables the host computes (cpu_forward.py): per phase a row of phase_info
 ## (`columns` names its entries) and, per tap in phase order, the tap's offset in the padded grid. The taps of
 ## a phase are unrolled for each tap count in `counts` (the layer's, within a budget) and run as a loop
