@@ -117,6 +117,9 @@ ${c.spill(tm, nacc)}
 }
 % else:
 <%def name="planar_mac(t, offset)">
+${c.mac_block(tm, tn // vw, vw, f"gb + {offset}", f"wb + {t} * {tm}")}
+</%def>
+<%def name="row_vectors_mac(t, offset)">
 ${c.mac_block(tm, tn // vw, vw, f"gb{{j}} + {offset}", f"wb + {t} * {tm}")}
 </%def>
 ## Row vectors (vpr > 0): vector j of tile vt is the input's row vector u = vt*NVEC + j (the tile's tail past the
@@ -133,7 +136,7 @@ ${c.mac_block(tm, tn // vw, vw, f"gb{{j}} + {offset}", f"wb + {t} * {tm}")}
             % for a in reversed(range(nd - 1)):
             const int r${j}_${a} = rest${j} % in${a}; rest${j} /= in${a};
             % endfor
-            vo${j} = ${" + ".join([f"(dcl_idx)r{j}_{a} * ps{a}" for a in range(nd - 1)] + [f"c{j}"])};
+            const dcl_idx vo${j} = ${" + ".join([f"(dcl_idx)r{j}_{a} * ps{a}" for a in range(nd - 1)] + [f"c{j}"])};
 </%def>
 __kernel void ${name}(${c.params(signatures[""])})
 {
@@ -145,40 +148,54 @@ __kernel void ${name}(${c.params(signatures[""])})
     const int b = get_global_id(2);
     const int g = mt / ci_tiles;
     const int ci0 = (mt % ci_tiles) * ${tm};
-    // Two tilings of the input positions: TN consecutive virtual positions of the padded grid, tiles running
-    // across row ends (vpr = 0: rows short beside their padding); or row vectors, each VW positions of one input
-    // row: no junk lanes, and stores are whole vectors but for the lanes a row's last vector shares with the one
-    // before it.
-    const dcl_idx v0 = (dcl_idx)vt * ${tn};
-    const dcl_idx row_vectors = (dcl_idx)vpr${"".join(f" * in{a}" for a in range(nd - 1))};
-    % for j in range(nvec):
-    dcl_idx vo${j} = v0 + ${j * vw};
-    % endfor
-    if (vpr) {
-        % for j in range(nvec):
-        {
-${row_vector(j)}
-        }
+    // Three tilings of the input positions (the host's choice, whichever computes the fewest lanes):
+    // - TN consecutive virtual positions of the padded grid, tiles running across row ends;
+    // - tiles_per_row > 0: TN positions of one input row (rows >= TN), the row's last tile moved back to end at
+    //   the row's end: no junk lanes, and stores are whole vectors but for the positions the moved tile shares
+    //   with the one before it (`skip`);
+    // - vpr > 0: row vectors (rows of at least VW but shorter than TN), each vector through a pointer of its own,
+    //   so the tap loop is written twice: one pointer streams best where the vectors of a tile are contiguous.
+    dcl_idx v0 = (dcl_idx)vt * ${tn};
+    int skip = 0;
+    if (tiles_per_row) {
+        int il = (vt % tiles_per_row) * ${tn};
+        skip = DCL_MAX(0, il + ${tn} - in${nd - 1});
+        il -= skip;
+        dcl_idx rem = vt / tiles_per_row;
+        v0 = il;
+        % for a in reversed(range(nd - 1)):
+        v0 += (dcl_idx)(rem % in${a}) * ps${a}; rem /= in${a};
         % endfor
     }
     const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
+    const dcl_idx row_vectors = (dcl_idx)vpr${"".join(f" * in{a}" for a in range(nd - 1))};
 
     __global const dcl_t* gb = gyp + ((dcl_idx)b * cout + (dcl_idx)g * cog) * nplanes * plane;
-    % for j in range(nvec):
-    __global const dcl_t* gb${j} = gb + vo${j};
-    % endfor
     __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ks * ${tm};
 ${c.accumulators(tm, nvec, "(dcl_accv)(0)")}
-${tap_loop(planar_mac, "".join(f"gb{j} += nplanes * plane; " for j in range(nvec)) + f"wb += ks * {tm};")}
+    if (vpr) {
+        % for j in range(nvec):
+        __global const dcl_t* gb${j};
+        {
+${row_vector(j)}
+            gb${j} = gb + vo${j};
+        }
+        % endfor
+${tap_loop(row_vectors_mac, "".join(f"gb{j} += nplanes * plane; " for j in range(nvec)) + f"wb += ks * {tm};")}
+    } else {
+        gb += v0;
+${tap_loop(planar_mac, f"gb += nplanes * plane; wb += ks * {tm};")}
+    }
 
-    // Epilogue. A row vector's lanes are contiguous input positions: stored as a whole vector straight from its
-    // accumulators when all its lanes and maps are new, else lane by lane from `skip` on. Tiles of virtual
-    // positions are spilled to private memory and stored lane by lane, the real positions only; the grid
-    // coordinates of v0 are the input coordinates of its first lane.
+    // Epilogue. Input positions are contiguous along a row, so a row vector, or a tile whose TN lanes are all
+    // real positions of one row (the common case), is stored as whole vectors straight from the accumulators;
+    // other tiles are spilled to private memory and stored lane by lane: a row tile or row vector from `skip`
+    // on, other tiles the real positions only. The grid coordinates of v0 are the input coordinates of its
+    // first lane.
     __global dcl_t* xb = gx + ((dcl_idx)b * cin + (dcl_idx)g * cig + ci0) * in_size;
     const int m_count = DCL_MIN(${tm}, cig - ci0);
-${c.spill(tm, nvec)}
     if (vpr) {
+${c.spill(tm, nvec)}
         % for j in range(nvec):
         {
 ${row_vector(j)}
@@ -199,6 +216,21 @@ ${row_vector(j)}
 ${c.split_position("i", "v0", nd)}
 <% offset = " + ".join(f"(dcl_idx)i{a} * is{a}" for a in range(nd)) %>\
     dcl_idx xo = ${offset};
+    if (m_count == ${tm} && skip == 0 && i${nd - 1} + ${tn} <= in${nd - 1}${"".join(f" && i{a} < in{a}" for a in range(nd - 1))}) {
+        % for mi in range(tm):
+        % for j in range(nvec):
+        DCL_STOREV(acc${mi}_${j}, xb + xo + ${mi} * in_size + ${j * vw});
+        % endfor
+        % endfor
+        return;
+    }
+${c.spill(tm, nvec)}
+    if (tiles_per_row) {
+        for (int mi = 0; mi < m_count; ++mi)
+            for (int n = skip; n < ${tn}; ++n)
+                DCL_STORE(tile[mi * ${tn} + n], xb + xo + mi * in_size + n);
+        return;
+    }
     // lane by lane: the offset moves on by one along a row and is worked out anew where the lanes wrap
     for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
         if (${" && ".join(f"i{a} < in{a}" for a in range(nd))}) {

@@ -72,11 +72,34 @@ ${c.next_position("qq", nd, "yo", offset, f"stride{nd - 1} * os{nd - 1}")}
             }
         }
 </%def>
-<%def name="advance()">
-            % for j in range(tn // vw):
-            xb${j} += x_plane;
+## The tap loops over the input maps: an unrolled case per tap count of the layer, else a loop over the table;
+## `x`: the input pointer expression of the tile's vectors (mac_block's), `advance`: moving it to the next map.
+<%def name="tap_loops(x, advance)">
+    switch (ntaps) {
+    % for n in counts:
+    case ${n}: {
+        % for t in range(n):
+        const dcl_idx off${t} = offsets[${t}];
+        % endfor
+        for (int ci = 0; ci < cig; ++ci) {
+            % for t in range(n):
+${c.mac_block(tm, tn // vw, vw, f"{x} + off{t}", f"wb + {t * tm}")}
             % endfor
+            ${advance}
             wb += ks * ${tm};
+        }
+        break;
+    }
+    % endfor
+    default:
+        for (int ci = 0; ci < cig; ++ci) {
+            for (int t = 0; t < ntaps; ++t) {
+${c.mac_block(tm, tn // vw, vw, f"{x} + offsets[t]", f"wb + t * {tm}")}
+            }
+            ${advance}
+            wb += ks * ${tm};
+        }
+    }
 </%def>
 ## One launch covers every phase: dimension 0 runs over (phase, map tile) with map tiles fastest, so the
 ## work-groups that read overlapping input tiles run back to back.
@@ -95,48 +118,27 @@ __kernel void ${name}(${c.params(signatures[""])})
     const int co0 = (mt % co_tiles) * ${tm};
     const dcl_idx v0 = (dcl_idx)vt * ${tn};
     const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
-    // the tile's vectors: TN consecutive virtual positions from v0, or row vectors (vpr > 0)
+    // the tile's vectors: TN consecutive virtual positions from v0 through one pointer, or row vectors (vpr > 0)
+    // through a pointer each; the tap loops are written for both, one pointer streaming best where it serves
     const int vpr = info[${columns["vpr"]}];
     const dcl_idx row_vectors = ${" * ".join(f"info[{columns[f'qe_{a}']}]" for a in range(nd - 1)) or "1"} * (dcl_idx)vpr;
-    % for j in range(nvec):
-    dcl_idx vo${j} = v0 + ${j * vw};
-    % endfor
-    if (vpr) {
-        % for j in range(nvec):
-        {
-${row_vector(j)}
-        }
-        % endfor
-    }
     __global const dcl_t* xb = xp + ((dcl_idx)b * cin + (dcl_idx)g * cig) * x_plane + info[${columns["base"]}];
-    % for j in range(nvec):
-    __global const dcl_t* xb${j} = xb + vo${j};
-    % endfor
     __global const dcl_t* wb = wp + ((dcl_idx)mt * cig * ks + tap0) * ${tm};
     __global const dcl_idx* offsets = tap_offsets + tap0;
 ${c.accumulators(tm, nvec, "(dcl_accv)(has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + DCL_MIN(co0 + {mi}, cog - 1)) : (dcl_acc)0)")}
-    switch (ntaps) {
-    % for n in counts:
-    case ${n}: {
-        % for t in range(n):
-        const dcl_idx off${t} = offsets[${t}];
+    if (vpr) {
+        % for j in range(nvec):
+        __global const dcl_t* xb${j};
+        {
+            dcl_idx vo${j};
+${row_vector(j)}
+            xb${j} = xb + vo${j};
+        }
         % endfor
-        for (int ci = 0; ci < cig; ++ci) {
-            % for t in range(n):
-${c.mac_block(tm, nvec, vw, f"xb{{j}} + off{t}", f"wb + {t * tm}")}
-            % endfor
-${advance()}
-        }
-        break;
-    }
-    % endfor
-    default:
-        for (int ci = 0; ci < cig; ++ci) {
-            for (int t = 0; t < ntaps; ++t) {
-${c.mac_block(tm, nvec, vw, "xb{j} + offsets[t]", f"wb + t * {tm}")}
-            }
-${advance()}
-        }
+${tap_loops("xb{j}", "".join(f"xb{j} += x_plane; " for j in range(nvec)))}
+    } else {
+        xb += v0;
+${tap_loops("xb", "xb += x_plane;")}
     }
 ${store_tile()}
 }

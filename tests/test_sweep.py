@@ -35,6 +35,7 @@ ROW_VECTORS = [
     Config(1, 6, 8, (3, 4, 8), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (0, 0, 0), 1),
     Config(2, 12, 6, (9,), (4,), (2,), (1,), (1,), (1,), 2),
     Config(1, 7, 7, (6, 20), (3, 3), (1, 1), (1, 1), (2, 2), (0, 1), 1),
+    Config(1, 6, 6, (3, 32), (3, 3), (1, 1), (1, 1), (1, 1), (0, 0), 1),
 ]
 CONFIGS = sweep(220, seed=20261125) + sweep(30, seed=20261126, long_rows=True) + NON_OVERLAPPING + ROW_VECTORS
 
@@ -42,10 +43,11 @@ CONFIGS = sweep(220, seed=20261125) + sweep(30, seed=20261126, long_rows=True) +
 def test_row_vector_configs():
     """With the CPU tiles of 16 positions in vectors of 8, ROW_VECTORS cover: forward phases in row vectors and
     in virtual tiles (within one launch too), a tile's tail past the last row vector, a row's last vector moved
-    back (row length not a multiple of 8), backward data in row vectors and in virtual tiles."""
-    from math import ceil, prod
+    back (row length not a multiple of 8); backward data in row vectors (a last one moved back too), in tiles
+    within rows and in virtual tiles."""
+    from math import prod
     from deconvnd_cl.geometry import Geometry
-    from deconvnd_cl.layouts import backward_grid, forward_layout, row_tiling
+    from deconvnd_cl.layouts import backward_grid, forward_layout, input_tiling
     seen = set()
     for c in ROW_VECTORS:
         geo = Geometry.create(c.nd, c.size, c.stride, c.pad, c.dilation, c.postpad, c.groups)
@@ -55,11 +57,11 @@ def test_row_vector_configs():
         seen |= {"forward mixed"} if len(modes) == 2 else set()
         seen |= {"forward tail" for p in phases if p.vpr and prod(p.extents[:-1]) * p.vpr % 2}
         seen |= {"forward moved back" for p in phases if p.vpr and p.extents[-1] % 8}
-        vpr, _ = row_tiling(c.spatial, ceil(backward_grid(geo, c.spatial, c.out_spatial)[2] / 16), 16, 8)
-        seen |= {"backward rows" if vpr else "backward virtual"}
+        tiles_per_row, vpr, _ = input_tiling(c.spatial, backward_grid(geo, c.spatial, c.out_spatial)[2], 16, 8)
+        seen |= {"backward row tiles" if tiles_per_row else "backward rows" if vpr else "backward virtual"}
         seen |= {"backward moved back" for _ in [vpr] if vpr and c.spatial[-1] % 8}
     assert seen == {"forward rows", "forward virtual", "forward mixed", "forward tail", "forward moved back",
-                    "backward rows", "backward virtual", "backward moved back"}
+                    "backward rows", "backward row tiles", "backward virtual", "backward moved back"}
 
 
 @pytest.fixture(autouse=True)

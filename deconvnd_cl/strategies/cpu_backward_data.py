@@ -8,7 +8,7 @@ import numpy as np
 from .. import memory
 from ..geometry import row_major_strides
 from ..launch import launch
-from ..layouts import row_tiling
+from ..layouts import input_tiling
 from ..packing import GradPacks, buffer_of, copy_local_size
 from ..signatures import Idx, In, Int, Out, Signature
 from ..variants import GySource
@@ -43,11 +43,10 @@ class RegisterTiledBackwardData(Implementation):
     def signatures(self, key):
         nd = key.nd
         common = (In("tap_offsets", "idx"), Int("tap_count"), Int("groups"), Int("ks"), Int("cig"), Int("cog"),
-                  Int("ci_tiles"))
+                  Int("ci_tiles"), Int("tiles_per_row"))
         if key.variant[3] == GySource.IN_PLACE.value:
-            main = Signature(In("gy"), In("wp"), Out("gx"), *common, Int("tiles_per_row"), Idx("out_size"),
-                             Idx("in_size"), Int("in_last"), Int("in", nd - 1), Idx("is", nd - 1), Idx("os", nd - 1),
-                             Int("stride", nd - 1))
+            main = Signature(In("gy"), In("wp"), Out("gx"), *common, Idx("out_size"), Idx("in_size"), Int("in_last"),
+                             Int("in", nd - 1), Idx("is", nd - 1), Idx("os", nd - 1), Int("stride", nd - 1))
         else:
             main = Signature(In("gyp"), In("wp"), Out("gx"), *common, Int("vpr"), Int("nplanes"), Idx("plane"),
                              Idx("v_count"), Idx("in_size"), Idx("ps", nd - 1), Int("in", nd), Idx("is", nd))
@@ -93,13 +92,12 @@ class RegisterTiledBackwardData(Implementation):
                    os=out_strides[:-1], stride=geo.stride[:-1], **{"in": problem.in_sp[:-1], "is": in_strides[:-1]},
                    **common)
             return gx
-        # tiles of row vectors (whose stores are whole vectors) where they compute fewer positions than tiles
-        # over the padded grid, junk lanes included
-        vpr, position_tiles = row_tiling(problem.in_sp, ceil(layout.v_count / tn), tn, variant.vw)
+        tiles_per_row, vpr, position_tiles = input_tiling(problem.in_sp, layout.v_count, tn, variant.vw)
         offsets = constant_buffer(queue, ("backward data taps", geo, layout, bits),
                                   lambda: np.array(layout.tap_offsets(geo), idx))
         launch(queue, program, "", (geo.groups * ci_tiles, position_tiles, problem.N), local,
-               gyp=gy, tap_offsets=offsets, tap_count=geo.taps, vpr=vpr, nplanes=prod(geo.stride),
+               gyp=gy, tap_offsets=offsets, tap_count=geo.taps, tiles_per_row=tiles_per_row, vpr=vpr,
+               nplanes=prod(geo.stride),
                plane=layout.gy_pack.plane, v_count=layout.v_count, in_size=prod(problem.in_sp),
                ps=layout.strides[:-1], **{"in": problem.in_sp, "is": in_strides}, **common)
         return gx
