@@ -103,7 +103,7 @@ def cmd_devices(args):
         "fp64": "cl_khr_fp64" in d.extensions, "fp16": "cl_khr_fp16" in d.extensions,
         "simulator": is_simulator(d), "default": default is not None and d.int_ptr == default.int_ptr,
         "kind": kind_of(d).name, "strategy": settings.forced_strategy() or kind_of(d).strategy,
-        "vector_width": vector_width(kind_of(d), np.dtype(np.float32)), "tiled_local_size": kind_of(d).tiled_local,
+        "vector_width": vector_width(d, np.dtype(np.float32)), "tiled_local_size": kind_of(d).tiled_local,
     } for d in devices]
     if args.json:
         print(json.dumps(rows, indent=1))

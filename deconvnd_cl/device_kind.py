@@ -62,9 +62,22 @@ def kind_of(device):
     return _kind(device.platform.name.strip(), device.vendor.strip(), device.type)
 
 
-def vector_width(kind, dtype):
-    """Lanes of the register-tiled kernels' vectors: an AVX2 register (8 floats, 4 doubles) on CPU-like devices,
-    4 elsewhere."""
-    if not kind.cpu_like:
+@lru_cache(maxsize=64)
+def _native_float_lanes(device):
+    return device.native_vector_width_float
+
+
+def vector_width(device, dtype):
+    """Lanes of the register-tiled kernels' vectors: on CPU-like devices one native vector register, as the
+    implementation reports it (CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT: 8 floats for AVX2, 16 for AVX-512; doubles
+    half as many; float16 storage accumulates in float vectors), 8 to 16 lanes; 4 elsewhere."""
+    if not kind_of(device).cpu_like:
         return 4
-    return 4 if dtype.itemsize == 8 else 8
+    lanes = min(16, max(8, _native_float_lanes(device)))
+    return lanes // 2 if dtype.itemsize == 8 else lanes
+
+
+def accumulator_budget(device, dtype):
+    """Vector accumulators of a default register tile on a CPU-like device: 12 of AVX2's 16 registers, 24 of
+    AVX-512's 32 (the rest hold the streamed operand and the broadcast weights)."""
+    return 24 if vector_width(device, dtype) * max(4, dtype.itemsize) >= 64 else 12

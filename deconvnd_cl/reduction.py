@@ -16,7 +16,7 @@ from .signatures import Acc, Idx, In, Int, Out, Signature
 class ReduceKernels:
     def key(self, problem, index_bits):
         return KernelKey("reduce", "common", 1, dtype_tag(problem.dtype), index_bits,
-                         (vector_width(problem.kind, problem.dtype),))
+                         (vector_width(problem.device, problem.dtype),))
 
     def signatures(self, key):
         return {

@@ -15,9 +15,10 @@ from math import ceil
 from .. import device_kind, settings
 from ..variants import GySource, Variant
 
-ACCUMULATORS = 12      # vector accumulators of a default CPU tile (AVX2: 16 registers)
 MAX_ACCUMULATORS = 32  # beyond this the tile spills on every device we know, and its code grows without bound
 VECTOR_WIDTHS = (2, 4, 8, 16)
+# (maps, vectors) of the forward and backward-data tuning candidates: AVX2-sized tiles, then AVX-512-sized
+TILE_SHAPES = ((6, 2), (4, 3), (4, 2), (3, 4), (8, 1), (2, 4), (1, 4), (8, 3), (6, 4), (4, 6))
 CACHE_BLOCK = 256 * 1024  # bytes of an operand a CPU work-item sequence should find in cache (half an L2)
 
 
@@ -96,7 +97,11 @@ class WeightsTile(Variant):
 # ---------------------------------------------------------------------------------------------- defaults
 
 def vector_width(problem):
-    return device_kind.vector_width(problem.kind, problem.dtype)
+    return device_kind.vector_width(problem.device, problem.dtype)
+
+
+def accumulator_budget(problem):
+    return device_kind.accumulator_budget(problem.device, problem.dtype)
 
 
 def forward_tile(problem, maps=None):
@@ -105,8 +110,9 @@ def forward_tile(problem, maps=None):
     maps = problem.cog if maps is None else maps
     if not problem.on_cpu:
         return ForwardTile(min(4, maps), vw, vw)
-    tm = min(6, maps)
-    return ForwardTile(tm, vw * max(1, min(4, ACCUMULATORS // tm)), vw)
+    budget = accumulator_budget(problem)
+    tm = min(6 if budget <= 12 else 8, maps)
+    return ForwardTile(tm, vw * max(1, min(4, budget // tm)), vw)
 
 
 def backward_data_tile(problem):
@@ -131,14 +137,14 @@ def weights_tile(problem):
     unpacked, sparing the packing pass."""
     vw = vector_width(problem)
     cig, cog, geo, cpu = problem.cig, problem.cog, problem.geo, problem.on_cpu
+    budget = accumulator_budget(problem) if cpu else 4
     if geo.direct_backward and cpu:
         return WeightsTile(min(3, cig), min(4, cog), vw, GySource.IN_PLACE)
     if geo.non_overlapping and cpu:
         return WeightsTile(min(3, cig), min(4, cog), vw)
     if cog >= vw:
         nvec = 2 if cog > vw and cpu else 1
-        return WeightsTile(min(cig, (ACCUMULATORS if cpu else 4) // nvec), nvec * vw, vw, GySource.CHANNELS_LAST)
-    budget = ACCUMULATORS if cpu else 4
+        return WeightsTile(min(cig, budget // nvec), nvec * vw, vw, GySource.CHANNELS_LAST)
     tm = min(4 if cpu else 2, cig)
     return WeightsTile(tm, min(cog, max(1, budget // tm)), vw)
 
@@ -149,7 +155,7 @@ def forward_candidates(problem):
     widths = (vector_width(problem),) if problem.on_cpu else (4, 8)
     found = {forward_tile(problem)}
     for vw in widths:
-        for tm, nvec in ((6, 2), (4, 3), (4, 2), (3, 4), (8, 1), (2, 4), (1, 4)):
+        for tm, nvec in TILE_SHAPES:
             found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw))
     return sorted((t for t in found if t.fits(problem)), key=Variant.key)
 
@@ -159,7 +165,7 @@ def backward_data_candidates(problem):
     sl = problem.geo.stride[-1]
     found = {backward_data_tile(problem)}
     for vw in widths:
-        for tm, nvec in ((6, 2), (4, 3), (4, 2), (3, 4), (8, 1), (2, 4), (1, 4)):
+        for tm, nvec in TILE_SHAPES:
             found.add(BackwardDataTile(min(tm, problem.cig), vw * nvec, vw))
             found.add(BackwardDataTile(min(tm, problem.cig), vw * nvec // sl or 1, vw, GySource.IN_PLACE))
     return sorted((t for t in found if t.fits(problem)), key=Variant.key)
