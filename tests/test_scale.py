@@ -15,6 +15,9 @@ import pytest
 
 import deconvnd_cl as dcl
 from deconvnd_cl import functional, reference, row_split
+from deconvnd_cl.problem import Problem
+from deconvnd_cl.strategies import cpu_tiles
+from deconvnd_cl.variants import GySource
 from deconvnd_cl.errors import ScratchTooLarge
 from configs import random_config
 from conftest import assert_close, to_device
@@ -119,12 +122,12 @@ def test_module_memlimit(queue, monkeypatch):
 
 ROW_LAYERS = [  # (conv, x shape, W shape, per strategy: a scratch budget one batch item's call is over, and how
     # many of the three passes then split): pad, dilation and postpad, gaps between taps (stride > size), kernel
-    # size = stride (gy read in place: no scratch in backward data), grouped 1d, 3d. The GPU strategy's backward
-    # kernels read W and gy where they lie, so there only the forward splits.
+    # size = stride (where the CPU tile reads gy in place, no scratch in backward data: one pass fewer), grouped
+    # 1d, 3d. The GPU strategy's backward kernels read W and gy where they lie, so there only the forward splits.
     (dict(stride=2, pad=1), (2, 4, 40, 16), (4, 3, 4, 4), {"cpu": ("6K", 3), "gpu": ("6K", 1)}),
     (dict(stride=3, pad=2, dilation=2, postpad=1), (1, 3, 30, 7), (3, 2, 3, 3), {"cpu": ("3K", 3), "gpu": ("3K", 1)}),
     (dict(stride=4), (2, 4, 24, 5), (4, 3, 2, 2), {"cpu": ("6K", 2), "gpu": ("6K", 0)}),
-    (dict(stride=2), (1, 6, 30, 20), (6, 5, 2, 2), {"cpu": ("2K", 2), "gpu": ("4K", 1)}),
+    (dict(stride=2), (1, 6, 30, 20), (6, 5, 2, 2), {"cpu": ("3K", 3), "gpu": ("4K", 1)}),
     (dict(stride=2, pad=1, groups=2), (1, 8, 400), (8, 3, 4), {"cpu": ("8K", 3), "gpu": ("8K", 1)}),
     (dict(stride=(2, 1, 2), pad=(1, 0, 1)), (1, 4, 16, 5, 4), (4, 3, 3, 2, 3), {"cpu": ("4K", 3), "gpu": ("4K", 1)}),
 ]
@@ -138,6 +141,10 @@ def test_one_item_too_large_splits_along_rows(queue, monkeypatch, layer, strateg
     conv, x_shape, w_shape, per_strategy = layer
     budget, passes_split = per_strategy[strategy]
     monkeypatch.setenv("DECONVND_CL_STRATEGY", strategy)
+    if strategy == "cpu":  # 256-bit vectors read such a layer's gy in place, 512-bit ones from packed planes
+        problem = Problem.create(queue, x_shape, w_shape, np.dtype(np.float32),
+                                 **dict(dict(stride=1, pad=0, dilation=1, postpad=0, groups=1), **conv))
+        passes_split -= cpu_tiles.backward_data_tile(problem).gy is GySource.IN_PLACE
     operands = random_operands(conv, x_shape, w_shape, seed=7)
     whole = all_passes(queue, conv, *operands)
 
