@@ -15,7 +15,7 @@ import pyopencl as cl
 class DeviceKind:
     name: str
     strategy: str        # the strategy tried first: "cpu" (register-tiled) or "gpu" (work-group tiled)
-    cpu_like: bool       # runs the register-tiled kernels' defaults for CPUs (big tiles, float8 vectors)
+    cpu_like: bool       # runs the register-tiled kernels' defaults for CPUs (big tiles, native-width vectors)
     tiled_local: int     # work-items per work-group of the register-tiled kernels
     source: str          # where the choice comes from
 

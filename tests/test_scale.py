@@ -15,10 +15,10 @@ import pytest
 
 import deconvnd_cl as dcl
 from deconvnd_cl import functional, reference, row_split
+from deconvnd_cl.errors import ScratchTooLarge
 from deconvnd_cl.problem import Problem
 from deconvnd_cl.strategies import cpu_tiles
 from deconvnd_cl.variants import GySource
-from deconvnd_cl.errors import ScratchTooLarge
 from configs import random_config
 from conftest import assert_close, to_device
 

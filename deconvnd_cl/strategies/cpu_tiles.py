@@ -3,7 +3,8 @@ the defaults per pass and device.
 
 A tile is (TM, TN, VW): TM maps x TN positions held in TM*TN/VW private vector accumulators (for backward
 weights, TM input maps x TN output maps, each a vector along the reduction or over output maps). On a CPU
-device register tiling is the whole game: about 12 vector accumulators fill AVX2's 16 registers, and one
+device register tiling is the whole game: vectors as wide as the device's (8 floats on AVX2, 16 on AVX-512),
+about 12 accumulators of AVX2's 16 vector registers or 24 of AVX-512's 32, and one
 work-item per work-group lets PoCL run each tile as a plain loop nest. The choice depends on the layer and the
 device, never on the spatial size, so new input sizes reuse builds.
 """
@@ -118,7 +119,7 @@ def forward_tile(problem, maps=None):
 def backward_data_tile(problem):
     """The forward's tile over input maps; for layers that read gy in place (Geometry.direct_backward) with
     rows at least a tile long, the in-place tile with as many accumulators (with a last stride of 2 a vector
-    holds VW/2 positions, each with its two taps)."""
+    holds VW/2 positions, each with its two taps). With 512-bit vectors, a tile of its own (below)."""
     tm, tn, vw = dataclasses.astuple(forward_tile(problem, problem.cig))
     if problem.on_cpu and accumulator_budget(problem) > 12:
         # 512-bit vectors: 8 maps x 2 vectors from packed planes measured fastest on every suite layer
