@@ -28,8 +28,8 @@ class PackKernels:
 
     def signatures(self, key):
         nd = key.nd
-        common = (Idx("dst_plane"), Idx("grid_size"), Idx("src_plane"), Int("n_split"), Int("rows"),
-                  Int("rows_per_item"), Int("grid", nd), Int("lo", nd), Int("split", nd), Int("ext", nd))
+        common = (Idx("dst_plane"), Idx("grid_size"), Idx("src_plane"), Int("n_split"), Idx("rows"),
+                  Idx("rows_per_item"), Idx("grid", nd), Idx("lo", nd), Int("split", nd), Idx("ext", nd))
         return {
             "": Signature(In("src"), Out("dst"), *common),
             "_cl": Signature(In("src"), Out("dst"), Int("channels"), Int("group_maps"), Int("blocks_per_group"),

@@ -13,6 +13,8 @@ import pytest
 
 import deconvnd_cl as dcl
 from deconvnd_cl import reference
+from deconvnd_cl.layouts import PackSpec
+from deconvnd_cl.packing import pack
 from deconvnd_cl.problem import Problem
 from conftest import assert_close, to_device
 
@@ -162,11 +164,11 @@ def test_index_width_choice(queue):
 
 @pytest.mark.slow
 def test_over_2_31_elements(queue):
-    """An output of more than 2^31 elements (float16, 4 GiB; CI runs it on Intel's CPU runtime, whose allocations
+    """An output of more than 2^31 elements (float16, 8 GiB; CI runs it on Intel's CPU runtime, whose allocations
     may be that large), its last elements checked: a 32-bit index would wrap and write them over the first ones.
     Size 2 and stride 2 keep the check exact: y[2i + t] = x[i] * w[t], and the input gradient of y is
     x * (w[0]^2 + w[1]^2)."""
-    n_in = 2**30 + 16  # per item, batch 2: the output has 2^31 + 64 elements
+    n_in = 2**30 + 16  # per item, batch 2: each item's output row has 2^31 + 32 elements, the batch 2^32 + 64
     if queue.device.max_mem_alloc_size < 2 * 2 * n_in * 2:
         pytest.skip(f"device max_mem_alloc_size {queue.device.max_mem_alloc_size} cannot hold 2^31 float16 elements")
     pattern = np.random.default_rng(5).integers(-3, 4, 4096).astype(np.float16)
@@ -183,6 +185,42 @@ def test_over_2_31_elements(queue):
         assert np.array_equal(got_y, expected_x[:, None] * w[None, :]), f"output wrong at input element {start}"
         assert np.array_equal(flat_gx[start:start + step].get(), expected_x * np.float16(5)), \
             f"input gradient wrong at element {start}"
+
+
+@pytest.mark.slow
+def test_pack_over_2_31_along_one_axis(queue):
+    """The packing kernel on one axis of more than 2^31 elements (a 64-bit build; float16, 4 GiB in, 4 GiB out):
+    split in two residue planes behind a zero border, each followed by a zero tail. Its per-axis extents and
+    positions are 64-bit there: a 32-bit one would refuse the extent or wrap."""
+    ext = 2**31 + 32
+    if queue.device.max_mem_alloc_size < ext * 2:
+        pytest.skip(f"device max_mem_alloc_size {queue.device.max_mem_alloc_size} cannot hold 2^31 float16 elements")
+    pattern = np.random.default_rng(6).integers(-3, 4, 4096).astype(np.float16)
+    src = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, ext * 2)
+    cl.enqueue_copy(queue, src, pattern)
+    filled = pattern.size  # src[f] = pattern[f % 4096], doubled on the device
+    while filled < ext:
+        count = min(filled, ext - filled)
+        cl.enqueue_copy(queue, src, src, byte_count=count * 2, src_offset=0, dst_offset=filled * 2)
+        filled += count
+    grid = ext // 2 + 1  # grid row 0 is the zero border: dst[R, p] = src[2 (p - 1) + R]
+    spec = PackSpec(grid=(grid,), lo=(-1,), split=(2,), ext=(ext,), plane=grid + 16)
+    problem = Problem.create(queue, (1, 1, ext // 2), (1, 1, 2), np.float16, 2, 0, 1, 0, 1)
+    dst = pack(problem, src, 1, spec, problem.index_bits(2 * spec.plane))
+    assert problem.index_bits(2 * spec.plane) == 64
+
+    def read(start, count):
+        out = np.empty(count, np.float16)
+        cl.enqueue_copy(queue, out, dst, src_offset=start * 2)
+        return out
+    step = 2**24
+    for residue in range(2):
+        base = residue * spec.plane
+        for p0 in list(range(0, grid - step, 16 * step)) + [grid - step]:  # a sample of chunks, the last
+            p = np.arange(p0, p0 + step)
+            expected = np.where(p >= 1, pattern[(2 * (p - 1) + residue) % pattern.size], np.float16(0))
+            assert np.array_equal(read(base + p0, step), expected), f"residue {residue} wrong at {p0}"
+        assert not read(base + grid, 16).any(), f"residue {residue}: the plane's tail is not zero"
 
 
 # ---------------------------------------------------------------------------------------------- sizes, views

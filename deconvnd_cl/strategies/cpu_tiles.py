@@ -6,11 +6,12 @@ weights, TM input maps x TN output maps, each a vector along the reduction or ov
 device register tiling is the whole game: vectors as wide as the device's (8 floats on AVX2, 16 on AVX-512),
 about 12 accumulators of AVX2's 16 vector registers or 24 of AVX-512's 32, and one
 work-item per work-group lets PoCL run each tile as a plain loop nest. The choice depends on the layer and the
-device, never on the spatial size, so new input sizes reuse builds.
+device, never on the spatial size, so new input sizes reuse builds (one exception: backward data reads an output
+gradient too large to copy in place).
 """
 
 import dataclasses
-from math import ceil
+from math import ceil, prod
 
 
 from .. import device_kind, settings
@@ -116,12 +117,20 @@ def forward_tile(problem, maps=None):
     return ForwardTile(tm, vw * max(1, min(4, budget // tm)), vw)
 
 
+def _too_large_to_pack(problem):
+    """gy past an eighth of the device's memory: its packed copy would crowd out the tensors themselves (an
+    output of 8 GiB beside its input and input gradient on a 24 GiB host), so a layer that can read gy in place
+    does, as it does with 256-bit vectors."""
+    gy_bytes = problem.N * problem.cout * prod(problem.out_sp) * problem.dtype.itemsize
+    return problem.geo.direct_backward and gy_bytes > problem.queue.device.global_mem_size // 8
+
+
 def backward_data_tile(problem):
     """The forward's tile over input maps; for layers that read gy in place (Geometry.direct_backward) with
     rows at least a tile long, the in-place tile with as many accumulators (with a last stride of 2 a vector
     holds VW/2 positions, each with its two taps). With 512-bit vectors, a tile of its own (below)."""
     tm, tn, vw = dataclasses.astuple(forward_tile(problem, problem.cig))
-    if problem.on_cpu and accumulator_budget(problem) > 12:
+    if problem.on_cpu and accumulator_budget(problem) > 12 and not _too_large_to_pack(problem):
         # 512-bit vectors: 8 maps x 2 vectors from packed planes measured fastest on every suite layer
         # (DCGAN 512->256 29.4 -> 22.7 ms, U-Net 11.2 -> 5.5 against 24 accumulators or gy in place)
         return BackwardDataTile(min(8, problem.cig), 2 * vw, vw)
