@@ -8,6 +8,7 @@ Each entry says where its numbers come from (docs/portability.md).
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import pyopencl as cl
 
 
@@ -62,18 +63,50 @@ def kind_of(device):
     return _kind(device.platform.name.strip(), device.vendor.strip(), device.type)
 
 
+PROBE_KERNEL = "dcl_vector_registers"
+_probe_contexts = []  # kept alive: Intel's CPU runtime invalidates a released context (device.keep_context_alive)
+
+
 @lru_cache(maxsize=64)
-def _native_float_lanes(device):
-    return device.native_vector_width_float
+def compiled_register_bits(device):
+    """Bits of the vector registers the device's compiler targets, from the target macros it predefines
+    (templates/vector_registers.mako), or 0 where it names none the probe knows or the probe cannot run. The
+    hardware's width is not enough: PoCL 3.0 (LLVM 14) on an AMD Zen 4 reports CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT
+    = 16, as the CPU has AVX-512, but compiles for znver3, AVX2 with 16 registers of 256 bits, where tiles sized
+    for 512-bit vectors spill (forward 1.5-3x slower, docs/performance.md)."""
+    from .render import render  # not at import: the library reads no template before its first call
+    try:
+        context = cl.Context([device])
+        _probe_contexts.append(context)
+        program = cl.Program(context, render("vector_registers.mako", name=PROBE_KERNEL)).build(cache_dir=False)
+        bits = np.zeros(1, np.int32)
+        buffer = cl.Buffer(context, cl.mem_flags.WRITE_ONLY, bits.nbytes)
+        queue = cl.CommandQueue(context)
+        getattr(program, PROBE_KERNEL)(queue, (1,), (1,), buffer)
+        cl.enqueue_copy(queue, bits, buffer)
+        queue.finish()
+    except cl.Error:
+        return 0
+    return int(bits[0])
+
+
+@lru_cache(maxsize=64)
+def float_lanes(device):
+    """Float lanes of one vector register as the kernels are compiled for this device: the width the
+    implementation reports (CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT), capped by the registers its compiler targets
+    where it names them."""
+    native = device.native_vector_width_float
+    bits = compiled_register_bits(device)
+    return min(native, bits // 32) if bits else native
 
 
 def vector_width(device, dtype):
-    """Lanes of the register-tiled kernels' vectors: on CPU-like devices one native vector register, as the
-    implementation reports it (CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT: 8 floats for AVX2, 16 for AVX-512; doubles
-    half as many; float16 storage accumulates in float vectors), 8 to 16 lanes; 4 elsewhere."""
+    """Lanes of the register-tiled kernels' vectors: on CPU-like devices one vector register (float_lanes: 8
+    floats for AVX2, 16 for AVX-512; doubles half as many; float16 storage accumulates in float vectors), 8 to 16
+    lanes; 4 elsewhere."""
     if not kind_of(device).cpu_like:
         return 4
-    lanes = min(16, max(8, _native_float_lanes(device)))
+    lanes = min(16, max(8, float_lanes(device)))
     return lanes // 2 if dtype.itemsize == 8 else lanes
 
 
