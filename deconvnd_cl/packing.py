@@ -64,13 +64,14 @@ def pack(problem, src, planes, spec, index_bits, channels=None, block=None):
     dst = memory.buffer(queue, total * problem.dtype.itemsize)
     program = manager().program(queue, PACK.key(len(spec.grid), problem.dtype, index_bits), PACK)
     rows = prod(spec.grid[:-1])
-    rows_per_item = max(1, min(rows, 4096 // spec.grid[-1]))  # about 4K elements a work-item
-    blocks = ceil(rows / rows_per_item)
-    suffix, extra = "", {}
-    if channels is not None:
-        suffix = "_cl"
+    suffix, extra, residues_per_item = "", {}, 1
+    if channels is not None:  # a work-item writes every residue of the last axis from the rows it reads
+        suffix, residues_per_item = "_cl", spec.split[-1]
         extra = dict(channels=channels, group_maps=problem.cog, blocks_per_group=blocks_per_group, block_maps=block)
-    launch(queue, program, suffix, (blocks + 1, planes * spec.nsplit), copy_local_size(problem, program, suffix) + (1,),
+    rows_per_item = max(1, min(rows, 4096 // (spec.grid[-1] * residues_per_item)))  # about 4K elements an item
+    blocks = ceil(rows / rows_per_item)
+    launch(queue, program, suffix, (blocks + 1, planes * spec.nsplit // residues_per_item),
+           copy_local_size(problem, program, suffix) + (1,),
            src=src, dst=dst, dst_plane=spec.plane, grid_size=prod(spec.grid), src_plane=prod(spec.ext),
            n_split=spec.nsplit, rows=rows, rows_per_item=rows_per_item, grid=spec.grid, lo=spec.lo,
            split=spec.split, ext=spec.ext, **extra)

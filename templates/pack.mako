@@ -9,34 +9,48 @@
 <%namespace name="c" file="common.mako"/>\
 ${c.prelude(dtype, index_bits, 4)}
 <% last = nd - 1 %>
-## Sets up the block: row0/row1, the residues r{a}, the grid coordinates g{a} of row0; `tail` is the statement
-## that zero-fills the plane's tail (run by the extra block).
-<%def name="block_setup(tail)">
+## Sets up the block: a work-item owns one source plane's rows row0..row1 for one residue of every axis, or,
+## with `all_last`, for one residue of every axis but the last, and then writes the split${last} consecutive
+## destination planes of the last axis's residues from them (plane0 the first), so each source row is read
+## once, while it is in cache (the channels-last pack, whose work-item reads a block of maps' rows). `tail` is
+## the statement that zero-fills destination plane `plane`'s tail (run by the extra block).
+<%def name="block_setup(tail, all_last)">
     const dcl_idx blocks = (rows + rows_per_item - 1) / rows_per_item;
     const dcl_idx block = get_global_id(0);
     if (block > blocks) return;
-    const dcl_idx plane = get_global_id(1);
+    % if all_last:
+    const dcl_idx plane0 = get_global_id(1) * split${last};
+    if (block == blocks) {
+        for (dcl_idx plane = plane0; plane < plane0 + split${last}; ++plane) {
+            ${tail}
+        }
+        return;
+    }
+    % else:
+    const dcl_idx plane0 = get_global_id(1), plane = plane0;
     if (block == blocks) {
         ${tail}
         return;
     }
+    % endif
     const dcl_idx row0 = block * rows_per_item, row1 = DCL_MIN(rows, row0 + rows_per_item);
-    int rl = plane % n_split;
-    % for a in reversed(range(nd)):
+    int rl = plane0 % n_split${f" / split{last}" if all_last else ""};
+    % for a in reversed(range(nd - 1 if all_last else nd)):
     const int r${a} = rl % split${a}; rl /= split${a};
     % endfor
+</%def>
+## Declares the grid coordinates g{a} of row0.
+<%def name="first_row()">
     dcl_idx rr = row0;
     % for a in reversed(range(nd - 1)):
     dcl_idx g${a} = rr % grid${a}; rr /= grid${a};
     % endfor
-    // along the last axis the source index (p + lo)*split + r is inside for p in [p_lo, p_hi)
-    const dcl_idx p_lo = DCL_MIN(grid${last}, DCL_MAX(0, (split${last} - 1 - r${last}) / split${last} - lo${last}));
-    const dcl_idx p_hi = DCL_MAX(p_lo, DCL_MIN(grid${last}, (ext${last} - r${last} + split${last} - 1) / split${last} - lo${last}));
 </%def>
-## Per row: `inside` and `src_offset` (of grid position p = 0 on this row); then steps the coordinates.
-<%def name="row_source()">
+## Per row: `inside` and `src_offset` (of grid position p = 0 on this row, at last-axis residue r${last} where
+## `residue`, else 0).
+<%def name="row_source(residue)">
         bool inside = true;
-        dcl_idx src_offset = lo${last} * split${last} + r${last}, src_stride = ext${last};
+        dcl_idx src_offset = lo${last} * split${last}${f" + r{last}" if residue else ""}, src_stride = ext${last};
         % for a in reversed(range(nd - 1)):
         {
             const dcl_idx ja = (g${a} + lo${a}) * split${a} + r${a};
@@ -46,16 +60,23 @@ ${c.prelude(dtype, index_bits, 4)}
         }
         % endfor
 </%def>
+## For last-axis residue r${last}: the source index (p + lo)*split + r is inside for p in [p_lo, p_hi).
+<%def name="last_axis_range()">
+            const dcl_idx p_lo = DCL_MIN(grid${last}, DCL_MAX(0, (split${last} - 1 - r${last}) / split${last} - lo${last}));
+            const dcl_idx p_hi = DCL_MAX(p_lo, DCL_MIN(grid${last}, (ext${last} - r${last} + split${last} - 1) / split${last} - lo${last}));
+</%def>
 <%def name="step_row()">
         ${c.odometer([f"g{a}" for a in range(nd - 1)], [f"grid{a}" for a in range(nd - 1)], "")}
 </%def>
 
 __kernel void ${name}(${c.params(signatures[""])})
 {
-    ${block_setup("for (dcl_idx e = grid_size; e < dst_plane; ++e) DCL_STORE((dcl_acc)0, dst + plane * dst_plane + e);")}
+    ${block_setup("for (dcl_idx e = grid_size; e < dst_plane; ++e) DCL_STORE((dcl_acc)0, dst + plane * dst_plane + e);", False)}
+    ${first_row()}
+    ${last_axis_range()}
     __global const dcl_t* s_plane = src + (plane / n_split) * src_plane;
     for (dcl_idx row = row0; row < row1; ++row) {
-        ${row_source()}
+        ${row_source(True)}
         __global dcl_t* d = dst + plane * dst_plane + row * grid${last};
         __global const dcl_t* s = s_plane + src_offset;
         const dcl_idx lo_end = inside ? p_lo : grid${last}, hi_end = inside ? p_hi : grid${last};
@@ -65,6 +86,9 @@ __kernel void ${name}(${c.params(signatures[""])})
         if (split${last} == 1)
             for (; p < hi_end; ++p)
                 DCL_STORE((dcl_acc)DCL_LOAD(s + p), d + p);
+        else if (split${last} == 2)
+            for (; p < hi_end; ++p)
+                DCL_STORE((dcl_acc)DCL_LOAD(s + 2 * p), d + p);
         else
             for (; p < hi_end; ++p)
                 DCL_STORE((dcl_acc)DCL_LOAD(s + p * split${last}), d + p);
@@ -80,33 +104,37 @@ __kernel void ${name}(${c.params(signatures[""])})
 __kernel void ${name}_cl(${c.params(signatures["_cl"])})
 {
     const int map_blocks = channels / group_maps * blocks_per_group;
-    ${block_setup("for (int bl = 0; bl < map_blocks; ++bl) for (dcl_idx e = grid_size * block_maps; e < dst_plane * block_maps; ++e) DCL_STORE((dcl_acc)0, dst + (plane * map_blocks + bl) * dst_plane * block_maps + e);")}
-    __global const dcl_t* s_plane = src + (plane / n_split) * channels * src_plane;
+    ${block_setup("for (int bl = 0; bl < map_blocks; ++bl) for (dcl_idx e = grid_size * block_maps; e < dst_plane * block_maps; ++e) DCL_STORE((dcl_acc)0, dst + (plane * map_blocks + bl) * dst_plane * block_maps + e);", True)}
+    __global const dcl_t* s_plane = src + (plane0 / n_split) * channels * src_plane;
+    ${first_row()}
     for (dcl_idx row = row0; row < row1; ++row) {
-        ${row_source()}
-        __global const dcl_t* s = s_plane + src_offset;
-        // a blocked transpose: 16 positions at a time, read along each map's row, written into the block
-        for (dcl_idx p0 = 0; p0 < grid${last}; p0 += 16) {
-            const dcl_idx p1 = DCL_MIN(grid${last}, p0 + 16);
-            for (int bl = 0; bl < map_blocks; ++bl) {
-                __global dcl_t* d = dst + ((plane * map_blocks + bl) * dst_plane + row * grid${last}) * block_maps;
-                const int g = bl / blocks_per_group;
-                for (int lane = 0; lane < block_maps; ++lane) {
-                    const int co = (bl % blocks_per_group) * block_maps + lane;
-                    const bool live = inside && co < group_maps;
-                    __global const dcl_t* sc = s + (dcl_idx)(g * group_maps + DCL_MIN(co, group_maps - 1)) * src_plane;
-                    __global dcl_t* dl = d + lane;
-                    // [p0, copy_lo) zeros, [copy_lo, copy_hi) copied, [copy_hi, p1) zeros: no test per element
-                    const dcl_idx copy_lo = live ? DCL_MAX(p0, DCL_MIN(p1, p_lo)) : p1;
-                    const dcl_idx copy_hi = live ? DCL_MAX(copy_lo, DCL_MIN(p1, p_hi)) : p1;
-                    dcl_idx p = p0;
-                    for (; p < copy_lo; ++p)
-                        DCL_STORE((dcl_acc)0, dl + p * block_maps);
-                    for (; p < copy_hi; ++p)
-                        DCL_STORE((dcl_acc)DCL_LOAD(sc + p * split${last}), dl + p * block_maps);
-                    for (; p < p1; ++p)
-                        DCL_STORE((dcl_acc)0, dl + p * block_maps);
+        ${row_source(False)}
+        for (int bl = 0; bl < map_blocks; ++bl) {
+            const int co0 = (bl % blocks_per_group) * block_maps;
+            // the maps of the block that exist (a group's last block may be partial: its other lanes are zeros)
+            const int live = inside ? DCL_MIN(block_maps, group_maps - co0) : 0;
+            __global const dcl_t* sc = s_plane + src_offset
+                                       + (dcl_idx)((bl / blocks_per_group) * group_maps + co0) * src_plane;
+            // the block's rows are read once for every residue, from cache (block_maps rows of the last axis)
+            for (int r${last} = 0; r${last} < split${last}; ++r${last}) {
+                ${last_axis_range()}
+                __global dcl_t* d = dst + (((plane0 + r${last}) * map_blocks + bl) * dst_plane + row * grid${last})
+                                          * block_maps;
+                const dcl_idx lo_end = live ? p_lo : grid${last}, hi_end = live ? p_hi : grid${last};
+                // position-major: each position's block of maps is one contiguous run of stores
+                for (dcl_idx e = 0; e < lo_end * block_maps; ++e)
+                    DCL_STORE((dcl_acc)0, d + e);
+                for (dcl_idx p = lo_end; p < hi_end; ++p) {
+                    __global dcl_t* dp = d + p * block_maps;
+                    __global const dcl_t* sp = sc + p * split${last} + r${last};
+                    int lane = 0;
+                    for (; lane < live; ++lane)
+                        DCL_STORE((dcl_acc)DCL_LOAD(sp + lane * src_plane), dp + lane);
+                    for (; lane < block_maps; ++lane)
+                        DCL_STORE((dcl_acc)0, dp + lane);
                 }
+                for (dcl_idx e = hi_end * block_maps; e < grid${last} * block_maps; ++e)
+                    DCL_STORE((dcl_acc)0, d + e);
             }
         }
         ${step_row()}
