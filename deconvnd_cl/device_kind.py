@@ -8,7 +8,6 @@ Each entry says where its numbers come from (docs/portability.md).
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
 import pyopencl as cl
 
 
@@ -68,26 +67,23 @@ _probe_contexts = []  # kept alive: Intel's CPU runtime invalidates a released c
 
 
 @lru_cache(maxsize=64)
-def compiled_register_bits(device):
-    """Bits of the vector registers the device's compiler targets, from the target macros it predefines
-    (templates/vector_registers.mako), or 0 where it names none the probe knows or the probe cannot run. The
-    hardware's width is not enough: PoCL 3.0 (LLVM 14) on an AMD Zen 4 reports CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT
-    = 16, as the CPU has AVX-512, but compiles for znver3, AVX2 with 16 registers of 256 bits, where tiles sized
-    for 512-bit vectors spill (forward 1.5-3x slower, docs/performance.md)."""
+def compiled_float_lanes(device):
+    """Float lanes of the vector registers the device's compiler targets, from the target macros it predefines
+    (templates/vector_registers.mako: built, never launched), or 0 where it names none the probe knows or the
+    probe does not build. The hardware's width is not enough: PoCL 3.0 (LLVM 14) on an AMD Zen 4 reports
+    CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT = 16, as the CPU has AVX-512, but compiles for znver3, AVX2 with 16
+    registers of 256 bits, where tiles sized for 512-bit vectors spill (forward 1.5-3x slower,
+    docs/performance.md)."""
     from .render import render  # not at import: the library reads no template before its first call
     try:
         context = cl.Context([device])
         _probe_contexts.append(context)
         program = cl.Program(context, render("vector_registers.mako", name=PROBE_KERNEL)).build(cache_dir=False)
-        bits = np.zeros(1, np.int32)
-        buffer = cl.Buffer(context, cl.mem_flags.WRITE_ONLY, bits.nbytes)
-        queue = cl.CommandQueue(context)
-        getattr(program, PROBE_KERNEL)(queue, (1,), (1,), buffer)
-        cl.enqueue_copy(queue, bits, buffer)
-        queue.finish()
+        size = getattr(program, PROBE_KERNEL).get_work_group_info(
+            cl.kernel_work_group_info.COMPILE_WORK_GROUP_SIZE, device)
     except cl.Error:
         return 0
-    return int(bits[0])
+    return max(0, int(size[0]) - 1)
 
 
 @lru_cache(maxsize=64)
@@ -96,8 +92,8 @@ def float_lanes(device):
     implementation reports (CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT), capped by the registers its compiler targets
     where it names them."""
     native = device.native_vector_width_float
-    bits = compiled_register_bits(device)
-    return min(native, bits // 32) if bits else native
+    compiled = compiled_float_lanes(device)
+    return min(native, compiled) if compiled else native
 
 
 def vector_width(device, dtype):
