@@ -7,7 +7,7 @@
 ## rank, tile and tap count. A work-item owns TM input maps x TN virtual positions of the padded plane grid
 ## (rows PS apart; positions past a row's end are never stored), or NVEC row vectors of VW input positions.
 ## W is first repacked (_wpack) so each work-item streams its weights contiguously: wp[g][ci tile][co][tap][TM],
-## maps past cig zero-filled.
+## maps past cig zero-filled (with TM = 1 that layout is W's own, and the host passes W as it is).
 ## in_place (GySource.IN_PLACE, for Geometry.direct_backward: kernel size = stride, no pad, no dilation, last
 ## stride <= 2): every output position has exactly one tap, so gy is read where it lies, with no residue planes
 ## and no packing pass.

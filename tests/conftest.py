@@ -17,7 +17,6 @@ os.environ.setdefault("DECONVND_CL_CACHE_DIR", tempfile.mkdtemp(prefix="deconvnd
 
 import deconvnd_cl as dcl  # noqa: E402  (after the cache directory is chosen)
 from deconvnd_cl.device import create_queue, find_device  # noqa: E402
-from deconvnd_cl.device_kind import float_lanes  # noqa: E402
 from deconvnd_cl.reference import rel_l2  # noqa: E402
 
 # Relative L2 error allowed against the float64 reference, per dtype.
@@ -61,7 +60,6 @@ def no_launch(monkeypatch, queue):
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a kernel was launched or built before validation finished")
-    float_lanes(queue.device)  # the device's one-time probe of its compiler (device_kind.py) is no layer's launch
     monkeypatch.setattr(cl, "enqueue_nd_range_kernel", forbidden)
     monkeypatch.setattr(manager(), "program", forbidden)
 

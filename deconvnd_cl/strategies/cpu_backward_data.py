@@ -73,9 +73,12 @@ class RegisterTiledBackwardData(Implementation):
         program = self.program(problem, variant, bits)
         ci_tiles = ceil(problem.cig / tm)
         in_strides = row_major_strides(problem.in_sp)
-        wp = pack_weights(problem, program, buffer_of(W), geo.groups * ci_tiles * problem.cog, geo.taps * tm,
-                          copy_local_size(problem, program, "_wpack"), ks=geo.taps,
-                          cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles)
+        if tm == 1:  # tiles of one input map: the tile-major layout is W's own (taps interleaved in pairs too)
+            wp = buffer_of(W)
+        else:
+            wp = pack_weights(problem, program, buffer_of(W), geo.groups * ci_tiles * problem.cog, geo.taps * tm,
+                              copy_local_size(problem, program, "_wpack"), ks=geo.taps,
+                              cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles)
         idx = np.int64 if bits == 64 else np.int32
         common = dict(wp=wp, gx=gx.data, groups=geo.groups, ks=geo.taps, cig=problem.cig, cog=problem.cog,
                       ci_tiles=ci_tiles)
