@@ -10,8 +10,8 @@
 ${c.prelude(dtype, index_bits, 4)}
 <% last = nd - 1 %>
 ## Sets up the block: a work-item owns one source plane's rows row0..row1 for one residue of every axis, or,
-## with `all_last`, for one residue of every axis but the last, and then writes the split${last} consecutive
-## destination planes of the last axis's residues from them (plane0 the first), so each source row is read
+## with `all_last`, for one residue of every axis but the last, and then writes the consecutive destination
+## planes of all the last axis's residues from them (plane0 the first), so each source row is read
 ## once, while it is in cache (the channels-last pack, whose work-item reads a block of maps' rows). `tail` is
 ## the statement that zero-fills destination plane `plane`'s tail (run by the extra block).
 <%def name="block_setup(tail, all_last)">
@@ -46,8 +46,8 @@ ${c.prelude(dtype, index_bits, 4)}
     dcl_idx g${a} = rr % grid${a}; rr /= grid${a};
     % endfor
 </%def>
-## Per row: `inside` and `src_offset` (of grid position p = 0 on this row, at last-axis residue r${last} where
-## `residue`, else 0).
+## Per row: `inside` and `src_offset` (of grid position p = 0 on this row, at the work-item's last-axis residue
+## where `residue`, else at residue 0).
 <%def name="row_source(residue)">
         bool inside = true;
         dcl_idx src_offset = lo${last} * split${last}${f" + r{last}" if residue else ""}, src_stride = ext${last};
@@ -60,7 +60,7 @@ ${c.prelude(dtype, index_bits, 4)}
         }
         % endfor
 </%def>
-## For last-axis residue r${last}: the source index (p + lo)*split + r is inside for p in [p_lo, p_hi).
+## For the last axis's residue r: the source index (p + lo)*split + r is inside for p in [p_lo, p_hi).
 <%def name="last_axis_range()">
             const dcl_idx p_lo = DCL_MIN(grid${last}, DCL_MAX(0, (split${last} - 1 - r${last}) / split${last} - lo${last}));
             const dcl_idx p_hi = DCL_MAX(p_lo, DCL_MIN(grid${last}, (ext${last} - r${last} + split${last} - 1) / split${last} - lo${last}));
