@@ -106,15 +106,26 @@ def accumulator_budget(problem):
     return device_kind.accumulator_budget(problem.device, problem.dtype)
 
 
-def forward_tile(problem, maps=None):
-    """Forward (and backward data's planar tile): TM of `maps` (output maps per group) x TN positions."""
+def gemm_tile(problem, maps):
+    """The forward's and backward data's planar tile: TM of `maps` (maps per group) x TN positions."""
     vw = vector_width(problem)
-    maps = problem.cog if maps is None else maps
     if not problem.on_cpu:
         return ForwardTile(min(4, maps), vw, vw)
     budget = accumulator_budget(problem)
     tm = min(6 if budget <= 12 else 8, maps)
     return ForwardTile(tm, vw * max(1, min(4, budget // tm)), vw)
+
+
+def forward_tile(problem):
+    """gemm_tile over the output maps; with one input and one output map per group (depthwise) on a CPU, a row
+    of the whole accumulator budget: a work-item's reduction is then only one phase's taps of one map, so its fixed
+    cost (set-up, epilogue) outweighs it, and a longer tile spreads that cost over more positions (depthwise
+    64->64 k4 s2 32x32: 1.39-1.40 ms with 4 vectors, 1.12-1.13 with 12). Backward data's reduction runs over every
+    tap, and there 4 vectors measured fastest (0.76-0.77 ms against 0.93-1.0 with 6 to 12)."""
+    tile = gemm_tile(problem, problem.cog)
+    if problem.on_cpu and tile.tm == 1 and problem.cig == 1:
+        return ForwardTile(1, tile.vw * accumulator_budget(problem), tile.vw)
+    return tile
 
 
 def _too_large_to_pack(problem):
@@ -126,10 +137,10 @@ def _too_large_to_pack(problem):
 
 
 def backward_data_tile(problem):
-    """The forward's tile over input maps; for layers that read gy in place (Geometry.direct_backward) with
+    """gemm_tile over input maps; for layers that read gy in place (Geometry.direct_backward) with
     rows at least a tile long, the in-place tile with as many accumulators (with a last stride of 2 a vector
     holds VW/2 positions, each with its two taps). With 512-bit vectors, a tile of its own (below)."""
-    tm, tn, vw = dataclasses.astuple(forward_tile(problem, problem.cig))
+    tm, tn, vw = dataclasses.astuple(gemm_tile(problem, problem.cig))
     if problem.on_cpu and accumulator_budget(problem) > 12 and not _too_large_to_pack(problem):
         # 512-bit vectors: 8 maps x 2 vectors from packed planes measured fastest on every suite layer
         # (DCGAN 512->256 29.4 -> 22.7 ms, U-Net 11.2 -> 5.5 against 24 accumulators or gy in place)
