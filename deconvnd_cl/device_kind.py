@@ -5,6 +5,7 @@ whose llvmpipe back end pays a fixed cost per work-group and runs the work-items
 Each entry says where its numbers come from (docs/portability.md).
 """
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -78,7 +79,9 @@ def compiled_float_lanes(device):
     try:
         context = cl.Context([device])
         _probe_contexts.append(context)
-        program = cl.Program(context, render("vector_registers.mako", name=PROBE_KERNEL)).build(cache_dir=False)
+        with warnings.catch_warnings():  # a compiler's chatter (Intel's runtime always has some) is no news
+            warnings.simplefilter("ignore", cl.CompilerWarning)
+            program = cl.Program(context, render("vector_registers.mako", name=PROBE_KERNEL)).build(cache_dir=False)
         size = getattr(program, PROBE_KERNEL).get_work_group_info(
             cl.kernel_work_group_info.COMPILE_WORK_GROUP_SIZE, device)
     except cl.Error:

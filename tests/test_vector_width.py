@@ -2,6 +2,7 @@
 hardware's reported width may exceed (PoCL 3.0 on an AMD Zen 4 reports 16 float lanes and compiles for AVX2)."""
 
 import platform
+import warnings
 
 import numpy as np
 import pytest
@@ -44,3 +45,11 @@ def test_vectors_fit_the_compiled_registers(queue, dtype):
     assert lanes in (4, 8, 16)
     assert accumulator_bits <= max(256, 32 * compiled)
     assert float_lanes(device) <= device.native_vector_width_float
+
+
+def test_probe_is_silent(queue):
+    """The probe's build says nothing to the user, whatever its compiler prints (Intel's runtime always does)."""
+    compiled_float_lanes.cache_clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compiled_float_lanes(queue.device)
