@@ -22,6 +22,7 @@ from .packing import GradPacks
 from .problem import Problem
 from .reduction import GradientSum
 from .strategies import implementation
+from .variants import GySource
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -267,11 +268,22 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
     except ScratchTooLarge:
         if row_chunk or problem.in_sp[0] < 2:
             raise
+    gx = None
+    if want_data and getattr(passes["backward_data"][1], "gy", None) is GySource.IN_PLACE:
+        # Backward data reading gy in place needs no scratch: it runs on the whole call, unsplit. That keeps
+        # its result bitwise the unsplit call's too (a 1d layer's chunks of rows, shorter than its tile, would
+        # read gy from packed planes, which sum in another order).
+        impl, variant = passes["backward_data"]
+        gx, want_data = impl.run(problem, grad, W, variant), False
+        if not want_params:
+            return gx, (None, None)
+
     def run_rows(sub, x_rows, gy_rows):
         return backward(sub, x_rows, gy_rows, W, None, want_data, want_params, None, None, 1.0, 0.0, given, tuned,
                         row_chunk=True)
-    return row_split.backward(problem, data, grad, W, want_data, want_params, with_bias, wgrad, bgrad, scale,
-                              momentum, run_rows)
+    gx_rows, params = row_split.backward(problem, data, grad, W, want_data, want_params, with_bias, wgrad, bgrad,
+                                         scale, momentum, run_rows)
+    return gx if gx is not None else gx_rows, params
 
 
 def _backward_on_group(group, problem, data, grad, W, bias, want_data, want_params, wgrad, bgrad, scale, momentum,

@@ -11,7 +11,10 @@
 typedef ${"float" if dtype == "half" else dtype} dcl_acc;
 typedef ${"float" if dtype == "half" else dtype}${vw} dcl_accv;
 ## half a vector (DCL_LOADH), for the kernels that interleave two taps in one vector's lanes
-typedef ${"float" if dtype == "half" else dtype}${vw // 2} dcl_acch;
+<% half_vw = "" if vw == 2 else vw // 2 %>\
+typedef ${"float" if dtype == "half" else dtype}${half_vw} dcl_acch;
+## a pair (DCL_LOAD2), for the weights of two interleaved taps
+typedef ${"float" if dtype == "half" else dtype}2 dcl_acc2;
 typedef ${dtype} dcl_t;
 typedef ${"long" if index_bits == 64 else "int"} dcl_idx;
 % if dtype == "half":
@@ -19,15 +22,20 @@ typedef ${"long" if index_bits == 64 else "int"} dcl_idx;
 #define DCL_LOADV(p) vload_half${vw}(0, (p))
 #define DCL_STORE(v, p) vstore_half((v), 0, (p))
 #define DCL_STOREV(x, p) vstore_half${vw}((x), 0, (p))
-#define DCL_LOADH(p) vload_half${vw // 2}(0, (p))
+#define DCL_LOADH(p) vload_half${half_vw}(0, (p))
+#define DCL_LOAD2(p) vload_half2(0, (p))
+#define DCL_STOREH(x, p) vstore_half${half_vw}((x), 0, (p))
 % else:
 ## An unaligned vector load through a packed struct: PoCL compiles vloadN() to an out-of-line call that
 ## spills every accumulator around it; the packed struct becomes one unaligned vector move.
 typedef struct __attribute__((packed)) { dcl_accv v; } dcl_unaligned;
 typedef struct __attribute__((packed)) { dcl_acch v; } dcl_unaligned_half;
+typedef struct __attribute__((packed)) { dcl_acc2 v; } dcl_unaligned_pair;
 #define DCL_LOAD(p) (*(p))
 #define DCL_LOADV(p) (((__global const dcl_unaligned*)(p))->v)
 #define DCL_LOADH(p) (((__global const dcl_unaligned_half*)(p))->v)
+#define DCL_LOAD2(p) (((__global const dcl_unaligned_pair*)(p))->v)
+#define DCL_STOREH(x, p) (((__global dcl_unaligned_half*)(p))->v = (x))
 #define DCL_STORE(v, p) (*(p) = (v))
 #define DCL_STOREV(x, p) (((__global dcl_unaligned*)(p))->v = (x))
 % endif

@@ -2,27 +2,34 @@
 ##     gx[b, ci, i] = sum_{co, k} gy[b, co, i*stride + k*dilation - pad] * W[ci, co, k].
 ## The host splits gy into stride residue planes (j = (i + D)*stride + R, see Geometry.backward_taps) with zero
 ## borders, so every tap reads TN contiguous elements at a constant offset, which the host passes in a table
-## (`tap_offsets`; in place: one per row of last-axis taps). The taps are unrolled when their number is
-## counts[-1] (within the unroll budget) and run as a loop otherwise, so one program serves every layer of a
-## rank, tile and tap count. A work-item owns TM input maps x TN virtual positions of the padded plane grid
+## (`tap_offsets`). The taps (in place: the rows of taps) are unrolled when their number is counts[-1] (in
+## place: counts[1]; within the unroll budget) and run as a loop otherwise, so one program serves every layer of
+## a rank, tile and tap count. A work-item owns TM input maps x TN virtual positions of the padded plane grid
 ## (rows PS apart; positions past a row's end are never stored), or NVEC row vectors of VW input positions.
 ## W is first repacked (_wpack) so each work-item streams its weights contiguously: wp[g][ci tile][co][tap][TM],
 ## maps past cig zero-filled (with TM = 1 that layout is W's own, and the host passes W as it is).
-## in_place (GySource.IN_PLACE, for Geometry.direct_backward: kernel size = stride, no pad, no dilation, last
-## stride <= 2): every output position has exactly one tap, so gy is read where it lies, with no residue planes
-## and no packing pass.
-## A work-item owns TM input maps x TN positions of one input row. With a last stride of 2, a vector of gy holds
-## VW/2 positions' taps 0 and 1 in alternate lanes: it is multiplied by a vector of alternating tap-0 / tap-1
-## weights, and each position's pair of lanes is added in the epilogue (splitting gy's lanes instead spilled).
+## in_place (GySource.IN_PLACE, deconvnd_cl/gy_in_place.py: a last stride of 1, or of 2 without last-axis
+## dilation): gy is read where it lies, with no residue planes and no packing pass. A work-item owns TM input maps
+## x TN positions of one input row. The last axis' taps come in groups of `sl` (the last stride), each group's
+## reads one contiguous run of gy: with sl == 2 a vector holds VW/2 positions' two taps in alternate lanes, meets a
+## vector of alternating weights, and each position's pair of lanes is added in the epilogue (splitting gy's lanes
+## instead spilled). Lanes before a row's start or past its end (`lefts` / `rights` per group, in a row's first or
+## last vector only) are loaded from the row's first or last whole vector and shifted, filling zeros; rows of taps
+## whose gy row lies outside gy are skipped.
 <%namespace name="c" file="common.mako"/>\
 ${c.prelude(dtype, index_bits, vw)}
-## sl: the last axis' taps interleaved in a vector's lanes (in place), else 1; ntaps: the taps (in place: tap
-## rows) to unroll, 0 for a loop over the table (the host's `counts`)
+## sl: the last stride, whose taps a vector interleaves (in place), else 1; ntaps: the taps (in place: tap rows) to
+## unroll, 0 for a loop over the table; in place also kl, the last axis' taps, and per tap group the border lanes
+## `lefts` and `rights` (the host's `counts`)
 <%
 nvec = tn // vw
 # packed weight order per (g, ci tile, co): [tap][TM]; reading gy in place with a last stride of 2:
-# [tap row][TM][last-axis tap], so an input map's two taps load as one pair
-wpack_slot = "(t / 2 * %d + mi) * 2 + t %% 2" % tm if sl == 2 else "t * %d + mi" % tm
+# [tap row][tap group][TM][the group's taps], so an input map's two taps load as one pair
+if sl == 2:
+    wpack_slot = (f"(t - t % {kl} + t % {kl} / 2 * 2) * {tm} + mi * DCL_MIN(2, {kl} - t % {kl} / 2 * 2)"
+                  f" + t % {kl} % 2")
+else:
+    wpack_slot = f"t * {tm} + mi"
 %>
 ${c.wpack(name, signatures["_wpack"], tm, "ks", "ci", "t", wpack_slot)}
 
@@ -50,29 +57,69 @@ ${body("t", "tap_offsets[t]")}
 </%def>
 
 % if in_place:
-<% nacc = tn // (vw // sl) %>\
-## One tap row: gy's vectors hold the row's sl taps interleaved; with sl == 2 they meet alternating weights.
-<%def name="in_place_mac(t, offset)">
-<% nacc = tn // (vw // sl) %>\
-        {
-            % for j in range(nacc):
-            const dcl_accv y${j} = DCL_LOADV(gb + ${offset} + ${j * vw});
-            % endfor
-            % for mi in range(tm):
+<%
+positions = vw // sl            # input positions a vector holds
+nv = tn // positions            # vectors a tap group, accumulators a map
+groups = len(lefts)
+first = [sl * q for q in range(groups)]                                    # a group's first last-axis tap
+width = [min(sl, kl - sl * q) for q in range(groups)]                      # its taps
+lanes = [f"s{l:x}" for l in range(vw)]
+
+def shifted(z, n):
+    """z moved up n lanes (n > 0, zeros first) or down -n lanes (n < 0, zeros last)."""
+    parts = [f"{z}.{lanes[l - n]}" if 0 <= l - n < vw else "(dcl_acc)0" for l in range(vw)]
+    return "(dcl_accv)(" + ", ".join(parts) + ")"
+
+def even_lanes(z):
+    return "(dcl_accv)(" + ", ".join(f"{z}.{lanes[l]}" if l % 2 == 0 else "(dcl_acc)0" for l in range(vw)) + ")"
+%>\
+## Group q of one tap row `t` whose run of gy starts at gb + `base` + the group's offset: nv vectors of gy (the
+## row's first and last with their border lanes zeroed), times each map's weights.
+<%def name="group_mac(t, base, q)">
             {
-            % if sl == 2:
-                // lanes alternate the last axis' taps 0 and 1, as gy's elements do
-                const dcl_acc w0 = DCL_LOAD(wb + (${t} * ${tm} + ${mi}) * 2), w1 = DCL_LOAD(wb + (${t} * ${tm} + ${mi}) * 2 + 1);
-                const dcl_accv wv = (dcl_accv)(${", ".join(["w0, w1"] * (vw // 2))});
-            % else:
-                const dcl_acc wv = DCL_LOAD(wb + ${t} * ${tm} + ${mi});
-            % endif
-                % for j in range(nacc):
-                acc${mi}_${j} = wv * y${j} + acc${mi}_${j};
+                % for v in range(nv):
+<% at = f"gb + {base} + {f'{first[q]}' if sl == 2 else f'go{q}'} + {v * vw}" %>\
+                % if v == 0 and lefts[q]:
+                dcl_accv y${v} = DCL_LOADV(${at} + lo${q});
+                y${v} = left ? ${shifted(f"y{v}", lefts[q])} : y${v};
+                % elif v == nv - 1 and rights[q]:
+                dcl_accv y${v} = DCL_LOADV(${at} - ro${q});
+                y${v} = right ? ${shifted(f"y{v}", -rights[q])} : y${v};
+                % else:
+                dcl_accv y${v} = DCL_LOADV(${at});
+                % endif
+                % if sl == 2 and width[q] == 1:
+                y${v} = ${even_lanes(f"y{v}")};  // the group's one tap: its odd lanes hold no tap
+                % endif
+                % endfor
+                __global const dcl_t* wq = wb + (${t} * ${kl} + ${first[q]}) * ${tm};
+                % for mi in range(tm):
+                {
+                % if width[q] == 2:
+                    const dcl_acc2 w2 = DCL_LOAD2(wq + ${mi * 2});  // one broadcast of the pair
+                    const dcl_accv wv = (dcl_accv)(${", ".join(["w2"] * (vw // 2))});
+                % else:
+                    const dcl_acc wv = DCL_LOAD(wq + ${mi});
+                % endif
+                    % for v in range(nv):
+                    acc${mi}_${v} = wv * y${v} + acc${mi}_${v};
+                    % endfor
+                }
                 % endfor
             }
-            % endfor
+</%def>
+## Where tap row `t` reads gy: declares ok{t} (its gy row lies inside gy) and b{t}, the row's offset plus the
+## tile's start on the last axis.
+<%def name="tap_row(t)">
+        bool ok${t} = true;
+        dcl_idx b${t} = lead;
+        % for a in range(nd - 1):
+        {
+            const int ja = stride${a} * r${a} + tap_rows[${t} * ${nd - 1} + ${a}];
+            ok${t} = ok${t} && ja >= 0 && ja < out${a};
+            b${t} += (dcl_idx)ja * os${a};
         }
+        % endfor
 </%def>
 __kernel void ${name}(${c.params(signatures[""])})
 {
@@ -88,28 +135,77 @@ __kernel void ${name}(${c.params(signatures[""])})
     int il = (get_global_id(1) % tiles_per_row) * ${tn};
     const int skip = DCL_MAX(0, il + ${tn} - in_last);
     il -= skip;
+    const bool left = il == 0, right = il + ${tn} == in_last;
     dcl_idx rem = row;
-    dcl_idx x_off = il, g_off = (dcl_idx)${sl} * il;
+    dcl_idx x_off = il;
     % for a in reversed(range(nd - 1)):
-    {
-        const int ia = rem % in${a}; rem /= in${a};
-        x_off += (dcl_idx)ia * is${a};
-        g_off += (dcl_idx)(stride${a} * ia) * os${a};
-    }
+    const int r${a} = rem % in${a}; rem /= in${a};
+    x_off += (dcl_idx)r${a} * is${a};
+    % endfor
+    const dcl_idx lead = (dcl_idx)${sl} * il - last_pad;
+    % for q in range(groups):
+    % if sl == 1:
+    const int go${q} = ${q} * last_dilation;
+    % endif
+    % if lefts[q]:
+    const int lo${q} = left ? ${lefts[q]} : 0;
+    % endif
+    % if rights[q]:
+    const int ro${q} = right ? ${rights[q]} : 0;
+    % endif
     % endfor
 
-    __global const dcl_t* gb = gy + ((dcl_idx)b * cout + (dcl_idx)g * cog) * out_size + g_off;
+    __global const dcl_t* gb = gy + ((dcl_idx)b * cout + (dcl_idx)g * cog) * out_size;
     __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ks * ${tm};
-${c.accumulators(tm, nacc, "(dcl_accv)(0)")}
-${tap_loop(in_place_mac, f"gb += out_size; wb += ks * {tm};")}
+${c.accumulators(tm, nv, "(dcl_accv)(0)")}
+    % if ntaps:
+    % for t in range(ntaps):
+${tap_row(t)}
+    % endfor
+    for (int co = 0; co < cog; ++co) {
+        % for t in range(ntaps):
+        if (ok${t}) {
+            % for q in range(groups):
+${group_mac(t, f"b{t}", q)}
+            % endfor
+        }
+        % endfor
+        gb += out_size; wb += ks * ${tm};
+    }
+    % else:
+    for (int co = 0; co < cog; ++co) {
+        for (int t = 0; t < tap_count; ++t) {
+${tap_row("t")}
+            if (okt) {
+                % for q in range(groups):
+${group_mac("t", "bt", q)}
+                % endfor
+            }
+        }
+        gb += out_size; wb += ks * ${tm};
+    }
+    % endif
 
-    // Epilogue: an input position's value is the sum of its tap-0 and tap-1 lanes.
+    // Epilogue: with sl == 2 an input position's value is the sum of its two lanes. A tile of all TM maps that
+    // shares no position with the one before it stores whole vectors; others go lane by lane from `skip` on.
     __global dcl_t* xr = gx + ((dcl_idx)b * cin + (dcl_idx)g * cig + ci0) * in_size + x_off;
     const int m_count = DCL_MIN(${tm}, cig - ci0);
+    if (skip == 0 && m_count == ${tm}) {
+        % for mi in range(tm):
+        % for v in range(nv):
+        % if sl == 2:
+        DCL_STOREH(acc${mi}_${v}.even + acc${mi}_${v}.odd, xr + ${mi} * in_size + ${v * positions});
+        % else:
+        DCL_STOREV(acc${mi}_${v}, xr + ${mi} * in_size + ${v * positions});
+        % endif
+        % endfor
+        % endfor
+        return;
+    }
     % if sl == 2:
-${c.spill(tm, nacc, "dcl_acch", lambda mi, j: f"acc{mi}_{j}.even + acc{mi}_{j}.odd")}
+${c.spill(tm, nv, "dcl_acch", lambda mi, j: f"acc{mi}_{j}.even + acc{mi}_{j}.odd")}
     % else:
-${c.spill(tm, nacc)}
+${c.spill(tm, nv)}
     % endif
     for (int mi = 0; mi < m_count; ++mi)
         for (int n = skip; n < ${tn}; ++n)

@@ -99,19 +99,35 @@ def test_functional_validation(queue, no_launch):
 
 
 def test_gy_in_place_tile_needs_a_fitting_layer(queue, no_launch):
-    """Tiles that read gy in place need kernel size = stride, no pad, no dilation, a last stride <= 2, and for
-    backward data input rows of at least TN positions."""
+    """The weight gradient reads gy in place with kernel size = stride, no pad, no dilation and a last stride
+    <= 2; backward data with a last stride of 1 or 2 (no last-axis dilation with 2), input rows of at least TN
+    positions, border lanes within a vector, two vectors a tap group where borders are read, and inner tiles
+    inside gy (gy_in_place.constraints)."""
     x = to_device(queue, np.ones((1, 4, 3, 12)))
     gy = to_device(queue, np.ones((1, 2, 7, 25)))
     W = to_device(queue, np.ones((4, 2, 3, 3)))
     with pytest.raises(dcl.ModuleError, match="needs kernel size = stride"):
         dcl.deconvNdBackwardParams(x, gy, W, stride=2, tile=(3, 4, 8, "in_place"))
-    with pytest.raises(dcl.ModuleError, match="needs kernel size = stride"):
-        dcl.deconvNdBackwardData(gy, W, x, stride=2, tile=(6, 8, 8, "in_place"))
     W2 = to_device(queue, np.ones((4, 2, 2, 2)))
     gy2 = to_device(queue, np.ones((1, 2, 6, 24)))
     with pytest.raises(dcl.ModuleError, match="input rows of at least tn = 16 positions"):
         dcl.deconvNdBackwardData(gy2, W2, x, stride=2, tile=(6, 16, 8, "in_place"))
+    last_stride = "a last-axis stride of 1, or of 2 without last-axis dilation"
+    with pytest.raises(dcl.ModuleError, match=last_stride):
+        dcl.deconvNdBackwardData(to_device(queue, np.ones((1, 2, 9, 36))), W, x, stride=3, tile=(6, 8, 8, "in_place"))
+    with pytest.raises(dcl.ModuleError, match=last_stride):
+        dcl.deconvNdBackwardData(to_device(queue, np.ones((1, 2, 9, 27))), W, x, stride=2, dilation=2,
+                                 tile=(6, 8, 8, "in_place"))
+    with pytest.raises(dcl.ModuleError, match="at least two vectors a tap group"):
+        dcl.deconvNdBackwardData(to_device(queue, np.ones((1, 2, 5, 23))), W, x, stride=2, pad=1,
+                                 tile=(6, 4, 8, "in_place"))
+    x20, x17 = to_device(queue, np.ones((1, 4, 3, 20))), to_device(queue, np.ones((1, 4, 3, 17)))
+    with pytest.raises(dcl.ModuleError, match="border lanes within one vector of 8"):
+        dcl.deconvNdBackwardData(to_device(queue, np.ones((1, 2, 3, 12))), to_device(queue, np.ones((4, 2, 1, 9))),
+                                 x20, pad=(0, 8), tile=(6, 16, 8, "in_place"))
+    with pytest.raises(dcl.ModuleError, match="inner tiles of tn = 16 read inside gy's rows"):
+        dcl.deconvNdBackwardData(to_device(queue, np.ones((1, 2, 3, 17))), to_device(queue, np.ones((4, 2, 1, 7))),
+                                 x17, pad=(0, 3), tile=(6, 16, 8, "in_place"))
 
 
 def test_non_contiguous_view_rejected(queue, no_launch):

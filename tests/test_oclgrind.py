@@ -5,7 +5,7 @@ out-of-bounds canary kernel first proves the log catches errors). Each shape run
 strategies and checks the results: the work-group tiled (GPU) kernels with their default variants and with gy
 and x staged per tap (window 0), on work-groups of up to 256 work-items and __local memory within the OpenCL
 minimum of 32 KiB (barrier divergence and local-memory races are log entries too); the register-tiled (CPU)
-kernels with CPU tiles and, for kernel size = stride, the in-place tiles, on work-groups capped at 64.
+kernels with CPU tiles and, where they fit, the tiles that read gy in place, on work-groups capped at 64.
 Marked `oclgrind` (deselected by default): `.ci/run` runs it as a stage of its own with `pytest -m oclgrind`.
 
 Oclgrind 21.10's uninitialised-value checker (OCLGRIND_UNINITIALIZED=1) is not used: it aborts on LLVM's
@@ -56,10 +56,18 @@ SHAPES = [
     (1, 4, 3, (2, 2, 9), (2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), (1, 0, 0), 1),
     (1, 3, 4, (2, 9), (2, 1), (2, 1), (0, 0), (1, 1), (0, 0), 1),
     (2, 4, 6, (11,), (2,), (2,), (0,), (1,), (1,), 2),
+    # backward data reads gy in place across its borders (gy_in_place.py): lanes before a row's start and past
+    # its end, at the start and end of gy's buffer too; an odd last-axis kernel with a last stride of 2, a last
+    # stride of 1 with dilation, tap rows outside gy
+    (1, 3, 4, (2, 11), (4, 4), (2, 2), (1, 1), (1, 1), (0, 0), 1),
+    (1, 2, 3, (9,), (3,), (2,), (1,), (1,), (1,), 1),
+    (1, 3, 3, (2, 10), (3, 3), (1, 1), (1, 2), (1, 2), (0, 0), 1),
+    (1, 2, 3, (2, 2, 8), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (0, 1, 0), 1),
 ]
 
-# per family: CPU-style tiles passed explicitly; for layers that read gy in place (Geometry.direct_backward)
-# also the CPU's in-place tiles; the GPU strategy's tiles with per-tap staging
+# per family: CPU-style tiles passed explicitly; for layers that read gy in place also the CPU's in-place tiles
+# (backward data: gy_in_place.constraints; the weight gradient: Geometry.direct_backward); the GPU strategy's
+# tiles with per-tap staging
 GPU_TAP_TILES = {"forward": (8, 8, 2, 4, 4, 0), "backward_data": (8, 8, 2, 4, 4, 0)}
 CPU_TILES = {"forward": (6, 16, 8), "backward_data": (6, 16, 8)}
 WEIGHT_TILES = [(4, 3, 8, "planar"), (6, 16, 8, "channels_last")]
@@ -72,6 +80,7 @@ sys.path.insert(0, {tests!r})
 import deconvnd_cl as dcl
 from deconvnd_cl import reference
 from test_oclgrind import SHAPES, CPU_TILES, WEIGHT_TILES, IN_PLACE_TILES, GPU_TAP_TILES
+from deconvnd_cl import gy_in_place
 from deconvnd_cl.geometry import Geometry
 strategy = {strategy!r}
 os.environ["DECONVND_CL_STRATEGY"] = strategy
@@ -89,14 +98,16 @@ for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
     xd, Wd, bd, gyd = (cla.to_device(q, a) for a in (x, W, b, gy))
     want = [reference.forward(x, W, b, s, p, d, pp, g), reference.backward_data(gy, W, sp, s, p, d, g),
             *reference.backward_params(x, gy, W.shape, s, p, d, g)]
-    in_place = Geometry.create(len(sp), k, s, p, d, pp, g).direct_backward
+    geo = Geometry.create(len(sp), k, s, p, d, pp, g)
+    data_tile = IN_PLACE_TILES["backward_data"]
+    data_in_place = all(holds for holds, _ in gy_in_place.constraints(geo, sp[-1], out[-1], *data_tile[1:3]))
     if strategy == "gpu":
         variants = [(None, None, None), (GPU_TAP_TILES["forward"], GPU_TAP_TILES["backward_data"], None)]
     else:
         variants = [(CPU_TILES["forward"], CPU_TILES["backward_data"], WEIGHT_TILES[(cout // g >= 8)])]
-        if in_place:
-            variants.append((None, IN_PLACE_TILES["backward_data"] if sp[-1] >= IN_PLACE_TILES["backward_data"][1]
-                             else None, IN_PLACE_TILES["backward_weights"]))
+        if data_in_place or geo.direct_backward:
+            variants.append((None, data_tile if data_in_place else None,
+                             IN_PLACE_TILES["backward_weights"] if geo.direct_backward else None))
     for variant, (fwd_tile, bwd_tile, w_tile) in enumerate(variants):
         got = [dcl.deconvNd(xd, Wd, bd, s, p, d, pp, g, tile=fwd_tile).get(),
                dcl.deconvNdBackwardData(gyd, Wd, xd, s, p, d, g, tile=bwd_tile).get()]

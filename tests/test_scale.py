@@ -122,8 +122,9 @@ def test_module_memlimit(queue, monkeypatch):
 
 ROW_LAYERS = [  # (conv, x shape, W shape, per strategy: a scratch budget one batch item's call is over, and how
     # many of the three passes then split): pad, dilation and postpad, gaps between taps (stride > size), kernel
-    # size = stride (where the CPU tile reads gy in place, no scratch in backward data: one pass fewer), grouped
-    # 1d, 3d. The GPU strategy's backward kernels read W and gy where they lie, so there only the forward splits.
+    # size = stride, grouped 1d, 3d. Where the CPU tile reads gy in place (gy_in_place.py), backward data needs
+    # no scratch: one pass fewer. The GPU strategy's backward kernels read W and gy where they lie, so there
+    # only the forward splits.
     (dict(stride=2, pad=1), (2, 4, 40, 16), (4, 3, 4, 4), {"cpu": ("6K", 3), "gpu": ("6K", 1)}),
     (dict(stride=3, pad=2, dilation=2, postpad=1), (1, 3, 30, 7), (3, 2, 3, 3), {"cpu": ("3K", 3), "gpu": ("3K", 1)}),
     (dict(stride=4), (2, 4, 24, 5), (4, 3, 2, 2), {"cpu": ("6K", 2), "gpu": ("6K", 0)}),
@@ -176,8 +177,9 @@ def row_sweep(count, seed):
 @pytest.mark.parametrize("config, chunks", row_sweep(24, seed=11))
 def test_row_split_sweep(queue, monkeypatch, config, chunks, strategy):
     """Every pass of a random layer with its items cut into chunks of rows (the batch split made to give up, so
-    the geometry alone is tested, not a budget): forward and input gradient bitwise the unsplit call's, all
-    passes within float32 rounding of the reference."""
+    the geometry alone is tested, not a budget), but backward data reading gy in place, which needs no scratch:
+    forward and input gradient bitwise the unsplit call's, all passes within float32 rounding of the
+    reference."""
     monkeypatch.setenv("DECONVND_CL_STRATEGY", strategy)
     conv = dict(config.conv, postpad=config.postpad)
     operands = random_operands(conv, (config.batch, config.cin) + config.spatial,
@@ -201,7 +203,13 @@ def test_row_split_sweep(queue, monkeypatch, config, chunks, strategy):
     monkeypatch.setattr(functional, "split_along_batch", batch_split_gives_up_outside_row_chunks)
     monkeypatch.setattr(row_split, "split", rows_in)
     split = all_passes(queue, conv, *operands)
-    assert len(cuts) == 3 and all(c >= 2 for c in cuts), cuts
+    passes_split = 3
+    if strategy == "cpu":  # backward data reading gy in place needs no scratch and runs unsplit
+        problem = Problem.create(queue, (config.batch, config.cin) + config.spatial,
+                                 (config.cin, config.cout // config.groups) + config.size, np.dtype(np.float32),
+                                 config.stride, config.pad, config.dilation, config.postpad, config.groups)
+        passes_split -= cpu_tiles.backward_data_tile(problem).gy is GySource.IN_PLACE
+    assert len(cuts) == passes_split and all(c >= 2 for c in cuts), cuts
     assert_split_matches(conv, operands, whole, split)
 
 

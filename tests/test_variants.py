@@ -69,7 +69,7 @@ BAD_TILES = [
     ("forward", "6x16x8", "tuple of 3 values"),
     ("backward_data", (6, 16, 8, 2), "field gy must be one of"),
     ("backward_data", (6, 16, 8, "channels_last"), "gy 'planar' or 'in_place'"),
-    ("backward_data", (6, 16, 8, "in_place"), "kernel size = stride"),
+    ("backward_data", (6, 16, 8, "in_place"), "input rows of at least tn = 16 positions"),
     ("backward_data", (6, 16, 8, "in_place", 1), "tuple of 3 to 4 values"),
     ("backward_weights", (4, 3, 8, 2), "field gy must be one of"),
     ("backward_weights", (4, 3, 8, "in_place"), "kernel size = stride"),

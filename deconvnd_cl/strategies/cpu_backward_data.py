@@ -1,11 +1,12 @@
 """Register-tiled backward data (CPU strategy): the input gradient as a strided direct convolution of gy with
-W, gy read from packed stride residue planes or, for kernel size = stride, in place (cpu_backward_data.mako)."""
+W, gy read from packed stride residue planes or, with a last stride of 1 or 2, in place (gy_in_place.py,
+cpu_backward_data.mako)."""
 
 from math import ceil, prod
 
 import numpy as np
 
-from .. import memory
+from .. import gy_in_place, memory
 from ..geometry import row_major_strides
 from ..launch import launch
 from ..layouts import input_tiling
@@ -33,31 +34,39 @@ class RegisterTiledBackwardData(Implementation):
         return ceil(GradPacks.v_count(problem) / variant.tn) * variant.tn
 
     def counts(self, problem, variant):
-        """In place: (taps of the last axis in a vector's lanes, tap rows to unroll); else (taps to unroll,).
-        A count beyond the unroll budget is 0: the kernel loops over the tap table."""
+        """In place: (the last stride, tap rows to unroll, the last axis' taps, then per tap group of the last
+        axis its left and then its right border lanes: gy_in_place.borders); else (taps to unroll,). A count
+        beyond the unroll budget is 0: the kernel loops over the table."""
         geo = problem.geo
         if variant.gy is GySource.IN_PLACE:
-            return geo.stride[-1], _unrolled(geo.taps // geo.stride[-1])
+            lefts, rights = gy_in_place.borders(geo)
+            rows = geo.taps // geo.size[-1]
+            return (geo.stride[-1], rows if _unrolled(rows * len(lefts)) else 0, geo.size[-1]) + lefts + rights
         return (_unrolled(geo.taps),)
 
     def signatures(self, key):
         nd = key.nd
-        common = (In("tap_offsets", "idx"), Int("tap_count"), Int("groups"), Int("ks"), Int("cig"), Int("cog"),
-                  Int("ci_tiles"), Int("tiles_per_row"))
+        common = (Int("tap_count"), Int("groups"), Int("ks"), Int("cig"), Int("cog"), Int("ci_tiles"),
+                  Int("tiles_per_row"))
         if key.variant[3] == GySource.IN_PLACE.value:
-            main = Signature(In("gy"), In("wp"), Out("gx"), *common, Idx("out_size"), Idx("in_size"), Int("in_last"),
-                             Int("in", nd - 1), Idx("is", nd - 1), Idx("os", nd - 1), Int("stride", nd - 1))
+            main = Signature(In("gy"), In("wp"), Out("gx"), In("tap_rows", "int"), *common, Idx("out_size"),
+                             Idx("in_size"), Int("in_last"), Int("last_pad"), Int("last_dilation"), Int("in", nd - 1),
+                             Idx("is", nd - 1), Idx("os", nd - 1), Int("stride", nd - 1), Int("out", nd - 1))
         else:
-            main = Signature(In("gyp"), In("wp"), Out("gx"), *common, Int("vpr"), Int("nplanes"), Idx("plane"),
-                             Idx("v_count"), Idx("in_size"), Idx("ps", nd - 1), Int("in", nd), Idx("is", nd))
+            main = Signature(In("gyp"), In("wp"), Out("gx"), In("tap_offsets", "idx"), *common, Int("vpr"),
+                             Int("nplanes"), Idx("plane"), Idx("v_count"), Idx("in_size"), Idx("ps", nd - 1),
+                             Int("in", nd), Idx("is", nd))
         return {"": main, "_wpack": Signature(In("w"), Out("wp"), Int("ks"), Int("cig"), Int("cog"), Int("ci_tiles"),
                                                Idx("rows"))}
 
     def template_args(self, key):
         tm, tn, vw, gy = key.variant
-        in_place = gy == GySource.IN_PLACE.value
-        return dict(tm=tm, tn=tn, vw=vw, in_place=in_place, sl=key.counts[0] if in_place else 1,
-                    ntaps=key.counts[-1])
+        if gy == GySource.IN_PLACE.value:
+            sl, ntaps, kl, *borders = key.counts
+            groups = len(borders) // 2
+            return dict(tm=tm, tn=tn, vw=vw, in_place=True, sl=sl, ntaps=ntaps, kl=kl, lefts=borders[:groups],
+                        rights=borders[groups:])
+        return dict(tm=tm, tn=tn, vw=vw, in_place=False, sl=1, kl=0, lefts=(), rights=(), ntaps=key.counts[-1])
 
     def run(self, problem, grad, W, variant, packs=None):
         queue, geo = problem.queue, problem.geo
@@ -85,15 +94,14 @@ class RegisterTiledBackwardData(Implementation):
         local = cpu_tiles.local_size(problem, program)
         if in_place:
             tiles_per_row = ceil(problem.in_sp[-1] / tn)
-            out_strides = row_major_strides(problem.out_sp)
-            rows = [k[:-1] for k, _, _ in geo.backward_taps() if k[-1] == 0]  # gy's rows, one per tap row
-            offsets = constant_buffer(queue, ("backward data tap rows", geo, problem.out_sp, bits), lambda: np.array(
-                [sum(kk * s for kk, s in zip(k, out_strides)) for k in rows], idx))
+            rows = gy_in_place.tap_rows(geo)
+            table = constant_buffer(queue, ("backward data tap rows", geo), lambda: np.array(rows, np.int32).ravel())
             launch(queue, program, "", (geo.groups * ci_tiles, prod(problem.in_sp[:-1]) * tiles_per_row, problem.N),
-                   local, gy=gy, tap_offsets=offsets, tap_count=len(rows), tiles_per_row=tiles_per_row,
+                   local, gy=gy, tap_rows=table, tap_count=len(rows), tiles_per_row=tiles_per_row,
                    out_size=prod(problem.out_sp), in_size=prod(problem.in_sp), in_last=problem.in_sp[-1],
-                   os=out_strides[:-1], stride=geo.stride[:-1], **{"in": problem.in_sp[:-1], "is": in_strides[:-1]},
-                   **common)
+                   last_pad=geo.pad[-1], last_dilation=geo.dilation[-1], os=row_major_strides(problem.out_sp)[:-1],
+                   stride=geo.stride[:-1], out=problem.out_sp[:-1],
+                   **{"in": problem.in_sp[:-1], "is": in_strides[:-1]}, **common)
             return gx
         tiles_per_row, vpr, position_tiles = input_tiling(problem.in_sp, layout.v_count, tn, variant.vw)
         offsets = constant_buffer(queue, ("backward data taps", geo, layout, bits),

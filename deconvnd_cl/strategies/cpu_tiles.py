@@ -14,7 +14,7 @@ import dataclasses
 from math import ceil, prod
 
 
-from .. import device_kind, settings
+from .. import device_kind, gy_in_place, settings
 from ..variants import GySource, Variant
 
 MAX_ACCUMULATORS = 32  # beyond this the tile spills on every device we know, and its code grows without bound
@@ -32,7 +32,7 @@ def _vector_rules(tile, lanes=None, lanes_name="tn"):
     return rules
 
 
-def _in_place_rules(problem):
+def _in_place_weights_rules(problem):
     geo = problem.geo
     return [(geo.direct_backward, "kernel size = stride on every axis (above 1 on one), no pad, no dilation and a "
                                   "last stride <= 2 to read gy in place")]
@@ -65,10 +65,8 @@ class BackwardDataTile(Variant):
         rules = [(self.gy in (GySource.PLANAR, GySource.IN_PLACE), "gy 'planar' or 'in_place'")]
         lanes = self.tn
         if self.gy is GySource.IN_PLACE:
-            rules += _in_place_rules(problem)
+            rules += gy_in_place.constraints(problem.geo, problem.in_sp[-1], problem.out_sp[-1], self.tn, self.vw)
             lanes = self.tn * problem.geo.stride[-1]
-            rules.append((problem.in_sp[-1] >= self.tn, f"input rows of at least tn = {self.tn} positions to read "
-                                                         "gy in place"))
         return rules + _vector_rules(self, lanes, "tn" if lanes == self.tn else "tn * last stride") + [
             (self.tm * lanes <= MAX_ACCUMULATORS * self.vw, f"at most {MAX_ACCUMULATORS} vector accumulators")]
 
@@ -86,7 +84,7 @@ class WeightsTile(Variant):
     def constraints(self, problem):
         rules = []
         if self.gy is GySource.IN_PLACE:
-            rules += _in_place_rules(problem)
+            rules += _in_place_weights_rules(problem)
         accumulators = self.tm * self.tn
         if self.gy is GySource.CHANNELS_LAST:
             rules += _vector_rules(self, self.tn)
@@ -133,7 +131,7 @@ def _too_large_to_pack(problem):
     output of 8 GiB beside its input and input gradient on a 24 GiB host), so a layer that can read gy in place
     does, as it does with 256-bit vectors."""
     gy_bytes = problem.N * problem.cout * prod(problem.out_sp) * problem.dtype.itemsize
-    return problem.geo.direct_backward and gy_bytes > problem.queue.device.global_mem_size // 8
+    return gy_in_place.supported(problem.geo) and gy_bytes > problem.queue.device.global_mem_size // 8
 
 
 def backward_data_tile(problem):
@@ -145,7 +143,7 @@ def backward_data_tile(problem):
         # 512-bit vectors: 8 maps x 2 vectors from packed planes measured fastest on every suite layer
         # (DCGAN 512->256 29.4 -> 22.7 ms, U-Net 11.2 -> 5.5 against 24 accumulators or gy in place)
         return BackwardDataTile(min(8, problem.cig), 2 * vw, vw)
-    if problem.geo.direct_backward:
+    if gy_in_place.supported(problem.geo):
         tile = BackwardDataTile(tm, tn // problem.geo.stride[-1], vw, GySource.IN_PLACE)
         if tile.fits(problem):  # rows shorter than a tile are read from the packed planes
             return tile
