@@ -131,6 +131,17 @@ def test_any_tile_is_an_error_or_a_correct_result(queue, cpu_strategy, family, l
     assert_errors_or_correct([random_tile(rng, family) for _ in range(16)], family, (xd, Wd, gyd), want, stride, pad)
 
 
+TWO_LANE_TILES = [("forward", (2, 4, 2)), ("backward_data", (2, 4, 2)), ("backward_data", (2, 4, 2, "in_place")),
+                  ("backward_weights", (2, 3, 2)), ("backward_weights", (2, 4, 2, "channels_last"))]
+
+
+@pytest.mark.parametrize("family, tile", TWO_LANE_TILES, ids=[f"{f}-{t}" for f, t in TWO_LANE_TILES])
+def test_two_lane_vectors(queue, cpu_strategy, family, tile):
+    """vw = 2, the narrowest vector OpenCL has (its half vector is a scalar): built and right."""
+    ops, (xd, Wd, gyd) = layer_operands(queue, 4, spatial=(3, 17))
+    assert_close(run(family, tile, xd, Wd, gyd), expected(family, *ops), what=f"{family} with tile {tile}")
+
+
 def assert_errors_or_correct(tiles, family, device_operands, want, stride, pad):
     """Each tile gives a ModuleError or the right result, and some of each occur."""
     outcomes = {"error": 0, "correct": 0}
