@@ -85,6 +85,12 @@ class Problem:
     def out_shape(self):
         return (self.N, self.cout) + self.out_sp
 
+    @cached_property
+    def shape_key(self):
+        """What the call's choices (implementation, default variant) depend on, as a tuple that holds no queue:
+        the device, the layer, the maps, the extents, the dtype. A key of the host's per-call caches (plans.py)."""
+        return (self.queue.device.int_ptr, self.geo, self.N, self.cin, self.cout, self.in_sp, self.dtype)
+
     def describe(self):
         g = self.geo
         return (f"{g.nd}d {self.cin}->{self.cout} size {g.size} stride {g.stride} pad {g.pad} dilation "

@@ -10,6 +10,7 @@ ModuleError.
 
 from .. import settings
 from ..errors import ModuleError
+from ..plans import Plans
 from .cpu_backward_data import RegisterTiledBackwardData
 from .cpu_backward_weights import RegisterTiledBackwardWeights
 from .cpu_forward import RegisterTiledForward
@@ -38,8 +39,16 @@ def ordered(family, problem):
     return sorted(implementations, key=lambda i: i.strategy != preferred)
 
 
+_chosen = Plans()
+
+
 def implementation(family, problem):
-    """The implementation that computes `family` for this call."""
+    """The implementation that computes `family` for this call (remembered per strategy switch and call shape)."""
+    forced = settings.forced_strategy()
+    return _chosen.get((family, forced, problem.shape_key), lambda: _first_serving(family, problem))
+
+
+def _first_serving(family, problem):
     reasons = []
     for candidate in ordered(family, problem):
         reason = candidate.serves(problem)

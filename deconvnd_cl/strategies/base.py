@@ -10,7 +10,12 @@ from .. import memory
 from ..kernel_key import CL_TYPES, KernelKey, dtype_tag
 from ..kernel_manager import manager
 from ..launch import launch
+from ..plans import Plans
 from ..render import render
+
+
+# the per-call choices remembered (plans.py): default variants, whether a tuned variant fits, kernel keys
+_defaults, _fitting, _keys = Plans(), Plans(), Plans()
 
 
 class Implementation:
@@ -45,18 +50,21 @@ class Implementation:
         call, else the default."""
         if given is not None:
             return self.variant_type.parse(given, self.family).check(problem, self.family)
-        if isinstance(tuned, self.variant_type) and tuned.fits(problem):
+        if isinstance(tuned, self.variant_type) and _fitting.get((tuned, problem.shape_key),
+                                                                 lambda: tuned.fits(problem)):
             return tuned
-        return self.default_variant(problem)
+        return _defaults.get((self, problem.shape_key), lambda: self.default_variant(problem))
 
     # -- the kernel source (kernel_manager's KernelSource)
     def key(self, problem, variant, index_bits):
-        return KernelKey(self.family, self.strategy, problem.nd, dtype_tag(problem.dtype), index_bits, variant.key(),
-                         self.counts(problem, variant))
+        return _keys.get((self, problem.geo, problem.dtype, variant, index_bits), lambda: KernelKey(
+            self.family, self.strategy, problem.nd, dtype_tag(problem.dtype), index_bits, variant.key(),
+            self.counts(problem, variant)))
 
     def counts(self, problem, variant):
         """The small counts of the layer the template is specialised on (part of the key; a function of the
-        layer, never of the input size, so new input sizes reuse the program)."""
+        layer's geometry alone, never of the input size, so new input sizes reuse the program and `key` can
+        remember the key per geometry)."""
         return ()
 
     def template_args(self, key):
