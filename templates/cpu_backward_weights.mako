@@ -26,12 +26,17 @@ ${c.prelude(dtype, index_bits, vw)}
 
 __kernel void ${name}(${c.params(signatures[""])})
 {
-    const int ci0 = get_global_id(0) * ${tm};
-    if (get_global_id(0) >= ci_tiles) return;
-    const int g = get_global_id(1) / co_tiles;
-    const int co0 = (get_global_id(1) % co_tiles) * ${tn};
-    const int k = get_global_id(2) % tap_items;   // the tap (in place: the tap row)
-    const int ch = get_global_id(2) / tap_items;
+    // The launch's dimensions (cpu_tiles.weights_taps_fastest): taps fastest where a work-item's x and gy
+    // tiles fit in cache, so the work-items of one chunk's taps read them there; else map tiles fastest.
+    const int id0 = get_global_id(0), id1 = get_global_id(1), id2 = get_global_id(2);
+    const int tap_id = taps_fastest ? id0 : id2, ci_tile = taps_fastest ? id1 : id0;
+    const int co_id = taps_fastest ? id2 : id1;
+    const int k = tap_id % tap_items;   // the tap (in place: the tap row)
+    const int ch = tap_id / tap_items;
+    const int ci0 = ci_tile * ${tm};
+    if (ci_tile >= ci_tiles || (dcl_idx)ch * chunk_rows >= total_rows) return;
+    const int g = co_id / co_tiles;
+    const int co0 = (co_id % co_tiles) * ${tn};
     const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
     // where tap k reads gy (the host's tap_table): its residue plane and its row shift per axis
     __global const int* tap = tap_table + k * ${1 + nd};

@@ -59,8 +59,8 @@ class RegisterTiledBackwardWeights(TwoStageWeightGradient):
             In("x"), In("gyp"), Out("part", "acc"), In("tap_table", "int"), Int("tap_items"), Int("ks"),
             Int("groups"), Int("nplanes"), Int("cig"), Int("cog"), Int("ci_tiles"), Int("co_tiles"),
             Idx("chunk_rows"), Idx("total_rows"), Idx("rows_per_b"), Idx("in_plane"), Idx("g_plane"),
-            Int("blocks_per_group"), Int("in_last"), Int("in", nd - 1), Idx("is", nd - 1), Idx("ps", nd - 1),
-            Int("stride", nd - 1))}
+            Int("blocks_per_group"), Int("in_last"), Int("taps_fastest"), Int("in", nd - 1), Idx("is", nd - 1),
+            Idx("ps", nd - 1), Int("stride", nd - 1))}
 
     def template_args(self, key):
         tm, tn, vw, gy = key.variant
@@ -91,13 +91,18 @@ class RegisterTiledBackwardWeights(TwoStageWeightGradient):
         table = constant_buffer(queue, ("weight taps", geo, in_place),
                                 lambda: np.array(tap_table(geo, in_place), np.int32))
 
+        taps_fastest = cpu_tiles.weights_taps_fastest(problem, variant, chunk_rows)
+        tiles = (ci_tiles, co_tiles * geo.groups)
+        global_size = (n_chunks * tap_items,) + tiles if taps_fastest else tiles + (n_chunks * tap_items,)
+
         def enqueue(part):
-            launch(queue, program, "", (ci_tiles, co_tiles * geo.groups, n_chunks * tap_items),
+            launch(queue, program, "", global_size,
                    cpu_tiles.local_size(problem, program),
                    x=buffer_of(data), gyp=gyp, part=part, tap_table=table, tap_items=tap_items, ks=geo.taps,
                    groups=geo.groups, nplanes=prod(geo.stride), stride=geo.stride[:-1], cig=problem.cig,
                    cog=problem.cog, ci_tiles=ci_tiles, co_tiles=co_tiles, chunk_rows=chunk_rows,
                    total_rows=total_rows, rows_per_b=rows_per_b, in_plane=prod(problem.in_sp), g_plane=g_plane,
-                   blocks_per_group=packs.blocks_per_group, in_last=problem.in_sp[-1], ps=g_strides[:-1],
+                   blocks_per_group=packs.blocks_per_group, in_last=problem.in_sp[-1],
+                   taps_fastest=int(taps_fastest), ps=g_strides[:-1],
                    **{"in": problem.in_sp[:-1], "is": in_strides[:-1]})
         return StageOne(bits, n_chunks, enqueue)
