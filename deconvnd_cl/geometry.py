@@ -132,10 +132,10 @@ class Geometry:
         return tuple(order), tuple(starts)
 
     @property
-    def direct_backward(self):
+    def direct(self):
         """Kernel size = stride on every axis (above 1 on one at least), no padding, no dilation, and a last-axis
-        stride of at most 2: every output position has exactly one tap, and the backward kernels can read gy
-        where it lies (GySource.IN_PLACE) instead of from a packed copy."""
+        stride of at most 2: every output position is one tap of one input position, and the CPU kernels read x
+        (forward) and gy (weight gradient) where they lie, instead of from a packed copy."""
         return (self.size == self.stride and any(s > 1 for s in self.stride) and not any(self.pad)
                 and all(d == 1 for d in self.dilation) and self.stride[-1] <= 2)
 

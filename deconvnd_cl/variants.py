@@ -23,6 +23,13 @@ class GySource(Enum):
     IN_PLACE = "in_place"            # gy as it lies: kernel size = stride, no pad, no dilation
 
 
+class XSource(Enum):
+    """Where the forward kernel reads the input x from."""
+
+    PACKED = "packed"      # packed into a zero-bordered grid, one plane per map
+    IN_PLACE = "in_place"  # x as it lies: kernel size = stride, no pad, no dilation (Geometry.direct)
+
+
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 

@@ -10,7 +10,7 @@
 ##                  at the end (for few output maps per group: depthwise and narrow layers);
 ##   channels_last  packed residue planes in blocks of TN maps (pack's _cl kernel): accumulators are vectors
 ##                  over TN output maps, one scalar x per input map per position, a GEMM like the forward's;
-##   in_place       gy as it lies (Geometry.direct_backward: kernel size = stride, no pad, no dilation, last
+##   in_place       gy as it lies (Geometry.direct: kernel size = stride, no pad, no dilation, last
 ##                  stride <= 2), no packing pass. A work-item owns TM input maps x TN output maps x the last
 ##                  axis' taps of one tap row; with a last stride of 2 a vector of gy holds VW/2 positions'
 ##                  taps 0 and 1 in alternate lanes, met by x's VW/2 values each repeated twice, and the even

@@ -10,10 +10,109 @@
 ## time, does not grow with the stride.
 ## W is first repacked (_wpack) so each work-item streams its weights contiguously: wp[g][co tile][ci][tap][TM],
 ## taps in phase order (`order`: W's tap index of each), maps past cog zero-filled.
+## in_place (XSource.IN_PLACE, Geometry.direct: kernel size = stride, no pad, no dilation, a last stride sl <= 2):
+## every output is one tap of one input, so x is read where it lies, with no packing pass. A work-item owns TM
+## output maps x TN input positions of one row, for one phase of the leading axes and all sl phases of the last:
+## its outputs are then one contiguous run of TN * sl per map, stored as whole vectors (with sl == 2, the two
+## phases' accumulators interleaved lane by lane), where the phases apart would each store every other element.
 <%namespace name="c" file="common.mako"/>\
 ${c.prelude(dtype, index_bits, vw)}
 <% nvec = tn // vw %>
 ${c.wpack(name, signatures["_wpack"], tm, "ks", "co", "order[t]", f"t * {tm} + mi")}
+% if x_in_place:
+<%
+lanes = [f"s{l:x}" for l in range(vw)]
+
+def interleaved(a, b, half):
+    """Lanes half*VW/2 .. of a and b, alternating: the outputs of two last-axis phases in output order."""
+    return "(dcl_accv)(" + ", ".join(f"{v}.{lanes[half * vw // 2 + l]}" for l in range(vw // 2) for v in (a, b)) + ")"
+
+def out_vector(mi, j, h):
+    """Vector h of the TN * sl outputs of map mi that accumulator vector j holds."""
+    return f"acc{mi}_{j}_0" if sl == 1 else interleaved(f"acc{mi}_{j}_0", f"acc{mi}_{j}_1", h)
+%>\
+__kernel void ${name}(${c.params(signatures[""])})
+{
+    const int mt = get_global_id(0);   // map tiles fastest: the work-items that read one x tile run back to back
+    if (mt >= co_tiles * groups) return;
+    const int g = mt / co_tiles;
+    const int co0 = (mt % co_tiles) * ${tm};
+    const int b = get_global_id(2);
+    const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
+    // dimension 1: (input row of the leading axes, their phase, tile of the row), the tile fastest. The row's last
+    // tile is moved back to end at the row's end (the host asks in_last >= TN), storing only what the tile
+    // before it did not.
+    dcl_idx rest = get_global_id(1);
+    int il = (rest % tiles_per_row) * ${tn};
+    rest /= tiles_per_row;
+    const int skip = DCL_MAX(0, il + ${tn} - in_last);
+    il -= skip;
+    int phase = rest % lead_phases;
+    rest /= lead_phases;
+    const int tap0 = phase * ${sl};   // W's taps are row-major: the leading phase's first last-axis tap
+    dcl_idx x_off = il, y_off = (dcl_idx)il * ${sl};
+    % for a in reversed(range(nd - 1)):
+    {
+        const int ra = rest % in${a}; rest /= in${a};
+        const int pa = phase % stride${a}; phase /= stride${a};
+        x_off += (dcl_idx)ra * is${a};
+        y_off += (dcl_idx)(ra * stride${a} + pa) * os${a};
+    }
+    % endfor
+    __global const dcl_t* xb = x + ((dcl_idx)b * cin + (dcl_idx)g * cig) * in_size + x_off;
+    __global const dcl_t* wb = wp + ((dcl_idx)mt * cig * ks + tap0) * ${tm};
+    % for mi in range(tm):
+    const dcl_acc bias${mi} = has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + DCL_MIN(co0 + ${mi}, cog - 1)) : (dcl_acc)0;
+    % for j in range(nvec):
+    % for r in range(sl):
+    dcl_accv acc${mi}_${j}_${r} = (dcl_accv)(bias${mi});
+    % endfor
+    % endfor
+    % endfor
+    for (int ci = 0; ci < cig; ++ci) {
+        % for j in range(nvec):
+        const dcl_accv x${j} = DCL_LOADV(xb + ${j * vw});
+        % endfor
+        % for r in range(sl):
+        % for mi in range(tm):
+        {
+            const dcl_acc w = DCL_LOAD(wb + ${r * tm + mi});
+            % for j in range(nvec):
+            acc${mi}_${j}_${r} = w * x${j} + acc${mi}_${j}_${r};
+            % endfor
+        }
+        % endfor
+        % endfor
+        xb += in_size;
+        wb += ks * ${tm};
+    }
+
+    __global dcl_t* yr = y + ((dcl_idx)b * cout + (dcl_idx)g * cog + co0) * out_size + y_off;
+    const int m_count = DCL_MIN(${tm}, cog - co0);
+    if (skip == 0 && m_count == ${tm}) {
+        % for mi in range(tm):
+        % for j in range(nvec):
+        % for h in range(sl):
+        DCL_STOREV(${out_vector(mi, j, h)}, yr + ${mi} * out_size + ${(j * sl + h) * vw});
+        % endfor
+        % endfor
+        % endfor
+        return;
+    }
+    dcl_accv tile_v[${tm * nvec * sl}];
+    % for mi in range(tm):
+    % for j in range(nvec):
+    % for h in range(sl):
+    tile_v[${(mi * nvec + j) * sl + h}] = ${out_vector(mi, j, h)};
+    % endfor
+    % endfor
+    % endfor
+    const dcl_acc* tile = (const dcl_acc*)tile_v;
+    for (int mi = 0; mi < m_count; ++mi)
+        for (int n = skip * ${sl}; n < ${tn * sl}; ++n)
+            DCL_STORE(tile[mi * ${tn * sl} + n], yr + mi * out_size + n);
+}
+% else:
 
 ## Row vectors (phase table column vpr > 0, layouts.row_tiling): vector j of tile vt is the phase's row vector
 ## u = vt*NVEC + j (the tile's tail past the last one repeats it and stores nothing): row u / vpr, its
@@ -142,3 +241,4 @@ ${tap_loops("xb", "xb += x_plane;")}
     }
 ${store_tile()}
 }
+% endif

@@ -66,7 +66,7 @@ SHAPES = [
 ]
 
 # per family: CPU-style tiles passed explicitly; for layers that read gy in place also the CPU's in-place tiles
-# (backward data: gy_in_place.constraints; the weight gradient: Geometry.direct_backward); the GPU strategy's
+# (backward data: gy_in_place.constraints; the weight gradient: Geometry.direct); the GPU strategy's
 # tiles with per-tap staging
 GPU_TAP_TILES = {"forward": (8, 8, 2, 4, 4, 0), "backward_data": (8, 8, 2, 4, 4, 0)}
 CPU_TILES = {"forward": (6, 16, 8), "backward_data": (6, 16, 8)}
@@ -105,9 +105,9 @@ for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
         variants = [(None, None, None), (GPU_TAP_TILES["forward"], GPU_TAP_TILES["backward_data"], None)]
     else:
         variants = [(CPU_TILES["forward"], CPU_TILES["backward_data"], WEIGHT_TILES[(cout // g >= 8)])]
-        if data_in_place or geo.direct_backward:
+        if data_in_place or geo.direct:
             variants.append((None, data_tile if data_in_place else None,
-                             IN_PLACE_TILES["backward_weights"] if geo.direct_backward else None))
+                             IN_PLACE_TILES["backward_weights"] if geo.direct else None))
     for variant, (fwd_tile, bwd_tile, w_tile) in enumerate(variants):
         got = [dcl.deconvNd(xd, Wd, bd, s, p, d, pp, g, tile=fwd_tile).get(),
                dcl.deconvNdBackwardData(gyd, Wd, xd, s, p, d, g, tile=bwd_tile).get()]

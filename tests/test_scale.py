@@ -18,15 +18,15 @@ from deconvnd_cl import functional, reference, row_split
 from deconvnd_cl.errors import ScratchTooLarge
 from deconvnd_cl.problem import Problem
 from deconvnd_cl.strategies import cpu_tiles
-from deconvnd_cl.variants import GySource
+from deconvnd_cl.variants import GySource, XSource
 from configs import random_config
 from conftest import assert_close, to_device
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = [  # (conv, x shape, W shape, scratch budget of a few batch items): overlapping k4 s2 p1 (packed gy),
-    # and k2 s2 (gy read in place)
+    # and k2 s2 (gy read in place; rows shorter than the forward's in-place tile, so the forward packs x)
     (dict(stride=2, pad=1), (5, 8, 12, 13), (8, 6, 4, 4), "48K"),
-    (dict(stride=2), (4, 6, 9, 20), (6, 5, 2, 2), "6K"),
+    (dict(stride=2), (4, 6, 9, 12), (6, 5, 2, 2), "3K"),
 ]
 
 
@@ -122,9 +122,9 @@ def test_module_memlimit(queue, monkeypatch):
 
 ROW_LAYERS = [  # (conv, x shape, W shape, per strategy: a scratch budget one batch item's call is over, and how
     # many of the three passes then split): pad, dilation and postpad, gaps between taps (stride > size), kernel
-    # size = stride, grouped 1d, 3d. Where the CPU tile reads gy in place (gy_in_place.py), backward data needs
-    # no scratch: one pass fewer. The GPU strategy's backward kernels read W and gy where they lie, so there
-    # only the forward splits.
+    # size = stride, grouped 1d, 3d. Where the CPU tiles read gy (gy_in_place.py) or x (kernel size = stride) in
+    # place, backward data or the forward needs no scratch: a pass fewer each. The GPU strategy's backward
+    # kernels read W and gy where they lie, so there only the forward splits.
     (dict(stride=2, pad=1), (2, 4, 40, 16), (4, 3, 4, 4), {"cpu": ("6K", 3), "gpu": ("6K", 1)}),
     (dict(stride=3, pad=2, dilation=2, postpad=1), (1, 3, 30, 7), (3, 2, 3, 3), {"cpu": ("3K", 3), "gpu": ("3K", 1)}),
     (dict(stride=4), (2, 4, 24, 5), (4, 3, 2, 2), {"cpu": ("6K", 2), "gpu": ("6K", 0)}),
@@ -146,6 +146,7 @@ def test_one_item_too_large_splits_along_rows(queue, monkeypatch, layer, strateg
         problem = Problem.create(queue, x_shape, w_shape, np.dtype(np.float32),
                                  **dict(dict(stride=1, pad=0, dilation=1, postpad=0, groups=1), **conv))
         passes_split -= cpu_tiles.backward_data_tile(problem).gy is GySource.IN_PLACE
+        passes_split -= cpu_tiles.forward_tile(problem).x is XSource.IN_PLACE
     operands = random_operands(conv, x_shape, w_shape, seed=7)
     whole = all_passes(queue, conv, *operands)
 

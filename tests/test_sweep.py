@@ -16,7 +16,7 @@ from conftest import assert_close, to_device
 
 # non-overlapping up-sampling (kernel size = stride) with enough maps that its default weight-gradient tile
 # differs from the other layers' (cpu_tiles.weights_tile); all but the last stride 3 read gy in place
-# (Geometry.direct_backward), on rows long enough for backward data's in-place tile too
+# (Geometry.direct), on rows long enough for backward data's in-place tile too
 NON_OVERLAPPING = [
     Config(2, 16, 12, (5, 20), (2, 2), (2, 2), (0, 0), (1, 1), (0, 0), 1),
     Config(1, 12, 10, (3, 3, 18), (2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), (1, 0, 1), 1),

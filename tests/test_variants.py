@@ -56,17 +56,18 @@ def expected(family, x, W, gy, stride=2, pad=1):
 BAD_TILES = [
     ("forward", (6, 12, 8), "tn a multiple of vw"),
     ("backward_data", (3, 7, 4), "tn a multiple of vw"),
-    ("forward", (6, 16), "tuple of 3 values"),
+    ("forward", (6, 16), "tuple of 3 to 4 values"),
     ("forward", (0, 16, 8), "tm must be an int >= 1"),
     ("forward", (6, -16, 8), "tn must be an int >= 1"),
     ("forward", (6.0, 16, 8), "tm must be an int"),
     ("forward", ("6", 16, 8), "tm must be an int"),
     ("forward", (6, 16, True), "vw must be an int"),
-    ("forward", (6, 16, 8, "planar"), "tuple of 3 values"),
+    ("forward", (6, 16, 8, "planar"), "field x must be one of 'packed', 'in_place'"),
+    ("forward", (6, 16, 8, "packed", 1), "tuple of 3 to 4 values"),
     ("forward", (2, 6, 3), "vw one of 2, 4, 8, 16"),
     ("forward", (64, 64, 8), "at most 32 vector accumulators"),
-    ("forward", 6, "tuple of 3 values"),
-    ("forward", "6x16x8", "tuple of 3 values"),
+    ("forward", 6, "tuple of 3 to 4 values"),
+    ("forward", "6x16x8", "tuple of 3 to 4 values"),
     ("backward_data", (6, 16, 8, 2), "field gy must be one of"),
     ("backward_data", (6, 16, 8, "channels_last"), "gy 'planar' or 'in_place'"),
     ("backward_data", (6, 16, 8, "in_place"), "input rows of at least tn = 16 positions"),
@@ -106,12 +107,14 @@ def test_in_place_tiles_on_rows_too_short(queue, cpu_strategy, no_launch):
 
 
 def random_tile(rng, family):
-    """A plausible tile (tm, tn = a few vectors, vw, maybe a gy source), one of its fields replaced by an odd
-    value half of the time: a wrong type, zero, negative, a vector width OpenCL lacks, a length off by one."""
+    """A plausible tile (tm, tn = a few vectors, vw, maybe where x or gy is read from), one of its fields replaced
+    by an odd value half of the time: a wrong type, zero, negative, a vector width OpenCL lacks, a length off by
+    one."""
     vw = rng.choice([2, 4, 8])
     values = [rng.randint(1, 6), vw * rng.randint(1, 3), vw]
-    if family != "forward" and rng.random() < 0.6:
-        values.append(rng.choice(["planar", "channels_last", "in_place"]))
+    if rng.random() < 0.6:
+        values.append(rng.choice(["packed", "in_place"] if family == "forward"
+                                 else ["planar", "channels_last", "in_place"]))
     if rng.random() < 0.5:
         odd = rng.choice([0, -2, 3, 5, 24, 1.5, "4", None, "diagonal", 1])
         at = rng.randrange(len(values) + 1)

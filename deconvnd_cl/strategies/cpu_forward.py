@@ -1,5 +1,6 @@
 """Register-tiled forward (CPU strategy): per stride phase an implicit GEMM over the padded input grid, one
-work-item a tile of output maps x positions in private vector accumulators (cpu_forward.mako)."""
+work-item a tile of output maps x positions in private vector accumulators; for kernel size = stride (U-Net and
+V-Net decoders), x read in place and every last-axis phase in one work-item (cpu_forward.mako)."""
 
 from math import ceil, prod
 
@@ -10,6 +11,7 @@ from ..launch import launch
 from ..layouts import forward_layout, phase_columns
 from ..packing import buffer_of, copy_local_size, pack
 from ..signatures import Idx, In, Int, Out, Signature
+from ..variants import XSource
 from . import cpu_tiles
 from .base import Implementation, constant_buffer, pack_weights, unroll_within_budget
 
@@ -28,28 +30,39 @@ class RegisterTiledForward(Implementation):
 
     def signatures(self, key):
         nd = key.nd
-        return {
-            "": Signature(In("xp"), In("wp"), In("bias"), Out("y"), In("phase_info", "idx"),
-                          In("tap_offsets", "idx"), Int("has_bias"), Int("groups"), Int("nphases"), Int("ks"),
-                          Int("cig"), Int("cog"), Int("co_tiles"), Idx("x_plane"), Idx("out_size"),
-                          Idx("ps", nd - 1), Idx("os", nd), Int("stride", nd)),
-            "_wpack": Signature(In("w"), Out("wp"), In("order", "int"), Int("ks"), Int("cig"), Int("cog"),
-                                Int("co_tiles"), Idx("rows")),
-        }
+        if key.variant[3] == XSource.IN_PLACE.value:
+            main = Signature(In("x"), In("wp"), In("bias"), Out("y"), Int("has_bias"), Int("groups"), Int("ks"),
+                             Int("cig"), Int("cog"), Int("co_tiles"), Idx("in_size"), Idx("out_size"), Int("in_last"),
+                             Int("tiles_per_row"), Int("lead_phases"), Int("in", nd - 1), Idx("is", nd - 1),
+                             Idx("os", nd - 1), Int("stride", nd - 1))
+        else:
+            main = Signature(In("xp"), In("wp"), In("bias"), Out("y"), In("phase_info", "idx"),
+                             In("tap_offsets", "idx"), Int("has_bias"), Int("groups"), Int("nphases"), Int("ks"),
+                             Int("cig"), Int("cog"), Int("co_tiles"), Idx("x_plane"), Idx("out_size"),
+                             Idx("ps", nd - 1), Idx("os", nd), Int("stride", nd))
+        return {"": main, "_wpack": Signature(In("w"), Out("wp"), In("order", "int"), Int("ks"), Int("cig"),
+                                               Int("cog"), Int("co_tiles"), Idx("rows"))}
 
     def counts(self, problem, variant):
-        """The stride phases' tap counts (each gets an unrolled case), within the unroll budget."""
+        """The stride phases' tap counts (each gets an unrolled case), within the unroll budget; x in place: the
+        last stride."""
+        if variant.x is XSource.IN_PLACE:
+            return (problem.geo.stride[-1],)
         return unroll_within_budget(len(taps) for _, taps in problem.geo.forward_phases())
 
     def template_args(self, key):
-        tm, tn, vw = key.variant
-        return dict(tm=tm, tn=tn, vw=vw, columns=phase_columns(key.nd))
+        tm, tn, vw, x = key.variant
+        in_place = x == XSource.IN_PLACE.value
+        return dict(tm=tm, tn=tn, vw=vw, columns=phase_columns(key.nd), x_in_place=in_place,
+                    sl=key.counts[0] if in_place else 1)
 
     def run(self, problem, data, W, bias, variant):
         queue, geo = problem.queue, problem.geo
         y = problem.empty_output()
         if problem.N == 0:
             return y
+        if variant.x is XSource.IN_PLACE:
+            return self._run_in_place(problem, data, W, bias, variant, y)
         tm, tn = variant.tm, variant.tn
         layout = forward_layout(geo, problem.in_sp, problem.out_sp, tn, problem.dtype.itemsize, vw=variant.vw)
         planes = problem.N * problem.cin
@@ -77,4 +90,27 @@ class RegisterTiledForward(Implementation):
                nphases=nphases, ks=geo.taps, cig=problem.cig,
                cog=problem.cog, co_tiles=co_tiles, x_plane=layout.pack.plane, out_size=prod(problem.out_sp),
                ps=layout.strides[:-1], os=row_major_strides(problem.out_sp), stride=geo.stride)
+        return y
+
+    def _run_in_place(self, problem, data, W, bias, variant, y):
+        """x read where it lies (Geometry.direct): W repacked in its own tap order, one launch."""
+        queue, geo, tm, tn = problem.queue, problem.geo, variant.tm, variant.tn
+        co_tiles = ceil(problem.cog / tm)
+        bits = problem.index_bits(problem.x_elements, y.size, geo.groups * co_tiles * tm * problem.cig * geo.taps)
+        program = self.program(problem, variant, bits)
+        order = constant_buffer(queue, ("taps in order", geo.taps), lambda: np.arange(geo.taps, dtype=np.int32))
+        wp = pack_weights(problem, program, buffer_of(W), geo.groups * co_tiles * problem.cig, geo.taps * tm,
+                          copy_local_size(problem, program, "_wpack"), order=order, ks=geo.taps,
+                          cig=problem.cig, cog=problem.cog, co_tiles=co_tiles)
+        tiles_per_row = ceil(problem.in_sp[-1] / tn)
+        lead_phases = prod(geo.stride[:-1])
+        launch(queue, program, "", (geo.groups * co_tiles, prod(problem.in_sp[:-1]) * lead_phases * tiles_per_row,
+                                    problem.N),
+               cpu_tiles.local_size(problem, program),
+               x=buffer_of(data), wp=wp, bias=buffer_of(bias) if bias is not None else wp, y=y.data,
+               has_bias=int(bias is not None), groups=geo.groups, ks=geo.taps, cig=problem.cig, cog=problem.cog,
+               co_tiles=co_tiles, in_size=prod(problem.in_sp), out_size=prod(problem.out_sp),
+               in_last=problem.in_sp[-1], tiles_per_row=tiles_per_row, lead_phases=lead_phases,
+               os=row_major_strides(problem.out_sp)[:-1], stride=geo.stride[:-1],
+               **{"in": problem.in_sp[:-1], "is": row_major_strides(problem.in_sp)[:-1]})
         return y

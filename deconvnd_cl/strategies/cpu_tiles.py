@@ -15,7 +15,7 @@ from math import ceil, prod
 
 
 from .. import device_kind, gy_in_place, settings
-from ..variants import GySource, Variant
+from ..variants import GySource, Variant, XSource
 
 MAX_ACCUMULATORS = 32  # beyond this the tile spills on every device we know, and its code grows without bound
 VECTOR_WIDTHS = (2, 4, 8, 16)
@@ -35,22 +35,33 @@ def _vector_rules(tile, lanes=None, lanes_name="tn"):
 
 def _in_place_weights_rules(problem):
     geo = problem.geo
-    return [(geo.direct_backward, "kernel size = stride on every axis (above 1 on one), no pad, no dilation and a "
+    return [(geo.direct, "kernel size = stride on every axis (above 1 on one), no pad, no dilation and a "
                                   "last stride <= 2 to read gy in place")]
 
 
 @dataclasses.dataclass(frozen=True)
 class ForwardTile(Variant):
-    """TM output maps x TN positions of a stride phase, in vectors of VW positions."""
+    """TM output maps x TN positions of a stride phase, in vectors of VW positions; x read from its packed grid,
+    or in place (then TN input positions of a row, with every phase of the last axis)."""
 
     tm: int
     tn: int
     vw: int
+    x: XSource = XSource.PACKED
 
     def constraints(self, problem):
-        return _vector_rules(self, self.tn) + [
-            (self.tm * self.tn <= MAX_ACCUMULATORS * self.vw, f"at most {MAX_ACCUMULATORS} vector accumulators "
-                                                               "(tm * tn / vw)")]
+        accumulators = self.tm * self.tn
+        rules = []
+        if self.x is XSource.IN_PLACE:
+            accumulators *= problem.geo.stride[-1]
+            rules += [(problem.geo.direct and not any(problem.geo.postpad),
+                       "kernel size = stride on every axis (above 1 on one), no pad, no dilation, no postpad and a "
+                       "last stride <= 2 to read x in place"),
+                      (problem.in_sp[-1] >= self.tn, f"input rows of at least tn = {self.tn} positions to read x "
+                                                     "in place")]
+        return rules + _vector_rules(self, self.tn) + [
+            (accumulators <= MAX_ACCUMULATORS * self.vw, f"at most {MAX_ACCUMULATORS} vector accumulators "
+                                                         "(tm * tn / vw, times the last stride in place)")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +135,12 @@ def forward_tile(problem):
     tile = gemm_tile(problem, problem.cog)
     if problem.on_cpu and tile.tm == 1 and problem.cig == 1:
         return ForwardTile(1, tile.vw * accumulator_budget(problem), tile.vw)
+    if problem.on_cpu and problem.geo.direct:
+        sl = problem.geo.stride[-1]
+        in_place = ForwardTile(max(1, min(problem.cog, accumulator_budget(problem) // (2 * sl))), 2 * tile.vw,
+                               tile.vw, XSource.IN_PLACE)
+        if in_place.fits(problem):
+            return in_place
     return tile
 
 
@@ -136,10 +153,11 @@ def _too_large_to_pack(problem):
 
 
 def backward_data_tile(problem):
-    """gemm_tile over input maps; for layers that read gy in place (Geometry.direct_backward) with
+    """gemm_tile over input maps; for layers that read gy in place (Geometry.direct) with
     rows at least a tile long, the in-place tile with as many accumulators (with a last stride of 2 a vector
     holds VW/2 positions, each with its two taps). With 512-bit vectors, a tile of its own (below)."""
-    tm, tn, vw = dataclasses.astuple(gemm_tile(problem, problem.cig))
+    base = gemm_tile(problem, problem.cig)
+    tm, tn, vw = base.tm, base.tn, base.vw
     if problem.on_cpu and accumulator_budget(problem) > 12 and not _too_large_to_pack(problem):
         # 512-bit vectors: 8 maps x 2 vectors from packed planes measured fastest on every suite layer
         # (DCGAN 512->256 29.4 -> 22.7 ms, U-Net 11.2 -> 5.5 against 24 accumulators or gy in place)
@@ -157,12 +175,12 @@ def weights_tile(problem):
     up-sampling layers (Geometry.non_overlapping: kernel size = stride) read planar residue planes too: each
     gradient element is then a dot product of x with one residue plane of gy, which the planar layout holds as
     it is, where channels-last first needs gy transposed (measured 1.06-1.41x on the training step of three
-    such layers, docs/performance.md); those without padding or dilation (Geometry.direct_backward) read gy
+    such layers, docs/performance.md); those without padding or dilation (Geometry.direct) read gy
     unpacked, sparing the packing pass."""
     vw = vector_width(problem)
     cig, cog, geo, cpu = problem.cig, problem.cog, problem.geo, problem.on_cpu
     budget = accumulator_budget(problem) if cpu else 4
-    if geo.direct_backward and cpu:
+    if geo.direct and cpu:
         return WeightsTile(min(3, cig), min(4, cog), vw, GySource.IN_PLACE)
     if geo.non_overlapping and cpu:
         return WeightsTile(min(3, cig), min(4, cog), vw)
@@ -181,6 +199,7 @@ def forward_candidates(problem):
     for vw in widths:
         for tm, nvec in TILE_SHAPES:
             found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw))
+            found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw, XSource.IN_PLACE))
     return sorted((t for t in found if t.fits(problem)), key=Variant.key)
 
 
