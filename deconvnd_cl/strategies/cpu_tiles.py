@@ -153,14 +153,22 @@ def _too_large_to_pack(problem):
 
 
 def backward_data_tile(problem):
-    """gemm_tile over input maps; for layers that read gy in place (Geometry.direct) with
-    rows at least a tile long, the in-place tile with as many accumulators (with a last stride of 2 a vector
-    holds VW/2 positions, each with its two taps). With 512-bit vectors, a tile of its own (below)."""
+    """gemm_tile over input maps, with gy read in place (gy_in_place.py: a last stride of 1, or 2 without
+    dilation) where the tile with as many accumulators fits (with a last stride of 2 a vector holds VW/2
+    positions, each with its two taps): no packing pass, and kernels level or faster (alternating runs, PoCL 3.0
+    AVX2: DCGAN 512->256 24-25 -> 20 ms a pass, grouped 2.1-2.3 -> 1.3, depthwise 0.96 -> 0.7, 3d k3 2.4 -> 2.2,
+    dilated kernel 1.55 -> 1.42). With 512-bit vectors, tiles of their own (below)."""
     base = gemm_tile(problem, problem.cig)
     tm, tn, vw = base.tm, base.tn, base.vw
     if problem.on_cpu and accumulator_budget(problem) > 12 and not _too_large_to_pack(problem):
-        # 512-bit vectors: 8 maps x 2 vectors from packed planes measured fastest on every suite layer
-        # (DCGAN 512->256 29.4 -> 22.7 ms, U-Net 11.2 -> 5.5 against 24 accumulators or gy in place)
+        # 512-bit vectors: 8 maps x 2 vectors (DCGAN 512->256 29.4 -> 22.7 ms, U-Net 11.2 -> 5.5 against 24
+        # accumulators), with a last stride of 2 read in place where it fits (kernels on Intel's runtime and
+        # PoCL 3.1: grouped 2.3-2.7 -> 0.6-0.8 ms, U-Net 7.2-7.7 -> 5.8-6.3, DCGAN 512->256 level); with a
+        # last stride of 1 from packed planes (in place with 2 vectors: 56x56 4.7-4.8 -> 5.0-6.3)
+        if problem.geo.stride[-1] == 2 and gy_in_place.supported(problem.geo):
+            tile = BackwardDataTile(min(8, problem.cig), vw, vw, GySource.IN_PLACE)
+            if tile.fits(problem):
+                return tile
         return BackwardDataTile(min(8, problem.cig), 2 * vw, vw)
     if gy_in_place.supported(problem.geo):
         tile = BackwardDataTile(tm, tn // problem.geo.stride[-1], vw, GySource.IN_PLACE)
