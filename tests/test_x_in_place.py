@@ -73,3 +73,16 @@ def test_the_default_forward_of_a_u_net_layer_reads_x_in_place(queue):
     if not problem.on_cpu:
         pytest.skip("the register-tiled defaults are for CPU devices")
     assert cpu_tiles.forward_tile(problem).x is XSource.IN_PLACE
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_in_place_forward_in_other_dtypes(queue, cpu_strategy, dtype, request):
+    if dtype == np.float64:
+        request.getfixturevalue("fp64")
+    rng = np.random.default_rng(1)
+    x, W = rng.standard_normal((2, 5, 3, 40)), rng.standard_normal((5, 7, 2, 2))
+    bias = rng.standard_normal((1, 7, 1, 1))
+    xd, Wd, bd = (to_device(queue, a, dtype) for a in (x, W, bias))
+    want = reference.forward(*(a.get().astype(np.float64) for a in (xd, Wd, bd)), 2)
+    got = dcl.deconvNd(xd, Wd, bd, stride=2, tile=(3, 16, 8, "in_place")).get()
+    assert_close(got.astype(np.float64), want, dtype)
