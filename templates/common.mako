@@ -116,6 +116,14 @@ __kernel void ${name}_wpack(${params(signature)})
     const dcl_acc* tile = (const dcl_acc*)tile_v;
 </%def>
 
+## The spilled `tile`'s real maps (`m_count`, `lanes` elements each) from lane `first` on: map mi's lane n to
+## base + mi * plane + n (a row tile moved back to the row's end stores only what the tile before it did not).
+<%def name="store_from(lanes, first, base, plane)">
+    for (int mi = 0; mi < m_count; ++mi)
+        for (int n = ${first}; n < ${lanes}; ++n)
+            DCL_STORE(tile[mi * ${lanes} + n], ${base} + mi * ${plane} + n);
+</%def>
+
 ## Coordinates stepped like an odometer, so loops over positions or rows divide once and then only count:
 ## increments the last of `names`; a coordinate reaching its entry of `extents` returns to 0 and carries into
 ## the one before it; a carry out of the first runs `carry_out`.

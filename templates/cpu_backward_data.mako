@@ -207,9 +207,7 @@ ${c.spill(tm, nv, "dcl_acch", lambda mi, j: f"acc{mi}_{j}.even + acc{mi}_{j}.odd
     % else:
 ${c.spill(tm, nv)}
     % endif
-    for (int mi = 0; mi < m_count; ++mi)
-        for (int n = skip; n < ${tn}; ++n)
-            DCL_STORE(tile[mi * ${tn} + n], xr + mi * in_size + n);
+${c.store_from(tn, "skip", "xr", "in_size")}
 }
 % else:
 <%def name="planar_mac(t, offset)">
@@ -322,9 +320,7 @@ ${c.split_position("i", "v0", nd)}
     }
 ${c.spill(tm, nvec)}
     if (tiles_per_row) {
-        for (int mi = 0; mi < m_count; ++mi)
-            for (int n = skip; n < ${tn}; ++n)
-                DCL_STORE(tile[mi * ${tn} + n], xb + xo + mi * in_size + n);
+${c.store_from(tn, "skip", "xb + xo", "in_size")}
         return;
     }
     // lane by lane: the offset moves on by one along a row and is worked out anew where the lanes wrap

@@ -99,18 +99,8 @@ __kernel void ${name}(${c.params(signatures[""])})
         % endfor
         return;
     }
-    dcl_accv tile_v[${tm * nvec * sl}];
-    % for mi in range(tm):
-    % for j in range(nvec):
-    % for h in range(sl):
-    tile_v[${(mi * nvec + j) * sl + h}] = ${out_vector(mi, j, h)};
-    % endfor
-    % endfor
-    % endfor
-    const dcl_acc* tile = (const dcl_acc*)tile_v;
-    for (int mi = 0; mi < m_count; ++mi)
-        for (int n = skip * ${sl}; n < ${tn * sl}; ++n)
-            DCL_STORE(tile[mi * ${tn * sl} + n], yr + mi * out_size + n);
+${c.spill(tm, nvec * sl, value=lambda mi, v: out_vector(mi, v // sl, v % sl))}
+${c.store_from(tn * sl, f"skip * {sl}", "yr", "out_size")}
 }
 % else:
 

@@ -54,6 +54,17 @@ def fp64(queue):
 
 
 @pytest.fixture
+def cpu_strategy(monkeypatch):
+    """The tests of the register-tiled kernels' tiles run that strategy whatever the device."""
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", "cpu")
+
+
+@pytest.fixture
+def gpu_strategy(monkeypatch):
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", "gpu")
+
+
+@pytest.fixture
 def no_launch(monkeypatch, queue):
     """Any kernel build or launch during the test fails it: what the test checks happens before both."""
     from deconvnd_cl.kernel_manager import manager

@@ -17,11 +17,6 @@ from configs import Config
 from conftest import assert_close, to_device
 
 
-@pytest.fixture
-def cpu_strategy(monkeypatch):
-    monkeypatch.setenv("DECONVND_CL_STRATEGY", "cpu")
-
-
 def random_layer(rng):
     """A layer gy_in_place supports, with rows long enough for in-place tiles: last stride 1 (any dilation) or 2
     (no dilation), any kernel size, a last-axis pad below 7, an output, and tiles that fit in vectors of 8 and

@@ -16,17 +16,6 @@ from conftest import assert_close, to_device
 FAMILIES = ("forward", "backward_data", "backward_weights")
 
 
-@pytest.fixture
-def cpu_strategy(monkeypatch):
-    """The tests of the register-tiled kernels' tiles run that strategy whatever the device."""
-    monkeypatch.setenv("DECONVND_CL_STRATEGY", "cpu")
-
-
-@pytest.fixture
-def gpu_strategy(monkeypatch):
-    monkeypatch.setenv("DECONVND_CL_STRATEGY", "gpu")
-
-
 def layer_operands(queue, seed=0, size=4, stride=2, pad=1, spatial=(5, 6), cin=6, cout=10):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, cin) + spatial)

@@ -15,11 +15,6 @@ from configs import Config
 from conftest import assert_close, to_device
 
 
-@pytest.fixture
-def cpu_strategy(monkeypatch):
-    monkeypatch.setenv("DECONVND_CL_STRATEGY", "cpu")
-
-
 def random_layer(rng):
     """Kernel size = stride (a last stride of 1 or 2, others 1-3, one above 1 at least), no pad, no dilation, no
     postpad; rows of at least 40 inputs (tiles of 2 vectors of 16 fit)."""
