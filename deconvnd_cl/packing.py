@@ -51,27 +51,31 @@ def copy_local_size(problem, program, suffix=""):
 
 def pack(problem, src, planes, spec, index_bits, channels=None, block=None):
     """Launch `pack`: src (planes, *spec.ext) -> fresh (planes * nsplit, spec.plane) padded layout; with
-    `channels`, src is (planes, channels, *spec.ext) -> map-blocked channels-last
+    `channels` (x's or gy's maps, all groups), src is (planes, channels, *spec.ext) -> map-blocked channels-last
     (planes * nsplit, groups * blocks per group, spec.plane, block)."""
     queue = problem.queue
     identity = (channels is None and spec.nsplit == 1 and not any(spec.lo) and spec.grid == spec.ext
                 and spec.plane == prod(spec.ext))
     if identity:  # no border, no tail: the operand already is its own padded layout
         return src
-    blocks_per_group = ceil(problem.cog / block) if channels is not None else 0
+    group_maps = channels // problem.geo.groups if channels is not None else 0
+    blocks_per_group = ceil(group_maps / block) if channels is not None else 0
     total = planes * spec.nsplit * spec.plane * (problem.geo.groups * blocks_per_group * block if block else 1)
     problem.check_alloc("a padded operand", total, scratch=True)
     dst = memory.buffer(queue, total * problem.dtype.itemsize)
     program = manager().program(queue, PACK.key(len(spec.grid), problem.dtype, index_bits), PACK)
     rows = prod(spec.grid[:-1])
-    suffix, extra, residues_per_item = "", {}, 1
+    suffix, extra, residues_per_item, map_blocks = "", {}, 1, 1
     if channels is not None:  # a work-item writes every residue of the last axis from the rows it reads
-        suffix, residues_per_item = "_cl", spec.split[-1]
-        extra = dict(channels=channels, group_maps=problem.cog, blocks_per_group=blocks_per_group, block_maps=block)
-    rows_per_item = max(1, min(rows, 4096 // (spec.grid[-1] * residues_per_item)))  # about 4K elements an item
+        suffix, residues_per_item = "_cl", spec.split[-1] * block
+        map_blocks = problem.geo.groups * blocks_per_group
+        extra = dict(channels=channels, group_maps=group_maps, blocks_per_group=blocks_per_group, block_maps=block)
+    # about 4K elements an item
+    rows_per_item = max(1, min(rows, 4096 // (spec.grid[-1] * residues_per_item)))
     blocks = ceil(rows / rows_per_item)
-    launch(queue, program, suffix, (blocks + 1, planes * spec.nsplit // residues_per_item),
-           copy_local_size(problem, program, suffix) + (1,),
+    launch(queue, program, suffix, (blocks + 1, planes * spec.nsplit // (spec.split[-1] if channels else 1),
+                                    map_blocks),
+           copy_local_size(problem, program, suffix) + (1, 1),
            src=src, dst=dst, dst_plane=spec.plane, grid_size=prod(spec.grid), src_plane=prod(spec.ext),
            n_split=spec.nsplit, rows=rows, rows_per_item=rows_per_item, grid=spec.grid, lo=spec.lo,
            split=spec.split, ext=spec.ext, **extra)

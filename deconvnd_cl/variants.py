@@ -24,10 +24,11 @@ class GySource(Enum):
 
 
 class XSource(Enum):
-    """Where the forward kernel reads the input x from."""
+    """Where the forward and weight-gradient kernels read the input x from."""
 
-    PACKED = "packed"      # packed into a zero-bordered grid, one plane per map
-    IN_PLACE = "in_place"  # x as it lies: kernel size = stride, no pad, no dilation (Geometry.direct)
+    PACKED = "packed"                # packed into a zero-bordered grid, one plane per map (the forward)
+    IN_PLACE = "in_place"            # x as it lies
+    CHANNELS_LAST = "channels_last"  # packed with its maps interleaved in blocks (the weight gradient)
 
 
 def _is_int(value):

@@ -16,13 +16,21 @@
 ##                  taps 0 and 1 in alternate lanes, met by x's VW/2 values each repeated twice, and the even
 ##                  and odd lanes are summed apart at the end. g_plane / ps{a} are then gy's own plane size and
 ##                  row pitches.
+## With x channels-last (the variant's XSource `x`; gy in place): x packed in blocks of TM maps interleaved
+## (pack's _cl kernel), and the accumulators are vectors over a block's TM input maps, one per output map and
+## last-axis tap: per input position, TM/VW vector loads of x and TN pairs (or scalars) of gy, a GEMM step like
+## the forward's. Rows as short as 16 positions run whole positions, not vectors of them, so a row's set-up is
+## spread over VW times as much arithmetic as with x in place.
 ## Chunks depend on the shape only, so results are bitwise identical for any thread count or local size.
 ## reduce.mako's finalize sums the chunks in order.
 <%namespace name="c" file="common.mako"/>\
 <%! HEX = "0123456789abcdef" %>\
 ${c.prelude(dtype, index_bits, vw)}
 ## sl: the taps of the last axis a work-item owns (in place: the last stride, interleaved in a vector's lanes)
-<% nvec = tn // vw %>
+<%
+    x_cl = x == "channels_last"
+    nvec = tm // vw if x_cl else tn // vw
+%>
 
 __kernel void ${name}(${c.params(signatures[""])})
 {
@@ -42,7 +50,11 @@ __kernel void ${name}(${c.params(signatures[""])})
     __global const int* tap = tap_table + k * ${1 + nd};
     const dcl_idx r_lin = tap[0];
     const dcl_idx shift = ${" + ".join([f"(dcl_idx)tap[{1 + a}] * ps{a}" for a in range(nd - 1)] + [f"tap[{nd}]"])};
+% if x_cl:
+${c.accumulators(tn * sl, nvec, "(dcl_accv)(0)")}
+% else:
 ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
+% endif
 
     // The chunk's first row is divided out once; later rows step the coordinates (rows can be short, and
     // divisions per row would cost more than the row's arithmetic).
@@ -56,10 +68,15 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
     % endfor
     % endif
     // Each operand's plane for batch item b, moved on by one item when the rows carry into the next.
+% if x_cl:
+    __global const dcl_t* xb = x + (((b * groups + g) * ci_tiles + ci_tile) * in_plane) * ${tm};
+    const dcl_idx x_item = (dcl_idx)groups * ci_tiles * in_plane * ${tm};
+% else:
     % for mi in range(tm):
     __global const dcl_t* xp${mi} = x + (b * cin + (dcl_idx)g * cig + DCL_MIN(ci0 + ${mi}, cig - 1)) * in_plane;
     % endfor
     const dcl_idx x_item = cin * in_plane;
+% endif
 % if gy == "channels_last":
     __global const dcl_t* yp = gyp + ((b * nplanes + r_lin) * groups * blocks_per_group
                                       + g * blocks_per_group + co0 / ${tn}) * g_plane * ${tn};
@@ -73,10 +90,33 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
     for (dcl_idx row = row_lo; row < row_hi; ++row) {
         const dcl_idx x_row = ${" + ".join([f"(dcl_idx)i{a} * is{a}" for a in range(nd - 1)] or ["0"])};
         const dcl_idx g_row = shift${"".join(f" + (dcl_idx)({f'stride{a}' if gy == 'in_place' else 1} * i{a}) * ps{a}" for a in range(nd - 1))};
+% if x_cl:
+        __global const dcl_t* xr = xb + x_row * ${tm};
+        % for ni in range(tn):
+        __global const dcl_t* y${ni} = yp${ni} + g_row;
+        % endfor
+        for (int v = 0; v < in_last; ++v) {
+            % for j in range(nvec):
+            const dcl_accv xv${j} = DCL_LOADV(xr + v * ${tm} + ${j * vw});
+            % endfor
+            % for ni in range(tn):
+            {
+                % for q in range(sl):
+                const dcl_acc yv${q} = DCL_LOAD(y${ni} + ${sl} * v + ${q});
+                % for j in range(nvec):
+                acc${ni * sl + q}_${j} = yv${q} * xv${j} + acc${ni * sl + q}_${j};
+                % endfor
+                % endfor
+            }
+            % endfor
+        }
+% else:
         % for mi in range(tm):
         __global const dcl_t* x${mi} = xp${mi} + x_row;
         % endfor
-% if gy == "in_place":
+% endif
+% if x_cl:
+% elif gy == "in_place":
 <% step = vw // sl %>\
         % for ni in range(tn):
         __global const dcl_t* y${ni} = yp${ni} + g_row;
@@ -190,12 +230,19 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
         }
 % endif
         // next row: step the coordinates, the last axis but one fastest, then the batch item
-<% rebase = " ".join([f"xp{mi} += x_item;" for mi in range(tm)] + (["yp += y_item;"] if gy == "channels_last" else [f"yp{ni} += y_item;" for ni in range(tn)])) %>\
+<% rebase = " ".join((["xb += x_item;"] if x_cl else [f"xp{mi} += x_item;" for mi in range(tm)]) + (["yp += y_item;"] if gy == "channels_last" else [f"yp{ni} += y_item;" for ni in range(tn)])) %>\
         ${c.odometer([f"i{a}" for a in range(nd - 1)], [f"in{a}" for a in range(nd - 1)], rebase)}
     }
 
     __global dcl_acc* pb = part + (dcl_idx)ch * cin * cog * ks;
-% if gy == "in_place":
+% if x_cl:
+${c.spill(tn * sl, nvec)}
+    const int m_count = DCL_MIN(${tm}, cig - ci0), n_count = DCL_MIN(${tn}, cog - co0);
+    for (int ni = 0; ni < n_count; ++ni)
+        for (int q = 0; q < ${sl}; ++q)
+            for (int mi = 0; mi < m_count; ++mi)
+                pb[(((dcl_idx)g * cig + ci0 + mi) * cog + co0 + ni) * ks + k * ${sl} + q] = tile[(ni * ${sl} + q) * ${tm} + mi];
+% elif gy == "in_place":
     % for mi in range(tm):
     % for ni in range(tn):
     if (ci0 + ${mi} < cig && co0 + ${ni} < cog) {

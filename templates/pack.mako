@@ -9,6 +9,7 @@
 <%namespace name="c" file="common.mako"/>\
 ${c.prelude(dtype, index_bits, 4)}
 <% last = nd - 1 %>
+#define PACK_RUN 32
 ## Sets up the block: a work-item owns one source plane's rows row0..row1 for one residue of every axis, or,
 ## with `all_last`, for one residue of every axis but the last, and then writes the consecutive destination
 ## planes of all the last axis's residues from them (plane0 the first), so each source row is read
@@ -101,40 +102,75 @@ __kernel void ${name}(${c.params(signatures[""])})
 ## Map-blocked channels-last variant for backward weights, whose work-items vectorise over output maps:
 ## dst[b, R, block, p, lane], each group's maps cut into blocks of `block_maps` maps (lanes past the group's maps
 ## are zero), so the maps a work-item reads for consecutive positions are one contiguous stream.
+## A source row, all residues of the last axis together, is the run of columns t = p * split + r (position p,
+## residue r) from the grid's first; column t of a block's maps is one vector of the destination, in residue r's
+## plane at position p. So the kernel transposes 4 maps x 4 columns at a time: four vector loads along the
+## maps' rows, four vector stores across them. The row is walked in runs of PACK_RUN columns, every map of the
+## block for a run before the next run, so a run's destination (block_maps x PACK_RUN elements) is written while
+## it is in cache and only four of the block's map rows, a plane apart, are read at once.
+<% quad = range(4) %>\
 __kernel void ${name}_cl(${c.params(signatures["_cl"])})
 {
     const int map_blocks = channels / group_maps * blocks_per_group;
-    ${block_setup("for (int bl = 0; bl < map_blocks; ++bl) for (dcl_idx e = grid_size * block_maps; e < dst_plane * block_maps; ++e) DCL_STORE((dcl_acc)0, dst + (plane * map_blocks + bl) * dst_plane * block_maps + e);", True)}
+    const int bl = get_global_id(2);   // the block of maps
+    ${block_setup("for (dcl_idx e = grid_size * block_maps; e < dst_plane * block_maps; ++e) DCL_STORE((dcl_acc)0, dst + (plane * map_blocks + bl) * dst_plane * block_maps + e);", True)}
     __global const dcl_t* s_plane = src + (plane0 / n_split) * channels * src_plane;
+    const dcl_idx residue_pitch = (dcl_idx)map_blocks * dst_plane * block_maps;   // one residue's plane to the next
+    // the row's columns, and those inside the source row (the rest are padding: zeros)
+    const dcl_idx t_end = grid${last} * split${last}, j_lo = lo${last} * split${last};
+    const dcl_idx t_in0 = DCL_MIN(t_end, DCL_MAX(0, -j_lo)), t_in1 = DCL_MAX(t_in0, DCL_MIN(t_end, ext${last} - j_lo));
     ${first_row()}
     for (dcl_idx row = row0; row < row1; ++row) {
         ${row_source(False)}
-        for (int bl = 0; bl < map_blocks; ++bl) {
+        {
             const int co0 = (bl % blocks_per_group) * block_maps;
             // the maps of the block that exist (a group's last block may be partial: its other lanes are zeros)
             const int live = inside ? DCL_MIN(block_maps, group_maps - co0) : 0;
             __global const dcl_t* sc = s_plane + src_offset
                                        + (dcl_idx)((bl / blocks_per_group) * group_maps + co0) * src_plane;
-            // the block's rows are read once for every residue, from cache (block_maps rows of the last axis)
-            for (int r${last} = 0; r${last} < split${last}; ++r${last}) {
-                ${last_axis_range()}
-                __global dcl_t* d = dst + (((plane0 + r${last}) * map_blocks + bl) * dst_plane + row * grid${last})
-                                          * block_maps;
-                const dcl_idx lo_end = live ? p_lo : grid${last}, hi_end = live ? p_hi : grid${last};
-                // position-major: each position's block of maps is one contiguous run of stores
-                for (dcl_idx e = 0; e < lo_end * block_maps; ++e)
-                    DCL_STORE((dcl_acc)0, d + e);
-                for (dcl_idx p = lo_end; p < hi_end; ++p) {
-                    __global dcl_t* dp = d + p * block_maps;
-                    __global const dcl_t* sp = sc + p * split${last} + r${last};
-                    int lane = 0;
-                    for (; lane < live; ++lane)
-                        DCL_STORE((dcl_acc)DCL_LOAD(sp + lane * src_plane), dp + lane);
-                    for (; lane < block_maps; ++lane)
-                        DCL_STORE((dcl_acc)0, dp + lane);
+            __global dcl_t* d = dst + ((plane0 * map_blocks + bl) * dst_plane + row * grid${last}) * block_maps;
+            for (dcl_idx t0 = 0; t0 < t_end; t0 += PACK_RUN) {
+                const dcl_idx t1 = DCL_MIN(t_end, t0 + PACK_RUN);
+                for (int m0 = 0; m0 < block_maps; m0 += 4) {
+                    % for i in quad:
+                    __global const dcl_t* s${i} = sc + (dcl_idx)DCL_MIN(m0 + ${i}, DCL_MAX(live - 1, 0)) * src_plane;
+                    % endfor
+                    dcl_idx p = t0 / split${last};
+                    int r = t0 - p * split${last};
+                    for (dcl_idx t = t0; t < t1; t += 4) {
+                        dcl_accv ${", ".join(f"col{k}" for k in quad)};
+                        if (m0 + 4 <= live && t >= t_in0 && t + 4 <= t_in1) {
+                            % for i in quad:
+                            const dcl_accv row${i} = DCL_LOADV(s${i} + t);
+                            % endfor
+                            % for k in quad:
+                            col${k} = (dcl_accv)(${", ".join(f"row{i}.s{k}" for i in quad)});
+                            % endfor
+                        } else {   // at the row's ends, the block's last maps, or its dead lanes
+                            % for k in quad:
+                            {
+                                const bool in_row = t + ${k} >= t_in0 && t + ${k} < t_in1;
+                                % for i in quad:
+                                col${k}.s${i} = in_row && m0 + ${i} < live ? (dcl_acc)DCL_LOAD(s${i} + t + ${k}) : (dcl_acc)0;
+                                % endfor
+                            }
+                            % endfor
+                        }
+                        % for k in quad:
+                        if (t + ${k} < t1) {
+                            __global dcl_t* dp = d + r * residue_pitch + p * block_maps + m0;
+                            if (m0 + 4 <= block_maps) {
+                                DCL_STOREV(col${k}, dp);
+                            } else {
+                                % for i in range(3):
+                                if (m0 + ${i} < block_maps) DCL_STORE(col${k}.s${i}, dp + ${i});
+                                % endfor
+                            }
+                        }
+                        if (++r == split${last}) { r = 0; ++p; }
+                        % endfor
+                    }
                 }
-                for (dcl_idx e = hi_end * block_maps; e < grid${last} * block_maps; ++e)
-                    DCL_STORE((dcl_acc)0, d + e);
             }
         }
         ${step_row()}

@@ -72,6 +72,8 @@ GPU_TAP_TILES = {"forward": (8, 8, 2, 4, 4, 0), "backward_data": (8, 8, 2, 4, 4,
 CPU_TILES = {"forward": (6, 16, 8), "backward_data": (6, 16, 8)}
 WEIGHT_TILES = [(4, 3, 8, "planar"), (6, 16, 8, "channels_last")]
 IN_PLACE_TILES = {"backward_data": (6, 8, 8, "in_place"), "backward_weights": (3, 4, 8, "in_place")}
+# the weight gradient from x packed channels-last with gy in place (blocks of 8 maps: dead lanes where fewer)
+X_CHANNELS_LAST_TILE = (8, 2, 8, "in_place", "channels_last")
 
 SCRIPT = r"""
 import json, os, sys
@@ -79,7 +81,7 @@ import numpy as np, pyopencl as cl, pyopencl.array as cla
 sys.path.insert(0, {tests!r})
 import deconvnd_cl as dcl
 from deconvnd_cl import reference
-from test_oclgrind import SHAPES, CPU_TILES, WEIGHT_TILES, IN_PLACE_TILES, GPU_TAP_TILES
+from test_oclgrind import SHAPES, CPU_TILES, WEIGHT_TILES, IN_PLACE_TILES, GPU_TAP_TILES, X_CHANNELS_LAST_TILE
 from deconvnd_cl import gy_in_place
 from deconvnd_cl.geometry import Geometry
 strategy = {strategy!r}
@@ -108,6 +110,8 @@ for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
         if data_in_place or geo.direct:
             variants.append((None, data_tile if data_in_place else None,
                              IN_PLACE_TILES["backward_weights"] if geo.direct else None))
+        if geo.direct:
+            variants.append((None, None, X_CHANNELS_LAST_TILE))
     for variant, (fwd_tile, bwd_tile, w_tile) in enumerate(variants):
         got = [dcl.deconvNd(xd, Wd, bd, s, p, d, pp, g, tile=fwd_tile).get(),
                dcl.deconvNdBackwardData(gyd, Wd, xd, s, p, d, g, tile=bwd_tile).get()]

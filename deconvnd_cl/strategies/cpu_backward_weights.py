@@ -8,9 +8,10 @@ import numpy as np
 
 from ..geometry import row_major_strides
 from ..launch import launch
-from ..packing import GradPacks, buffer_of
+from ..layouts import PackSpec
+from ..packing import GradPacks, buffer_of, pack
 from ..signatures import Idx, In, Int, Out, Signature
-from ..variants import GySource
+from ..variants import GySource, XSource
 from . import cpu_tiles
 from .base import constant_buffer
 from .weight_gradient import StageOne, TwoStageWeightGradient
@@ -63,8 +64,8 @@ class RegisterTiledBackwardWeights(TwoStageWeightGradient):
             Idx("ps", nd - 1), Int("stride", nd - 1))}
 
     def template_args(self, key):
-        tm, tn, vw, gy = key.variant
-        return dict(tm=tm, tn=tn, vw=vw, gy=gy, sl=key.counts[0] if gy == GySource.IN_PLACE.value else 1)
+        tm, tn, vw, gy, x = key.variant
+        return dict(tm=tm, tn=tn, vw=vw, gy=gy, x=x, sl=key.counts[0] if gy == GySource.IN_PLACE.value else 1)
 
     def stage_one(self, problem, data, grad, W, variant, packs):
         queue, geo = problem.queue, problem.geo
@@ -72,6 +73,13 @@ class RegisterTiledBackwardWeights(TwoStageWeightGradient):
         packs = packs or GradPacks(problem, grad, self.gy_reach(problem, variant), variant.tn)
         layout, bits = packs.layout, packs.bits
         gyp = packs.get(variant.gy)
+        x_source = buffer_of(data)
+        if variant.x is XSource.CHANNELS_LAST:  # x's maps interleaved in blocks of a tile's TM
+            bits = max(bits, problem.index_bits(problem.N * geo.groups * ceil(problem.cig / variant.tm)
+                                                * variant.tm * prod(problem.in_sp)))
+            nd = geo.nd
+            spec = PackSpec(problem.in_sp, (0,) * nd, (1,) * nd, problem.in_sp, prod(problem.in_sp))
+            x_source = pack(problem, x_source, problem.N, spec, bits, channels=problem.cin, block=variant.tm)
         # gy's plane and row pitches as the kernel reads it: the packed grid's, or gy's own
         g_plane, g_strides = ((prod(problem.out_sp), row_major_strides(problem.out_sp)) if in_place
                               else (layout.gy_pack.plane, layout.strides))
@@ -98,7 +106,7 @@ class RegisterTiledBackwardWeights(TwoStageWeightGradient):
         def enqueue(part):
             launch(queue, program, "", global_size,
                    cpu_tiles.local_size(problem, program),
-                   x=buffer_of(data), gyp=gyp, part=part, tap_table=table, tap_items=tap_items, ks=geo.taps,
+                   x=x_source, gyp=gyp, part=part, tap_table=table, tap_items=tap_items, ks=geo.taps,
                    groups=geo.groups, nplanes=prod(geo.stride), stride=geo.stride[:-1], cig=problem.cig,
                    cog=problem.cog, ci_tiles=ci_tiles, co_tiles=co_tiles, chunk_rows=chunk_rows,
                    total_rows=total_rows, rows_per_b=rows_per_b, in_plane=prod(problem.in_sp), g_plane=g_plane,

@@ -1,0 +1,115 @@
+"""The weight gradient from x packed channels-last, gy read where it lies (WeightsTile(..., gy="in_place",
+x="channels_last"), kernel size = stride): a seeded sweep of layers and tiles against the float64 reference,
+other dtypes, the default's choice, and the tiles it refuses."""
+
+import random
+import zlib
+
+import numpy as np
+import pytest
+
+import deconvnd_cl as dcl
+from deconvnd_cl import functional, reference
+from deconvnd_cl.strategies import cpu_tiles
+from deconvnd_cl.variants import GySource, XSource
+from configs import Config
+from conftest import assert_close, to_device
+
+
+def random_layer(rng):
+    """Kernel size = stride (a last stride of 1 or 2, others 1-3, one above 1 at least), no pad, no dilation;
+    input maps per group from 1 to 40, so blocks of 8 or 16 maps are whole, partial or mostly dead lanes; rows
+    from 1 to 20 positions; batches of 1 to 3 (the rows carry into the next batch item)."""
+    nd = rng.choice((1, 2, 2, 3))
+    while True:
+        stride = tuple(rng.randint(1, 3) for _ in range(nd - 1)) + (rng.choice((1, 2)),)
+        if any(s > 1 for s in stride):
+            break
+    spatial = tuple(rng.randint(1, 4) for _ in range(nd - 1)) + (rng.randint(1, 20),)
+    groups = rng.choice((1, 1, 2))
+    return Config(rng.randint(1, 3), groups * rng.randint(1, 40), groups * rng.randint(1, 9), spatial, stride,
+                  stride, (0,) * nd, (1,) * nd, (0,) * nd, groups)
+
+
+CONFIGS = [random_layer(random.Random(3000 + seed)) for seed in range(20)]
+
+
+def x_channels_last_tiles(problem):
+    return [t for t in cpu_tiles.weights_candidates(problem) if t.x is XSource.CHANNELS_LAST]
+
+
+def operands(queue, config, dtype=np.float32):
+    rng = np.random.default_rng(zlib.crc32(config.id.encode()))
+    out = tuple((i - 1) * s + s for i, s in zip(config.spatial, config.stride))
+    x = rng.standard_normal((config.batch, config.cin) + config.spatial)
+    gy = rng.standard_normal((config.batch, config.cout) + out)
+    W = rng.standard_normal((config.cin, config.cout // config.groups) + config.size)
+    bias = rng.standard_normal((1, config.cout) + (1,) * config.nd)
+    return (x, gy, W, bias), tuple(to_device(queue, a, dtype) for a in (x, gy, W, bias))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.id for c in CONFIGS])
+def test_x_channels_last_tiles_against_the_reference(queue, cpu_strategy, config):
+    (x, gy, W, _), (xd, gyd, Wd, bd) = operands(queue, config)
+    problem = functional.backward_problem(gyd, Wd, xd.shape, config.stride, 0, 1, config.groups)
+    tiles = x_channels_last_tiles(problem)
+    assert tiles, "no x channels-last tile fits the layer"
+    want_w, want_b = reference.backward_params(x, gy, W.shape, config.stride, 0, 1, config.groups)
+    for tile in random.Random(config.id).sample(tiles, min(2, len(tiles))):
+        wg, bg = dcl.deconvNdBackwardParams(xd, gyd, Wd, bd, config.stride, groups=config.groups, tile=tile)
+        assert_close(wg.get(), want_w, what=f"weight gradient, tile {tile.key()}")
+        assert_close(bg.get(), want_b, what=f"bias gradient, tile {tile.key()}")
+
+
+def test_x_channels_last_blends_into_the_callers_gradient(queue, cpu_strategy):
+    """scale * new + momentum * old, over several chunks of rows (a batch of 8 long planes) and over one."""
+    for batch in (8, 1):
+        config = Config(batch, 24, 6, (12, 20), (2, 2), (2, 2), (0, 0), (1, 1), (0, 0), 1)
+        (x, gy, W, _), (xd, gyd, Wd, _) = operands(queue, config)
+        old = np.random.default_rng(batch).standard_normal(W.shape)
+        wgrad = to_device(queue, old)
+        dcl.deconvNdBackwardParams(xd, gyd, Wd, None, 2, wgrad=wgrad, scale=0.5, momentum=0.25,
+                                   tile=(16, 3, 8, "in_place", "channels_last"))
+        want, _ = reference.backward_params(x, gy, W.shape, (2, 2), 0, 1, 1)
+        assert_close(wgrad.get(), 0.5 * want + 0.25 * old, what=f"blended gradient, batch {batch}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_x_channels_last_in_other_dtypes(queue, cpu_strategy, dtype, request):
+    if dtype == np.float64:
+        request.getfixturevalue("fp64")
+    config = Config(2, 20, 7, (3, 9), (2, 2), (2, 2), (0, 0), (1, 1), (0, 0), 1)
+    _, (xd, gyd, Wd, bd) = operands(queue, config, dtype)
+    x, gy, W = (a.get().astype(np.float64) for a in (xd, gyd, Wd))
+    want_w, want_b = reference.backward_params(x, gy, W.shape, (2, 2), 0, 1, 1)
+    wg, bg = dcl.deconvNdBackwardParams(xd, gyd, Wd, bd, 2, tile=(16, 3, 8, "in_place", "channels_last"))
+    assert_close(wg.get().astype(np.float64), want_w, dtype)
+    assert_close(bg.get().astype(np.float64), want_b, dtype)
+
+
+def test_a_u_net_layer_packs_x_for_its_weight_gradient_and_a_narrow_one_does_not(queue):
+    gy = to_device(queue, np.ones((1, 4, 8, 8)))
+    for cin, expected in ((64, XSource.CHANNELS_LAST), (3, XSource.IN_PLACE)):
+        W = to_device(queue, np.ones((cin, 4, 2, 2)))
+        problem = functional.backward_problem(gy, W, (1, cin, 4, 4), 2, 0, 1, 1)
+        if not problem.on_cpu:
+            pytest.skip("the register-tiled defaults are for CPU devices")
+        tile = cpu_tiles.weights_tile(problem)
+        assert (tile.gy, tile.x) == (GySource.IN_PLACE, expected)
+
+
+def test_x_channels_last_needs_a_fitting_tile(queue, cpu_strategy, no_launch):
+    x = to_device(queue, np.ones((1, 16, 3, 4)))
+    gy = to_device(queue, np.ones((1, 4, 6, 8)))
+    with pytest.raises(dcl.ModuleError, match="tm a multiple of vw"):
+        dcl.deconvNdBackwardParams(x, gy, to_device(queue, np.ones((16, 4, 2, 2))), stride=2,
+                                   tile=(12, 3, 8, "in_place", "channels_last"))
+    with pytest.raises(dcl.ModuleError, match="at most 32 vector accumulators"):
+        dcl.deconvNdBackwardParams(x, gy, to_device(queue, np.ones((16, 4, 2, 2))), stride=2,
+                                   tile=(64, 3, 8, "in_place", "channels_last"))
+    with pytest.raises(dcl.ModuleError, match="gy 'in_place' with x 'channels_last'"):
+        dcl.deconvNdBackwardParams(x, gy, to_device(queue, np.ones((16, 4, 2, 2))), stride=2,
+                                   tile=(16, 3, 8, "planar", "channels_last"))
+    with pytest.raises(dcl.ModuleError, match="kernel size = stride"):
+        dcl.deconvNdBackwardParams(x, to_device(queue, np.ones((1, 4, 7, 9))), to_device(queue, np.ones((16, 4, 3, 3))),
+                                   stride=2, tile=(16, 3, 8, "in_place", "channels_last"))
