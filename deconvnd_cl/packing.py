@@ -21,7 +21,8 @@ def buffer_of(array):
 
 
 class PackKernels:
-    """The kernel source of pack.mako: `pack` (planar) and `pack_cl` (map-blocked channels-last)."""
+    """The kernel source of pack.mako: `pack` (planar), `pack_cl` (map-blocked channels-last) and `pack_w`
+    (weights, tile-major: weight_repack.py)."""
 
     def key(self, nd, dtype, index_bits):
         return KernelKey("pack", "common", nd, dtype_tag(dtype), index_bits)
@@ -34,6 +35,8 @@ class PackKernels:
             "": Signature(In("src"), Out("dst"), *common),
             "_cl": Signature(In("src"), Out("dst"), Int("channels"), Int("group_maps"), Int("blocks_per_group"),
                              Int("block_maps"), *common),
+            "_w": Signature(In("w"), Out("wp"), In("taps", "int"), Int("ks"), Int("tm"), Int("cig"), Int("cog"),
+                            Int("tiles"), Int("tile_of_co"), Idx("rows")),
         }
 
     def source(self, key):

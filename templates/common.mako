@@ -48,35 +48,6 @@ typedef struct __attribute__((packed)) { dcl_acc2 v; } dcl_unaligned_pair;
 ## binds arguments by these names and with these types.
 <%def name="params(signature)">${signature.c_params()}</%def>
 
-## W repacked tile-major for a register-tiled family: one work-item a row (g, tile, other map) of ks * tm
-## elements, wp[row][slot(t, mi)] = W[g][ci][co][tap(t)], maps of the tile past the group's map count
-## zero-filled. `ks`: the number of taps (a C expression). `tile_of`: "co" (the tile runs over output maps, rows
-## over input maps: the forward) or "ci" (backward data). `tap(t)` and `slot` are C expressions (`slot` of t
-## and mi).
-<%def name="wpack(name, signature, tm, ks, tile_of, tap, slot)">
-<%
-    other, tiled = ("ci", "co") if tile_of == "co" else ("co", "ci")
-    counts = dict(ci="cig", co="cog")
-%>
-__kernel void ${name}_wpack(${params(signature)})
-{
-    const dcl_idx row = get_global_id(0);   // (g, ${tiled} tile, ${other})
-    if (row >= rows) return;
-    const int ${other} = row % ${counts[other]}, tile = (row / ${counts[other]}) % ${tiled}_tiles;
-    const int g = row / ${counts[other]} / ${tiled}_tiles;
-    __global dcl_t* d = wp + row * (${ks}) * ${tm};
-    for (int mi = 0; mi < ${tm}; ++mi) {
-        const int ${tiled} = tile * ${tm} + mi;
-        const bool live = ${tiled} < ${counts[tiled]};
-        const int ${tiled}_read = DCL_MIN(${tiled}, ${counts[tiled]} - 1);
-        __global const dcl_t* s = w + (((dcl_idx)g * cig + ${"ci_read" if tiled == "ci" else "ci"}) * cog
-                                       + ${"co_read" if tiled == "co" else "co"}) * (${ks});
-        for (int t = 0; t < ${ks}; ++t)
-            DCL_STORE(live ? (dcl_acc)DCL_LOAD(s + ${tap}) : (dcl_acc)0, d + ${slot});
-    }
-}
-</%def>
-
 ## Register tile: accumulators acc{mi}_{j} for TM maps x NVEC vectors, set to `init` ("{mi}" in it: the map).
 <%def name="accumulators(tm, nvec, init)">
 % for mi in range(tm):

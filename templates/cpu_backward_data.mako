@@ -6,8 +6,10 @@
 ## place: counts[1]; within the unroll budget) and run as a loop otherwise, so one program serves every layer of
 ## a rank, tile and tap count. A work-item owns TM input maps x TN virtual positions of the padded plane grid
 ## (rows PS apart; positions past a row's end are never stored), or NVEC row vectors of VW input positions.
-## W is first repacked (_wpack) so each work-item streams its weights contiguously: wp[g][ci tile][co][tap][TM],
-## maps past cig zero-filled (with TM = 1 that layout is W's own, and the host passes W as it is).
+## W is first repacked (pack.mako's _w kernel) so each work-item streams its weights contiguously:
+## wp[g][ci tile][co][tap][TM], maps past cig zero-filled (with TM = 1 that layout is W's own, and the host passes
+## W as it is); reading gy in place with a last stride of 2, [tap row][tap group][TM][the group's taps], so an
+## input map's two taps load as one pair (strategies/weight_repack.py).
 ## in_place (GySource.IN_PLACE, deconvnd_cl/gy_in_place.py: a last stride of 1, or of 2 without last-axis
 ## dilation): gy is read where it lies, with no residue planes and no packing pass. A work-item owns TM input maps
 ## x TN positions of one input row. The last axis' taps come in groups of `sl` (the last stride), each group's
@@ -21,17 +23,7 @@ ${c.prelude(dtype, index_bits, vw)}
 ## sl: the last stride, whose taps a vector interleaves (in place), else 1; ntaps: the taps (in place: tap rows) to
 ## unroll, 0 for a loop over the table; in place also kl, the last axis' taps, and per tap group the border lanes
 ## `lefts` and `rights` (the host's `counts`)
-<%
-nvec = tn // vw
-# packed weight order per (g, ci tile, co): [tap][TM]; reading gy in place with a last stride of 2:
-# [tap row][tap group][TM][the group's taps], so an input map's two taps load as one pair
-if sl == 2:
-    wpack_slot = (f"(t - t % {kl} + t % {kl} / 2 * 2) * {tm} + mi * DCL_MIN(2, {kl} - t % {kl} / 2 * 2)"
-                  f" + t % {kl} % 2")
-else:
-    wpack_slot = f"t * {tm} + mi"
-%>
-${c.wpack(name, signatures["_wpack"], tm, "ks", "ci", "t", wpack_slot)}
+<% nvec = tn // vw %>
 
 ## The tap loop: `body(t, offset)` for each tap, unrolled with the offsets read once when there are `ntaps`,
 ## else a loop over the table.

@@ -8,8 +8,8 @@
 ## a phase are unrolled for each tap count in `counts` (the layer's, within a budget) and run as a loop
 ## otherwise: one program serves every layer of a rank, tile and tap counts, and its code, and so its build
 ## time, does not grow with the stride.
-## W is first repacked (_wpack) so each work-item streams its weights contiguously: wp[g][co tile][ci][tap][TM],
-## taps in phase order (`order`: W's tap index of each), maps past cog zero-filled.
+## W is first repacked (pack.mako's _w kernel) so each work-item streams its weights contiguously:
+## wp[g][co tile][ci][tap][TM], taps in phase order, maps past cog zero-filled.
 ## in_place (XSource.IN_PLACE, Geometry.direct: kernel size = stride, no pad, no dilation, a last stride sl <= 2):
 ## every output is one tap of one input, so x is read where it lies, with no packing pass. A work-item owns TM
 ## output maps x TN input positions of one row, for one phase of the leading axes and all sl phases of the last:
@@ -18,7 +18,6 @@
 <%namespace name="c" file="common.mako"/>\
 ${c.prelude(dtype, index_bits, vw)}
 <% nvec = tn // vw %>
-${c.wpack(name, signatures["_wpack"], tm, "ks", "co", "order[t]", f"t * {tm} + mi")}
 % if x_in_place:
 <%
 lanes = [f"s{l:x}" for l in range(vw)]

@@ -176,3 +176,28 @@ __kernel void ${name}_cl(${c.params(signatures["_cl"])})
         ${step_row()}
     }
 }
+
+## W repacked tile-major for the register-tiled kernels, which then stream a tile's weights contiguously. One
+## work-item a row (g, tile, other map) of ks * tm elements: the tile runs over output maps (`tile_of_co`: the
+## forward, rows over input maps) or input maps (backward data), and `taps` says per tap t of the row which of
+## W's taps it holds and where: wp[row][taps[3t + 1] + mi * taps[3t + 2]] = W[g][ci][co][taps[3t]] for map mi of
+## the tile, maps past the group's count zero-filled. One kernel for every layer and tile: a new layer's
+## programs carry no repack kernel of their own to compile.
+__kernel void ${name}_w(${c.params(signatures["_w"])})
+{
+    const dcl_idx row = get_global_id(0);
+    if (row >= rows) return;
+    const int others = tile_of_co ? cig : cog, tiled_count = tile_of_co ? cog : cig;
+    const int other = row % others, tile = (row / others) % tiles;
+    const int g = row / others / tiles;
+    __global dcl_t* d = wp + row * ks * tm;
+    for (int mi = 0; mi < tm; ++mi) {
+        const int tiled = tile * tm + mi;
+        const bool live = tiled < tiled_count;
+        const int read = DCL_MIN(tiled, tiled_count - 1);
+        const int ci = tile_of_co ? other : read, co = tile_of_co ? read : other;
+        __global const dcl_t* s = w + (((dcl_idx)g * cig + ci) * cog + co) * ks;
+        for (int t = 0; t < ks; ++t)
+            DCL_STORE(live ? (dcl_acc)DCL_LOAD(s + taps[3 * t]) : (dcl_acc)0, d + taps[3 * t + 1] + mi * taps[3 * t + 2]);
+    }
+}

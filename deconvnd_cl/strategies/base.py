@@ -6,10 +6,8 @@ from collections import OrderedDict
 import numpy as np
 import pyopencl as cl
 
-from .. import memory
 from ..kernel_key import CL_TYPES, KernelKey, dtype_tag
 from ..kernel_manager import manager
-from ..launch import launch
 from ..plans import Plans
 from ..render import render
 
@@ -97,16 +95,6 @@ def unroll_within_budget(counts):
         chosen.append(n)
         total += n
     return tuple(chosen)
-
-
-def pack_weights(problem, program, W_buffer, rows, row_length, local_size, **arguments):
-    """Run a family's `_wpack` kernel: W -> the tile-major layout its work-items stream contiguously
-    (one work-item per row of row_length elements)."""
-    total = rows * row_length
-    problem.check_alloc("the packed weights", total, scratch=True, per_batch=False)
-    wp = memory.buffer(problem.queue, total * problem.dtype.itemsize)
-    launch(problem.queue, program, "_wpack", (rows,), local_size, w=W_buffer, wp=wp, rows=rows, **arguments)
-    return wp
 
 
 _tables = OrderedDict()

@@ -10,11 +10,12 @@ from .. import gy_in_place, memory
 from ..geometry import row_major_strides
 from ..launch import launch
 from ..layouts import input_tiling
-from ..packing import GradPacks, buffer_of, copy_local_size
+from ..packing import GradPacks, buffer_of
 from ..signatures import Idx, In, Int, Out, Signature
 from ..variants import GySource
 from . import cpu_tiles
-from .base import Implementation, constant_buffer, pack_weights, unroll_within_budget
+from .base import Implementation, constant_buffer, unroll_within_budget
+from .weight_repack import backward_data_slots, repack
 
 
 class RegisterTiledBackwardData(Implementation):
@@ -56,8 +57,7 @@ class RegisterTiledBackwardData(Implementation):
             main = Signature(In("gyp"), In("wp"), Out("gx"), In("tap_offsets", "idx"), *common, Int("vpr"),
                              Int("nplanes"), Idx("plane"), Idx("v_count"), Idx("in_size"), Idx("ps", nd - 1),
                              Int("in", nd), Idx("is", nd))
-        return {"": main, "_wpack": Signature(In("w"), Out("wp"), Int("ks"), Int("cig"), Int("cog"), Int("ci_tiles"),
-                                               Idx("rows"))}
+        return {"": main}
 
     def template_args(self, key):
         tm, tn, vw, gy = key.variant
@@ -85,9 +85,8 @@ class RegisterTiledBackwardData(Implementation):
         if tm == 1:  # tiles of one input map: the tile-major layout is W's own (taps interleaved in pairs too)
             wp = buffer_of(W)
         else:
-            wp = pack_weights(problem, program, buffer_of(W), geo.groups * ci_tiles * problem.cog, geo.taps * tm,
-                              copy_local_size(problem, program, "_wpack"), ks=geo.taps,
-                              cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles)
+            wp = repack(problem, W, bits, tm, False,
+                        backward_data_slots(geo, tm, in_place and problem.geo.stride[-1] == 2))
         idx = np.int64 if bits == 64 else np.int32
         common = dict(wp=wp, gx=gx.data, groups=geo.groups, ks=geo.taps, cig=problem.cig, cog=problem.cog,
                       ci_tiles=ci_tiles)

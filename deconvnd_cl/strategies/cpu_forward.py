@@ -9,11 +9,12 @@ import numpy as np
 from ..geometry import row_major_strides
 from ..launch import launch
 from ..layouts import forward_layout, phase_columns
-from ..packing import buffer_of, copy_local_size, pack
+from ..packing import buffer_of, pack
 from ..signatures import Idx, In, Int, Out, Signature
 from ..variants import XSource
 from . import cpu_tiles
-from .base import Implementation, constant_buffer, pack_weights, unroll_within_budget
+from .base import Implementation, constant_buffer, unroll_within_budget
+from .weight_repack import forward_slots, in_place_forward_slots, repack
 
 
 class RegisterTiledForward(Implementation):
@@ -40,8 +41,7 @@ class RegisterTiledForward(Implementation):
                              In("tap_offsets", "idx"), Int("has_bias"), Int("groups"), Int("nphases"), Int("ks"),
                              Int("cig"), Int("cog"), Int("co_tiles"), Idx("x_plane"), Idx("out_size"),
                              Idx("ps", nd - 1), Idx("os", nd), Int("stride", nd))
-        return {"": main, "_wpack": Signature(In("w"), Out("wp"), In("order", "int"), Int("ks"), Int("cig"),
-                                               Int("cog"), Int("co_tiles"), Idx("rows"))}
+        return {"": main}
 
     def counts(self, problem, variant):
         """The stride phases' tap counts (each gets an unrolled case), within the unroll budget; x in place: the
@@ -73,11 +73,7 @@ class RegisterTiledForward(Implementation):
 
         program = self.program(problem, variant, bits)
         idx = np.int64 if bits == 64 else np.int32
-        order = constant_buffer(queue, ("forward tap order", geo),
-                                lambda: np.array(geo.forward_tap_order()[0], np.int32))
-        wp = pack_weights(problem, program, buffer_of(W), geo.groups * co_tiles * problem.cig, geo.taps * tm,
-                          copy_local_size(problem, program, "_wpack"), order=order, ks=geo.taps,
-                          cig=problem.cig, cog=problem.cog, co_tiles=co_tiles)
+        wp = repack(problem, W, bits, tm, True, forward_slots(geo, tm))
         phase_info = constant_buffer(queue, ("forward phases", geo, layout, bits), lambda: layout.phase_table(idx))
         tap_offsets = constant_buffer(queue, ("forward tap offsets", geo, layout, bits),
                                       lambda: np.array(layout.tap_offsets, idx))
@@ -98,10 +94,7 @@ class RegisterTiledForward(Implementation):
         co_tiles = ceil(problem.cog / tm)
         bits = problem.index_bits(problem.x_elements, y.size, geo.groups * co_tiles * tm * problem.cig * geo.taps)
         program = self.program(problem, variant, bits)
-        order = constant_buffer(queue, ("taps in order", geo.taps), lambda: np.arange(geo.taps, dtype=np.int32))
-        wp = pack_weights(problem, program, buffer_of(W), geo.groups * co_tiles * problem.cig, geo.taps * tm,
-                          copy_local_size(problem, program, "_wpack"), order=order, ks=geo.taps,
-                          cig=problem.cig, cog=problem.cog, co_tiles=co_tiles)
+        wp = repack(problem, W, bits, tm, True, in_place_forward_slots(geo, tm))
         tiles_per_row = ceil(problem.in_sp[-1] / tn)
         lead_phases = prod(geo.stride[:-1])
         launch(queue, program, "", (geo.groups * co_tiles, prod(problem.in_sp[:-1]) * lead_phases * tiles_per_row,

@@ -1,0 +1,55 @@
+"""W repacked tile-major for the register-tiled kernels (pack.mako's `_w` kernel), so a work-item streams its
+tile's weights contiguously: per row (group, tile, other map) the tile's maps for every tap, in the order and
+slots its kernel reads them. The order is a table per layer and tile, so one kernel serves every layer."""
+
+from math import ceil
+
+import numpy as np
+
+from .. import memory
+from ..kernel_manager import manager
+from ..launch import launch
+from ..packing import PACK, buffer_of, copy_local_size
+from .base import constant_buffer
+
+
+def forward_slots(geo, tm):
+    """The forward's rows (g, output-map tile, input map): taps in phase order, TM maps a tap."""
+    return tuple((tap, t * tm, 1) for t, tap in enumerate(geo.forward_tap_order()[0]))
+
+
+def in_place_forward_slots(geo, tm):
+    """x read in place: taps in W's order, TM maps a tap."""
+    return tuple((t, t * tm, 1) for t in range(geo.taps))
+
+
+def backward_data_slots(geo, tm, pairs):
+    """Backward data's rows (g, input-map tile, output map): taps in W's order, TM maps a tap; with `pairs` (gy
+    read in place with a last stride of 2), per row of taps each group of two last-axis taps as TM pairs, so an
+    input map's two taps load as one pair (an odd kernel's last group: TM single taps)."""
+    if not pairs:
+        return tuple((t, t * tm, 1) for t in range(geo.taps))
+    kl = geo.size[-1]
+    slots = []
+    for t in range(geo.taps):
+        first = t - t % kl + t % kl // 2 * 2  # the group's first tap
+        slots.append((t, first * tm + t % kl % 2, min(2, kl - t % kl // 2 * 2)))
+    return tuple(slots)
+
+
+def repack(problem, W, index_bits, tm, tile_of_co, slots):
+    """W -> a fresh buffer of rows (g, tile of TM maps, other map), each ks * tm elements laid out by `slots`
+    (per tap: W's tap, its first slot, the step between maps); `tile_of_co`: the tiles run over output maps."""
+    geo, queue = problem.geo, problem.queue
+    tiled, others = (problem.cog, problem.cig) if tile_of_co else (problem.cig, problem.cog)
+    tiles = ceil(tiled / tm)
+    rows = geo.groups * tiles * others
+    total = rows * geo.taps * tm
+    problem.check_alloc("the packed weights", total, scratch=True, per_batch=False)
+    wp = memory.buffer(queue, total * problem.dtype.itemsize)
+    program = manager().program(queue, PACK.key(geo.nd, problem.dtype, index_bits), PACK)
+    table = constant_buffer(queue, ("weight slots", slots), lambda: np.array(slots, np.int32).ravel())
+    launch(queue, program, "_w", (rows,), copy_local_size(problem, program, "_w"), w=buffer_of(W), wp=wp,
+           taps=table, ks=geo.taps, tm=tm, cig=problem.cig, cog=problem.cog, tiles=tiles,
+           tile_of_co=int(tile_of_co), rows=rows)
+    return wp
