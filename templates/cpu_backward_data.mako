@@ -149,7 +149,12 @@ __kernel void ${name}(${c.params(signatures[""])})
 
     __global const dcl_t* gb = gy + ((dcl_idx)b * cout + (dcl_idx)g * cog) * out_size;
     __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ks * ${tm};
+    % if sl == 1:
+    // the forward of a stride-1 layer runs here as a correlation (cpu_forward.py), its bias the outputs' start
+${c.accumulators(tm, nv, "(dcl_accv)(has_bias ? (dcl_acc)DCL_LOAD(bias + g * cig + DCL_MIN(ci0 + {mi}, cig - 1)) : (dcl_acc)0)")}
+    % else:
 ${c.accumulators(tm, nv, "(dcl_accv)(0)")}
+    % endif
     % if ntaps:
     % for t in range(ntaps):
 ${tap_row(t)}

@@ -63,6 +63,8 @@ SHAPES = [
     (1, 2, 3, (9,), (3,), (2,), (1,), (1,), (1,), 1),
     (1, 3, 3, (2, 10), (3, 3), (1, 1), (1, 2), (1, 2), (0, 0), 1),
     (1, 2, 3, (2, 2, 8), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (0, 1, 0), 1),
+    # a stride-1 forward run as a correlation (x read in place across its borders), rows of 18 and 20 outputs
+    (1, 3, 4, (2, 18), (3, 3), (1, 1), (1, 1), (1, 2), (0, 0), 1),
 ]
 
 # per family: CPU-style tiles passed explicitly; for layers that read gy in place also the CPU's in-place tiles
@@ -74,6 +76,8 @@ WEIGHT_TILES = [(4, 3, 8, "planar"), (6, 16, 8, "channels_last")]
 IN_PLACE_TILES = {"backward_data": (6, 8, 8, "in_place"), "backward_weights": (3, 4, 8, "in_place")}
 # the weight gradient from x packed channels-last with gy in place (blocks of 8 maps: dead lanes where fewer)
 X_CHANNELS_LAST_TILE = (8, 2, 8, "in_place", "channels_last")
+# a stride-1 forward as a correlation: backward data's in-place kernel on the mirrored call, with a bias
+CORRELATION_TILE = (6, 16, 8, "in_place")
 
 SCRIPT = r"""
 import json, os, sys
@@ -81,7 +85,9 @@ import numpy as np, pyopencl as cl, pyopencl.array as cla
 sys.path.insert(0, {tests!r})
 import deconvnd_cl as dcl
 from deconvnd_cl import reference
-from test_oclgrind import SHAPES, CPU_TILES, WEIGHT_TILES, IN_PLACE_TILES, GPU_TAP_TILES, X_CHANNELS_LAST_TILE
+from test_oclgrind import (SHAPES, CPU_TILES, WEIGHT_TILES, IN_PLACE_TILES, GPU_TAP_TILES, X_CHANNELS_LAST_TILE,
+                           CORRELATION_TILE)
+from deconvnd_cl import correlation
 from deconvnd_cl import gy_in_place
 from deconvnd_cl.geometry import Geometry
 strategy = {strategy!r}
@@ -112,6 +118,9 @@ for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
                              IN_PLACE_TILES["backward_weights"] if geo.direct else None))
         if geo.direct:
             variants.append((None, None, X_CHANNELS_LAST_TILE))
+        if correlation.applies(geo) and all(holds for holds, _ in gy_in_place.constraints(
+                correlation.mirror_geometry(geo), out[-1], sp[-1], *CORRELATION_TILE[1:3])):
+            variants.append((CORRELATION_TILE, None, None))
     for variant, (fwd_tile, bwd_tile, w_tile) in enumerate(variants):
         got = [dcl.deconvNd(xd, Wd, bd, s, p, d, pp, g, tile=fwd_tile).get(),
                dcl.deconvNdBackwardData(gyd, Wd, xd, s, p, d, g, tile=bwd_tile).get()]

@@ -50,7 +50,9 @@ class RegisterTiledBackwardData(Implementation):
         common = (Int("tap_count"), Int("groups"), Int("ks"), Int("cig"), Int("cog"), Int("ci_tiles"),
                   Int("tiles_per_row"))
         if key.variant[3] == GySource.IN_PLACE.value:
-            main = Signature(In("gy"), In("wp"), Out("gx"), In("tap_rows", "int"), *common, Idx("out_size"),
+            # bias / has_bias: the forward of a stride-1 layer run as a correlation (a last stride of 1 only)
+            main = Signature(In("gy"), In("wp"), Out("gx"), In("tap_rows", "int"), In("bias"), Int("has_bias"),
+                             *common, Idx("out_size"),
                              Idx("in_size"), Int("in_last"), Int("last_pad"), Int("last_dilation"), Int("in", nd - 1),
                              Idx("is", nd - 1), Idx("os", nd - 1), Int("stride", nd - 1), Int("out", nd - 1))
         else:
@@ -68,7 +70,10 @@ class RegisterTiledBackwardData(Implementation):
                         rights=borders[groups:])
         return dict(tm=tm, tn=tn, vw=vw, in_place=False, sl=1, kl=0, lefts=(), rights=(), ntaps=key.counts[-1])
 
-    def run(self, problem, grad, W, variant, packs=None):
+    def run(self, problem, grad, W, variant, packs=None, bias=None, packed_weights=None):
+        """gx of the call. `packed_weights`: W already in the kernel's tile-major layout, and `bias` added to every
+        output (gy in place with a last stride of 1): the forward of a stride-1 layer run as a correlation
+        (correlation.py), whose W is flipped and transposed to it."""
         queue, geo = problem.queue, problem.geo
         gx_shape = (problem.N, problem.cin) + problem.in_sp
         if problem.N == 0:
@@ -82,7 +87,9 @@ class RegisterTiledBackwardData(Implementation):
         program = self.program(problem, variant, bits)
         ci_tiles = ceil(problem.cig / tm)
         in_strides = row_major_strides(problem.in_sp)
-        if tm == 1:  # tiles of one input map: the tile-major layout is W's own (taps interleaved in pairs too)
+        if packed_weights is not None:
+            wp = packed_weights
+        elif tm == 1:  # tiles of one input map: the tile-major layout is W's own (taps interleaved in pairs too)
             wp = buffer_of(W)
         else:
             wp = repack(problem, W, bits, tm, False,
@@ -97,6 +104,7 @@ class RegisterTiledBackwardData(Implementation):
             table = constant_buffer(queue, ("backward data tap rows", geo), lambda: np.array(rows, np.int32).ravel())
             launch(queue, program, "", (geo.groups * ci_tiles, prod(problem.in_sp[:-1]) * tiles_per_row, problem.N),
                    local, gy=gy, tap_rows=table, tap_count=len(rows), tiles_per_row=tiles_per_row,
+                   bias=wp if bias is None else buffer_of(bias), has_bias=int(bias is not None),
                    out_size=prod(problem.out_sp), in_size=prod(problem.in_sp), in_last=problem.in_sp[-1],
                    last_pad=geo.pad[-1], last_dilation=geo.dilation[-1], os=row_major_strides(problem.out_sp)[:-1],
                    stride=geo.stride[:-1], out=problem.out_sp[:-1],

@@ -11,10 +11,14 @@ from ..launch import launch
 from ..layouts import forward_layout, phase_columns
 from ..packing import buffer_of, pack
 from ..signatures import Idx, In, Int, Out, Signature
-from ..variants import XSource
+from .. import correlation
+from ..variants import GySource, XSource
 from . import cpu_tiles
+from .cpu_backward_data import RegisterTiledBackwardData
 from .base import Implementation, constant_buffer, unroll_within_budget
 from .weight_repack import forward_slots, in_place_forward_slots, repack
+
+CORRELATION = RegisterTiledBackwardData()  # runs a stride-1 layer's forward (correlation.py)
 
 
 class RegisterTiledForward(Implementation):
@@ -58,6 +62,8 @@ class RegisterTiledForward(Implementation):
 
     def run(self, problem, data, W, bias, variant):
         queue, geo = problem.queue, problem.geo
+        if variant.x is XSource.IN_PLACE and correlation.applies(geo):
+            return self._run_as_correlation(problem, data, W, bias, variant)
         y = problem.empty_output()
         if problem.N == 0:
             return y
@@ -87,6 +93,19 @@ class RegisterTiledForward(Implementation):
                cog=problem.cog, co_tiles=co_tiles, x_plane=layout.pack.plane, out_size=prod(problem.out_sp),
                ps=layout.strides[:-1], os=row_major_strides(problem.out_sp), stride=geo.stride)
         return y
+
+    def _run_as_correlation(self, problem, data, W, bias, variant):
+        """A stride-1 layer: backward data's in-place kernel on the mirrored call, W flipped and transposed to its
+        tile-major layout by the repack, the bias its accumulators' start."""
+        mirror = correlation.mirror_problem(problem)
+        if problem.N == 0:
+            return problem.empty_output()
+        tm = variant.tm
+        bits = problem.index_bits(W.size, problem.geo.groups * ceil(problem.cog / tm) * tm * problem.cig
+                                  * problem.geo.taps)
+        wp = repack(problem, W, bits, tm, True, correlation.flipped_slots(problem.geo, tm))
+        tile = cpu_tiles.BackwardDataTile(tm, variant.tn, variant.vw, GySource.IN_PLACE)
+        return CORRELATION.run(mirror, data, None, tile, bias=bias, packed_weights=wp)
 
     def _run_in_place(self, problem, data, W, bias, variant, y):
         """x read where it lies (Geometry.direct): W repacked in its own tap order, one launch."""
