@@ -217,8 +217,11 @@ def weights_tile(problem):
     if geo.non_overlapping and cpu:
         return WeightsTile(min(3, cig), min(4, cog), vw)
     if cog >= vw:
+        # at most 8 input maps: each is a stream of x a plane apart, and more of them than a cache set's 8 ways
+        # evicted one another on power-of-two planes (512-bit tiles, PoCL 3.1, kernel ms with 8 maps against
+        # 12 or 24: 3d k3 4.6 -> 1.5, dilated 1.8 -> 1.5, audio 57 -> 48, DCGAN 512->256 level)
         nvec = 2 if cog > vw and cpu else 1
-        return WeightsTile(min(cig, budget // nvec), nvec * vw, vw, GySource.CHANNELS_LAST)
+        return WeightsTile(min(cig, budget // nvec, 8), nvec * vw, vw, GySource.CHANNELS_LAST)
     tm = min(4 if cpu else 2, cig)
     return WeightsTile(tm, min(cog, max(1, budget // tm)), vw)
 
