@@ -122,54 +122,52 @@ __kernel void ${name}_cl(${c.params(signatures["_cl"])})
     ${first_row()}
     for (dcl_idx row = row0; row < row1; ++row) {
         ${row_source(False)}
-        {
-            const int co0 = (bl % blocks_per_group) * block_maps;
-            // the maps of the block that exist (a group's last block may be partial: its other lanes are zeros)
-            const int live = inside ? DCL_MIN(block_maps, group_maps - co0) : 0;
-            __global const dcl_t* sc = s_plane + src_offset
-                                       + (dcl_idx)((bl / blocks_per_group) * group_maps + co0) * src_plane;
-            __global dcl_t* d = dst + ((plane0 * map_blocks + bl) * dst_plane + row * grid${last}) * block_maps;
-            for (dcl_idx t0 = 0; t0 < t_end; t0 += PACK_RUN) {
-                const dcl_idx t1 = DCL_MIN(t_end, t0 + PACK_RUN);
-                for (int m0 = 0; m0 < block_maps; m0 += 4) {
-                    % for i in quad:
-                    __global const dcl_t* s${i} = sc + (dcl_idx)DCL_MIN(m0 + ${i}, DCL_MAX(live - 1, 0)) * src_plane;
-                    % endfor
-                    dcl_idx p = t0 / split${last};
-                    int r = t0 - p * split${last};
-                    for (dcl_idx t = t0; t < t1; t += 4) {
-                        dcl_accv ${", ".join(f"col{k}" for k in quad)};
-                        if (m0 + 4 <= live && t >= t_in0 && t + 4 <= t_in1) {
-                            % for i in quad:
-                            const dcl_accv row${i} = DCL_LOADV(s${i} + t);
-                            % endfor
-                            % for k in quad:
-                            col${k} = (dcl_accv)(${", ".join(f"row{i}.s{k}" for i in quad)});
-                            % endfor
-                        } else {   // at the row's ends, the block's last maps, or its dead lanes
-                            % for k in quad:
-                            {
-                                const bool in_row = t + ${k} >= t_in0 && t + ${k} < t_in1;
-                                % for i in quad:
-                                col${k}.s${i} = in_row && m0 + ${i} < live ? (dcl_acc)DCL_LOAD(s${i} + t + ${k}) : (dcl_acc)0;
-                                % endfor
-                            }
-                            % endfor
-                        }
+        const int co0 = (bl % blocks_per_group) * block_maps;
+        // the maps of the block that exist (a group's last block may be partial: its other lanes are zeros)
+        const int live = inside ? DCL_MIN(block_maps, group_maps - co0) : 0;
+        __global const dcl_t* sc = s_plane + src_offset
+                                   + (dcl_idx)((bl / blocks_per_group) * group_maps + co0) * src_plane;
+        __global dcl_t* d = dst + ((plane0 * map_blocks + bl) * dst_plane + row * grid${last}) * block_maps;
+        for (dcl_idx t0 = 0; t0 < t_end; t0 += PACK_RUN) {
+            const dcl_idx t1 = DCL_MIN(t_end, t0 + PACK_RUN);
+            for (int m0 = 0; m0 < block_maps; m0 += 4) {
+                % for i in quad:
+                __global const dcl_t* s${i} = sc + (dcl_idx)DCL_MIN(m0 + ${i}, DCL_MAX(live - 1, 0)) * src_plane;
+                % endfor
+                dcl_idx p = t0 / split${last};
+                int r = t0 - p * split${last};
+                for (dcl_idx t = t0; t < t1; t += 4) {
+                    dcl_accv ${", ".join(f"col{k}" for k in quad)};
+                    if (m0 + 4 <= live && t >= t_in0 && t + 4 <= t_in1) {
+                        % for i in quad:
+                        const dcl_accv maprow${i} = DCL_LOADV(s${i} + t);
+                        % endfor
                         % for k in quad:
-                        if (t + ${k} < t1) {
-                            __global dcl_t* dp = d + r * residue_pitch + p * block_maps + m0;
-                            if (m0 + 4 <= block_maps) {
-                                DCL_STOREV(col${k}, dp);
-                            } else {
-                                % for i in range(3):
-                                if (m0 + ${i} < block_maps) DCL_STORE(col${k}.s${i}, dp + ${i});
-                                % endfor
-                            }
+                        col${k} = (dcl_accv)(${", ".join(f"maprow{i}.s{k}" for i in quad)});
+                        % endfor
+                    } else {   // at the row's ends, the block's last maps, or its dead lanes
+                        % for k in quad:
+                        {
+                            const bool in_row = t + ${k} >= t_in0 && t + ${k} < t_in1;
+                            % for i in quad:
+                            col${k}.s${i} = in_row && m0 + ${i} < live ? (dcl_acc)DCL_LOAD(s${i} + t + ${k}) : (dcl_acc)0;
+                            % endfor
                         }
-                        if (++r == split${last}) { r = 0; ++p; }
                         % endfor
                     }
+                    % for k in quad:
+                    if (t + ${k} < t1) {
+                        __global dcl_t* dp = d + r * residue_pitch + p * block_maps + m0;
+                        if (m0 + 4 <= block_maps) {
+                            DCL_STOREV(col${k}, dp);
+                        } else {
+                            % for i in range(3):
+                            if (m0 + ${i} < block_maps) DCL_STORE(col${k}.s${i}, dp + ${i});
+                            % endfor
+                        }
+                    }
+                    if (++r == split${last}) { r = 0; ++p; }
+                    % endfor
                 }
             }
         }

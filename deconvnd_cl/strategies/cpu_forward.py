@@ -6,16 +6,16 @@ from math import ceil, prod
 
 import numpy as np
 
+from .. import correlation
 from ..geometry import row_major_strides
 from ..launch import launch
 from ..layouts import forward_layout, phase_columns
 from ..packing import buffer_of, pack
 from ..signatures import Idx, In, Int, Out, Signature
-from .. import correlation
 from ..variants import GySource, XSource
 from . import cpu_tiles
-from .cpu_backward_data import RegisterTiledBackwardData
 from .base import Implementation, constant_buffer, unroll_within_budget
+from .cpu_backward_data import RegisterTiledBackwardData
 from .weight_repack import forward_slots, in_place_forward_slots, repack
 
 CORRELATION = RegisterTiledBackwardData()  # runs a stride-1 layer's forward (correlation.py)
@@ -97,7 +97,6 @@ class RegisterTiledForward(Implementation):
     def _run_as_correlation(self, problem, data, W, bias, variant):
         """A stride-1 layer: backward data's in-place kernel on the mirrored call, W flipped and transposed to its
         tile-major layout by the repack, the bias its accumulators' start."""
-        mirror = correlation.mirror_problem(problem)
         if problem.N == 0:
             return problem.empty_output()
         tm = variant.tm
@@ -105,7 +104,7 @@ class RegisterTiledForward(Implementation):
                                   * problem.geo.taps)
         wp = repack(problem, W, bits, tm, True, correlation.flipped_slots(problem.geo, tm))
         tile = cpu_tiles.BackwardDataTile(tm, variant.tn, variant.vw, GySource.IN_PLACE)
-        return CORRELATION.run(mirror, data, None, tile, bias=bias, packed_weights=wp)
+        return CORRELATION.run(correlation.mirror_problem(problem), data, None, tile, bias=bias, packed_weights=wp)
 
     def _run_in_place(self, problem, data, W, bias, variant, y):
         """x read where it lies (Geometry.direct): W repacked in its own tap order, one launch."""
