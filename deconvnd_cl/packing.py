@@ -68,13 +68,14 @@ def pack(problem, src, planes, spec, index_bits, channels=None, block=None):
     dst = memory.buffer(queue, total * problem.dtype.itemsize)
     program = manager().program(queue, PACK.key(len(spec.grid), problem.dtype, index_bits), PACK)
     rows = prod(spec.grid[:-1])
-    suffix, extra, residues_per_item, map_blocks = "", {}, 1, 1
-    if channels is not None:  # a work-item writes every residue of the last axis from the rows it reads
-        suffix, residues_per_item = "_cl", spec.split[-1] * block
+    # per grid position a work-item writes one element, or (channels-last) a block of maps for every residue of
+    # the last axis, from the rows it reads
+    suffix, extra, per_position, map_blocks = "", {}, 1, 1
+    if channels is not None:
+        suffix, per_position = "_cl", spec.split[-1] * block
         map_blocks = problem.geo.groups * blocks_per_group
         extra = dict(channels=channels, group_maps=group_maps, blocks_per_group=blocks_per_group, block_maps=block)
-    # about 4K elements an item
-    rows_per_item = max(1, min(rows, 4096 // (spec.grid[-1] * residues_per_item)))
+    rows_per_item = max(1, min(rows, 4096 // (spec.grid[-1] * per_position)))  # about 4K elements an item
     blocks = ceil(rows / rows_per_item)
     launch(queue, program, suffix, (blocks + 1, planes * spec.nsplit // (spec.split[-1] if channels else 1),
                                     map_blocks),

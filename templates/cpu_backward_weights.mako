@@ -92,9 +92,17 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
         const dcl_idx g_row = shift${"".join(f" + (dcl_idx)({f'stride{a}' if gy == 'in_place' else 1} * i{a}) * ps{a}" for a in range(nd - 1))};
 % if x_cl:
         __global const dcl_t* xr = xb + x_row * ${tm};
+% else:
+        % for mi in range(tm):
+        __global const dcl_t* x${mi} = xp${mi} + x_row;
+        % endfor
+% endif
+% if gy != "channels_last":
         % for ni in range(tn):
         __global const dcl_t* y${ni} = yp${ni} + g_row;
         % endfor
+% endif
+% if x_cl:
         for (int v = 0; v < in_last; ++v) {
             % for j in range(nvec):
             const dcl_accv xv${j} = DCL_LOADV(xr + v * ${tm} + ${j * vw});
@@ -110,17 +118,8 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
             }
             % endfor
         }
-% else:
-        % for mi in range(tm):
-        __global const dcl_t* x${mi} = xp${mi} + x_row;
-        % endfor
-% endif
-% if x_cl:
 % elif gy == "in_place":
 <% step = vw // sl %>\
-        % for ni in range(tn):
-        __global const dcl_t* y${ni} = yp${ni} + g_row;
-        % endfor
         int v = 0;
         for (; v + ${step} <= in_last; v += ${step}) {   // ${step} input positions a step
             % for mi in range(tm):
@@ -161,9 +160,6 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
             % endfor
         }
 % elif gy == "planar":
-        % for ni in range(tn):
-        __global const dcl_t* y${ni} = yp${ni} + g_row;
-        % endfor
         int v = 0;
         for (; v + ${vw} <= in_last; v += ${vw}) {
         % if tn < tm:

@@ -65,6 +65,15 @@ def random_config(rng, long_rows=False):
             return config
 
 
+def direct_strides(rng, nd):
+    """Strides of a kernel size = stride layer whose operands the CPU tiles read in place: a last stride of 1 or
+    2, the others 1-3, one above 1 at least."""
+    while True:
+        stride = tuple(rng.randint(1, 3) for _ in range(nd - 1)) + (rng.choice((1, 2)),)
+        if any(s > 1 for s in stride):
+            return stride
+
+
 def sweep(count, seed, long_rows=False):
     rng = random.Random(seed)
     return [random_config(rng, long_rows) for _ in range(count)]

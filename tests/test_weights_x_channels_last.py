@@ -12,7 +12,7 @@ import deconvnd_cl as dcl
 from deconvnd_cl import functional, reference
 from deconvnd_cl.strategies import cpu_tiles
 from deconvnd_cl.variants import GySource, XSource
-from configs import Config
+from configs import Config, direct_strides
 from conftest import assert_close, to_device
 
 
@@ -22,10 +22,7 @@ def random_layer(rng):
     from 1 to 20 positions; batches of 1 to 3 (the rows carry into the next batch item); a postpad on a third
     of them (gy elements no tap reads, which the bias gradient sums all the same)."""
     nd = rng.choice((1, 2, 2, 3))
-    while True:
-        stride = tuple(rng.randint(1, 3) for _ in range(nd - 1)) + (rng.choice((1, 2)),)
-        if any(s > 1 for s in stride):
-            break
+    stride = direct_strides(rng, nd)
     spatial = tuple(rng.randint(1, 4) for _ in range(nd - 1)) + (rng.randint(1, 20),)
     groups = rng.choice((1, 1, 2))
     postpad = tuple(rng.randint(0, s - 1) for s in stride) if rng.random() < 1 / 3 else (0,) * nd
@@ -102,15 +99,13 @@ def test_a_u_net_layer_packs_x_for_its_weight_gradient_and_a_narrow_one_does_not
 def test_x_channels_last_needs_a_fitting_tile(queue, cpu_strategy, no_launch):
     x = to_device(queue, np.ones((1, 16, 3, 4)))
     gy = to_device(queue, np.ones((1, 4, 6, 8)))
+    W = to_device(queue, np.ones((16, 4, 2, 2)))
     with pytest.raises(dcl.ModuleError, match="tm a multiple of vw"):
-        dcl.deconvNdBackwardParams(x, gy, to_device(queue, np.ones((16, 4, 2, 2))), stride=2,
-                                   tile=(12, 3, 8, "in_place", "channels_last"))
+        dcl.deconvNdBackwardParams(x, gy, W, stride=2, tile=(12, 3, 8, "in_place", "channels_last"))
     with pytest.raises(dcl.ModuleError, match="at most 32 vector accumulators"):
-        dcl.deconvNdBackwardParams(x, gy, to_device(queue, np.ones((16, 4, 2, 2))), stride=2,
-                                   tile=(64, 3, 8, "in_place", "channels_last"))
+        dcl.deconvNdBackwardParams(x, gy, W, stride=2, tile=(64, 3, 8, "in_place", "channels_last"))
     with pytest.raises(dcl.ModuleError, match="gy 'in_place' with x 'channels_last'"):
-        dcl.deconvNdBackwardParams(x, gy, to_device(queue, np.ones((16, 4, 2, 2))), stride=2,
-                                   tile=(16, 3, 8, "planar", "channels_last"))
+        dcl.deconvNdBackwardParams(x, gy, W, stride=2, tile=(16, 3, 8, "planar", "channels_last"))
     with pytest.raises(dcl.ModuleError, match="kernel size = stride"):
         dcl.deconvNdBackwardParams(x, to_device(queue, np.ones((1, 4, 7, 9))), to_device(queue, np.ones((16, 4, 3, 3))),
                                    stride=2, tile=(16, 3, 8, "in_place", "channels_last"))

@@ -11,7 +11,7 @@ import deconvnd_cl as dcl
 from deconvnd_cl import functional, reference
 from deconvnd_cl.strategies import cpu_tiles
 from deconvnd_cl.variants import XSource
-from configs import Config
+from configs import Config, direct_strides
 from conftest import assert_close, to_device
 
 
@@ -19,10 +19,7 @@ def random_layer(rng):
     """Kernel size = stride (a last stride of 1 or 2, others 1-3, one above 1 at least), no pad, no dilation, no
     postpad; rows of at least 40 inputs (tiles of 2 vectors of 16 fit)."""
     nd = rng.choice((1, 2, 2, 3))
-    while True:
-        stride = tuple(rng.randint(1, 3) for _ in range(nd - 1)) + (rng.choice((1, 2)),)
-        if any(s > 1 for s in stride):
-            break
+    stride = direct_strides(rng, nd)
     spatial = tuple(rng.randint(1, 3) for _ in range(nd - 1)) + (rng.randint(40, 64),)
     groups = rng.choice((1, 1, 2))
     return Config(rng.randint(1, 2), groups * rng.randint(1, 6), groups * rng.randint(1, 9), spatial, stride,

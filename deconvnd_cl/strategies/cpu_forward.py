@@ -16,7 +16,7 @@ from ..variants import GySource, XSource
 from . import cpu_tiles
 from .base import Implementation, constant_buffer, unroll_within_budget
 from .cpu_backward_data import RegisterTiledBackwardData
-from .weight_repack import forward_slots, in_place_forward_slots, repack
+from .weight_repack import forward_slots, repack, slots_in_order
 
 CORRELATION = RegisterTiledBackwardData()  # runs a stride-1 layer's forward (correlation.py)
 
@@ -112,7 +112,7 @@ class RegisterTiledForward(Implementation):
         co_tiles = ceil(problem.cog / tm)
         bits = problem.index_bits(problem.x_elements, y.size, geo.groups * co_tiles * tm * problem.cig * geo.taps)
         program = self.program(problem, variant, bits)
-        wp = repack(problem, W, bits, tm, True, in_place_forward_slots(geo, tm))
+        wp = repack(problem, W, bits, tm, True, slots_in_order(geo, tm))
         tiles_per_row = ceil(problem.in_sp[-1] / tn)
         lead_phases = prod(geo.stride[:-1])
         launch(queue, program, "", (geo.groups * co_tiles, prod(problem.in_sp[:-1]) * lead_phases * tiles_per_row,

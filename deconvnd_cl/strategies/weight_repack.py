@@ -18,8 +18,8 @@ def forward_slots(geo, tm):
     return tuple((tap, t * tm, 1) for t, tap in enumerate(geo.forward_tap_order()[0]))
 
 
-def in_place_forward_slots(geo, tm):
-    """x read in place: taps in W's order, TM maps a tap."""
+def slots_in_order(geo, tm):
+    """Taps in W's order, TM maps a tap (the forward reading x in place, backward data)."""
     return tuple((t, t * tm, 1) for t in range(geo.taps))
 
 
@@ -28,7 +28,7 @@ def backward_data_slots(geo, tm, pairs):
     read in place with a last stride of 2), per row of taps each group of two last-axis taps as TM pairs, so an
     input map's two taps load as one pair (an odd kernel's last group: TM single taps)."""
     if not pairs:
-        return tuple((t, t * tm, 1) for t in range(geo.taps))
+        return slots_in_order(geo, tm)
     kl = geo.size[-1]
     slots = []
     for t in range(geo.taps):
