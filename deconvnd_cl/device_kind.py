@@ -74,7 +74,23 @@ def compiled_float_lanes(device):
     probe does not build. The hardware's width is not enough: PoCL 3.0 (LLVM 14) on an AMD Zen 4 reports
     CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT = 16, as the CPU has AVX-512, but compiles for znver3, AVX2 with 16
     registers of 256 bits, where tiles sized for 512-bit vectors spill (forward 1.5-3x slower,
-    docs/performance.md)."""
+    docs/performance.md). The answer is recorded in the kernel cache's directory for the device (whose identity
+    covers its driver's version and the templates): a later process skips the probe's context and build, 0.1-0.2 s
+    of its first layer's cold start on PoCL."""
+    from .kernel_manager import manager  # not at import: the kernel manager reads the environment's settings
+    cache = manager().cache
+    recorded = cache.load_fact(device, PROBE_KERNEL)
+    if type(recorded) is int and recorded >= 0:
+        return recorded
+    lanes = _probe_float_lanes(device)
+    if lanes is not None:
+        cache.record_fact(device, PROBE_KERNEL, lanes)
+    return lanes or 0
+
+
+def _probe_float_lanes(device):
+    """compiled_float_lanes' probe; None where the probe does not build (not recorded: the next process tries
+    again)."""
     from .render import render  # not at import: the library reads no template before its first call
     try:
         context = cl.Context([device])
@@ -85,7 +101,7 @@ def compiled_float_lanes(device):
         size = getattr(program, PROBE_KERNEL).get_work_group_info(
             cl.kernel_work_group_info.COMPILE_WORK_GROUP_SIZE, device)
     except cl.Error:
-        return 0
+        return None
     return max(0, int(size[0]) - 1)
 
 

@@ -2,6 +2,8 @@
 
 Layout: <root>/<device slug>-<identity hash>/<key name>-<source hash>.json  (metadata, what the CLI lists)
                                              <key name>-<source hash>.<binary sha256[:16]>.bin
+                                             device.json (the identity), facts.json (the vector-width probe's
+                                             answer), tuning.json (optimizeForShape's winners)
 The identity hash covers platform, device, device version, driver version, library version and the templates'
 hash, so an upgrade of any of them misses. The source hash covers the rendered source and build options.
 A binary's file name carries its checksum, so concurrent writers of the same entry never tear each other's
@@ -32,6 +34,9 @@ from .render import template_hash
 
 FORMAT = 1
 DRIVER_CACHED = "driver cached"  # load(): the entry's program is in the implementation's own cache
+FACTS = "facts.json"  # per device directory: what its compiler was found to do (device_kind's probe)
+TUNING = "tuning.json"  # per device directory: optimizeForShape's winners (tuning.py)
+NOT_ENTRIES = ("device.json", FACTS, TUNING)  # the files of a device directory that are no kernel's entry
 
 
 def driver_cache_of(device):
@@ -161,6 +166,33 @@ class DiskCache:
         except OSError:
             pass
 
+    # -- what a device's compiler was found to do (the vector-width probe), beside its entries
+    def load_fact(self, device, name):
+        """The value record_fact stored under `name` for a device of this identity, or None."""
+        if not self.enabled:
+            return None
+        try:
+            return json.loads((self.device_dir(device) / FACTS).read_text()).get(name)
+        except (OSError, ValueError, AttributeError):  # none yet, or unreadable: the caller finds out again
+            return None
+
+    def record_fact(self, device, name, value):
+        if not self.enabled:
+            return
+        try:
+            directory = self.device_dir(device)
+            directory.mkdir(parents=True, exist_ok=True)
+            facts = {}
+            try:
+                facts = json.loads((directory / FACTS).read_text())
+            except (OSError, ValueError):
+                pass
+            facts = facts if isinstance(facts, dict) else {}
+            facts[name] = value
+            atomic_write(directory / FACTS, json.dumps(facts, indent=1).encode())
+        except OSError as e:
+            self._disable(f"cannot write: {e}")
+
     # -- writing
     def store(self, device, key, source, options, binary, build_log, build_seconds, driver_cache=None):
         """Record a built program: its binary, or with `driver_cache` (driver_cache_of's name) none."""
@@ -213,7 +245,7 @@ def entries(root):
     root = Path(root)
     found = []
     for meta_path in sorted(root.glob("*/*.json")):
-        if meta_path.name == "device.json":
+        if meta_path.name in NOT_ENTRIES:
             continue
         entry = {"path": str(meta_path), "device_dir": meta_path.parent.name, "id": meta_path.stem}
         try:

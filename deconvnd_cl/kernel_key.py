@@ -10,9 +10,10 @@ DTYPE_TAGS = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype
 CL_TYPES = {"f32": "float", "f64": "double", "f16": "half"}
 
 # The convolution families, by strategy, variant and tap counts (the geometry comes in tables), and their short
-# names in kernel names; "pack" and "reduce" are specialised only on rank, dtype and (reduce) vector width.
+# names in kernel names; "shared" (the packs and reductions every layer uses: shared_program.py) is specialised only
+# on rank and dtype.
 CONV_FAMILIES = {"forward": "fwd", "backward_data": "bwdd", "backward_weights": "bwdw"}
-FAMILIES = tuple(CONV_FAMILIES) + ("pack", "reduce")
+FAMILIES = tuple(CONV_FAMILIES) + ("shared",)
 
 
 def dtype_tag(dtype):
@@ -36,7 +37,7 @@ class KernelKey:
     The layer's geometry (size, stride, pad, dilation, groups), batch, map counts and spatial extents are
     kernel arguments and tables, never part of the key: a new input size, and a new layer of the same rank,
     variant and counts, reuse a built program. `strategy` names the implementation family that renders it
-    ("cpu", "gpu", or "common" for pack and reduce); `variant` is the variant's key (see variants.py); `counts`
+    ("cpu", "gpu", or "common" for the shared program); `variant` is the variant's key (see variants.py); `counts`
     the small counts of the layer the template is specialised on (taps per stride phase to unroll, taps of the
     last axis interleaved in a vector: see each implementation's `counts`); `index_bits` is 32 or 64, chosen by
     the host from the largest linear index.
@@ -66,10 +67,8 @@ class KernelKey:
             return axes(self.variant) + "".join(f"_{v}" for v in self.variant if isinstance(v, str))
 
         tail = f"{self.dtype}_i{self.index_bits}"
-        if self.family == "pack":
-            return f"dcl_pack{self.nd}d_{tail}"
-        if self.family == "reduce":
-            return f"dcl_reduce_{tail}_v{variant()}"
+        if self.family == "shared":
+            return f"dcl_shared{self.nd}d_{tail}"
         counts = f"_c{axes(self.counts)}" if self.counts else ""
         return f"dcl_{self.strategy}_{CONV_FAMILIES[self.family]}{self.nd}d_{tail}_t{variant()}{counts}"
 

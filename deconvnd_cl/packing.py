@@ -1,15 +1,11 @@
-"""Packing operands into the padded grids the tiled kernels read (pack.mako), and the output gradient's
+"""Packing operands into the padded grids the tiled kernels read (pack.mako, in shared_program.py), and the output gradient's
 layouts, packed once per call and shared by both backward passes."""
 
 from math import ceil, prod
 
-from . import memory
-from .kernel_key import CL_TYPES, KernelKey, dtype_tag
-from .kernel_manager import manager
+from . import memory, shared_program
 from .launch import launch
 from .layouts import backward_grid, backward_layout
-from .render import render
-from .signatures import Idx, In, Int, Out, Signature
 from .variants import GySource
 
 
@@ -20,34 +16,7 @@ def buffer_of(array):
     return array.data
 
 
-class PackKernels:
-    """The kernel source of pack.mako: `pack` (planar), `pack_cl` (map-blocked channels-last) and `pack_w`
-    (weights, tile-major: weight_repack.py)."""
-
-    def key(self, nd, dtype, index_bits):
-        return KernelKey("pack", "common", nd, dtype_tag(dtype), index_bits)
-
-    def signatures(self, key):
-        nd = key.nd
-        common = (Idx("dst_plane"), Idx("grid_size"), Idx("src_plane"), Int("n_split"), Idx("rows"),
-                  Idx("rows_per_item"), Idx("grid", nd), Idx("lo", nd), Int("split", nd), Idx("ext", nd))
-        return {
-            "": Signature(In("src"), Out("dst"), *common),
-            "_cl": Signature(In("src"), Out("dst"), Int("channels"), Int("group_maps"), Int("blocks_per_group"),
-                             Int("block_maps"), *common),
-            "_w": Signature(In("w"), Out("wp"), In("taps", "int"), Int("ks"), Int("tm"), Int("cig"), Int("cog"),
-                            Int("tiles"), Int("tile_of_co"), Idx("rows")),
-        }
-
-    def source(self, key):
-        return render("pack.mako", name=key.name, nd=key.nd, dtype=CL_TYPES[key.dtype],
-                      index_bits=key.index_bits, signatures=self.signatures(key))
-
-
-PACK = PackKernels()
-
-
-def copy_local_size(problem, program, suffix=""):
+def copy_local_size(problem, program, suffix):
     """Work-items per work-group for the memory-bound copy kernels (PoCL runs a work-group as one loop)."""
     return (program.local_size(suffix, 16 if problem.on_cpu else 64),)
 
@@ -66,13 +35,13 @@ def pack(problem, src, planes, spec, index_bits, channels=None, block=None):
     total = planes * spec.nsplit * spec.plane * (problem.geo.groups * blocks_per_group * block if block else 1)
     problem.check_alloc("a padded operand", total, scratch=True)
     dst = memory.buffer(queue, total * problem.dtype.itemsize)
-    program = manager().program(queue, PACK.key(len(spec.grid), problem.dtype, index_bits), PACK)
+    program = shared_program.program(queue, len(spec.grid), problem.dtype, index_bits)
     rows = prod(spec.grid[:-1])
     # per grid position a work-item writes one element, or (channels-last) a block of maps for every residue of
     # the last axis, from the rows it reads
-    suffix, extra, per_position, map_blocks = "", {}, 1, 1
+    suffix, extra, per_position, map_blocks = "_pack", {}, 1, 1
     if channels is not None:
-        suffix, per_position = "_cl", spec.split[-1] * block
+        suffix, per_position = "_pack_cl", spec.split[-1] * block
         map_blocks = problem.geo.groups * blocks_per_group
         extra = dict(channels=channels, group_maps=group_maps, blocks_per_group=blocks_per_group, block_maps=block)
     rows_per_item = max(1, min(rows, 4096 // (spec.grid[-1] * per_position)))  # about 4K elements an item

@@ -1,48 +1,17 @@
-"""The fixed-order reductions (reduce.mako): per-row sums for the bias gradient, and the finalize that sums
-partial results in order and blends them into a gradient (scale * new + momentum * old); on them, the parameter
-gradients of a call computed in parts (GradientSum: chunks of the batch or of rows, devices of a group) and the
-bias gradient of a whole call (BiasGradient)."""
+"""The fixed-order reductions (reduce.mako, in shared_program.py): the bias gradient of a whole call (sums of gy per map, blended into
+the gradient: scale * new + momentum * old), and the finalize that sums partial results in order and blends them
+the same way; on them, the parameter gradients of a call computed in parts (GradientSum: chunks of the batch or of
+rows, devices of a group) and the bias gradient of a row-split call (BiasGradient)."""
 
-from . import memory
-from .device_kind import vector_width
-from .packing import buffer_of
-from .kernel_key import CL_TYPES, KernelKey, dtype_tag
-from .kernel_manager import manager
+from math import prod
+
+from . import memory, shared_program
 from .launch import launch
-from .render import render
-from .signatures import Acc, Idx, In, Int, Out, Signature
-
-
-class ReduceKernels:
-    def key(self, problem, index_bits):
-        return KernelKey("reduce", "common", 1, dtype_tag(problem.dtype), index_bits,
-                         (vector_width(problem.device, problem.dtype),))
-
-    def signatures(self, key):
-        return {
-            "_rows": Signature(In("src"), Out("part", "acc"), Idx("rows"), Idx("length")),
-            "_accumulate": Signature(In("src"), Out("sum", "acc"), Idx("count"), Int("first")),
-            "_finalize": Signature(In("part", "acc"), Out("dst"), Idx("count"), Int("n_parts"), Acc("scale"),
-                                   Acc("momentum")),
-        }
-
-    def source(self, key):
-        return render("reduce.mako", name=key.name, dtype=CL_TYPES[key.dtype], index_bits=key.index_bits,
-                      vw=key.variant[0], signatures=self.signatures(key))
-
-
-REDUCE = ReduceKernels()
+from .packing import buffer_of
 
 
 def program(problem, index_bits):
-    return manager().program(problem.queue, REDUCE.key(problem, index_bits), REDUCE)
-
-
-def row_sums(problem, index_bits, src, part, rows, length):
-    """part[r] = sum of src[r * length : (r + 1) * length], in a fixed order."""
-    prg = program(problem, index_bits)
-    launch(problem.queue, prg, "_rows", (rows,), (prg.local_size("_rows", 64),), src=src, part=part, rows=rows,
-           length=length)
+    return shared_program.program(problem.queue, problem.nd, problem.dtype, index_bits)
 
 
 def finalize(problem, index_bits, part, n_parts, dst, count, scale, momentum):
@@ -52,22 +21,22 @@ def finalize(problem, index_bits, part, n_parts, dst, count, scale, momentum):
            count=count, n_parts=n_parts, scale=scale, momentum=momentum)
 
 
-def bias_row_sums(problem, index_bits, grad):
-    """The bias gradient's first stage: per (batch item, map) sums of grad, in the accumulator type (finalize with
-    n_parts = N sums them over the batch)."""
-    rows = problem.N * problem.cout
-    part = memory.buffer(problem.queue, rows * problem.acc_dtype.itemsize)
-    row_sums(problem, index_bits, buffer_of(grad), part, rows, grad.size // rows)
-    return part
+def bias_gradient(problem, index_bits, src, bgrad, scale, momentum):
+    """bgrad = scale * (sum of gy over the batch and the positions, per map) + momentum * bgrad: one kernel, a
+    work-item a map (a layer's first backward pass compiles one reduction kernel, not a row sum and a finalize).
+    `src`: gy's memory, (N, cout, positions) contiguous (any buffer when N is 0: none of it is read)."""
+    prg = program(problem, index_bits)
+    launch(problem.queue, prg, "_bias", (problem.cout,), (prg.local_size("_bias", 64),), src=src, dst=bgrad.data,
+           n=problem.N, maps=problem.cout, length=prod(problem.out_sp), scale=scale, momentum=momentum)
 
 
 class BiasGradient:
-    """The bias gradient of a whole call, from gy read in place (no scratch beyond one sum per (item, map)): the
-    sums are enqueued and the output allocated at once, and `write` (the last step) blends them into it."""
+    """The bias gradient of a whole call, from gy read in place: the output allocated and the kernel built at once,
+    and `write` (the last step) sums gy into it."""
 
     def __init__(self, problem, grad, bgrad):
-        self.problem, self.bits = problem, problem.index_bits(grad.size)
-        self.part = bias_row_sums(problem, self.bits, grad)
+        self.problem, self.grad, self.bits = problem, grad, problem.index_bits(grad.size)
+        program(problem, self.bits)
         self.given = bgrad is not None
         self.bgrad = bgrad if self.given else memory.empty(problem.queue, (1, problem.cout) + (1,) * problem.nd,
                                                             problem.dtype)
@@ -75,8 +44,8 @@ class BiasGradient:
     def write(self, scale, momentum):
         """bgrad = scale * (sum of grad over the batch and the positions, per map) + momentum * bgrad (where the
         caller gave one)."""
-        p = self.problem
-        finalize(p, self.bits, self.part, p.N, self.bgrad, p.cout, scale, momentum if self.given else 0.0)
+        bias_gradient(self.problem, self.bits, buffer_of(self.grad), self.bgrad, scale,
+                      momentum if self.given else 0.0)
         return self.bgrad
 
 

@@ -18,7 +18,7 @@ import pyopencl.array as cla
 
 from . import functional
 from .device import default_queue
-from .disk_cache import atomic_write
+from .disk_cache import TUNING, atomic_write
 from .errors import ModuleError
 from .kernel_manager import manager
 from .strategies import IMPLEMENTATIONS, implementation
@@ -35,7 +35,7 @@ def _key(spec, shape):
 
 def _store_path(queue):
     cache = manager().cache
-    return cache.device_dir(queue.device) / "tuning.json" if cache.enabled else None
+    return cache.device_dir(queue.device) / TUNING if cache.enabled else None
 
 
 def _load_all(path):

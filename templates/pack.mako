@@ -1,4 +1,5 @@
-## Pack: copy a (planes, *extents) tensor into the padded, stride-split layout the tiled kernels read.
+## Pack: copy a (planes, *extents) tensor into the padded, stride-split layout the tiled kernels read (part of the
+## shared program, shared.mako, whose prelude declares the types).
 ##     dst[plane, R, p] = src[plane, (p + lo)*split + R]   where inside src, else 0,
 ## for p on the grid of extents grid0..grid{nd-1} (row-major), and 0 on the tail [grid size, dst_plane) that
 ## keeps every tile's reads inside its own plane. Writing every element means padding and tail are zeros, so
@@ -7,7 +8,6 @@
 ## divided out once per block and then stepped, each row a plain copy loop between two zero runs. Extents,
 ## coordinates and positions are dcl_idx: one axis of a tensor past 2^31 elements needs a 64-bit build.
 <%namespace name="c" file="common.mako"/>\
-${c.prelude(dtype, index_bits, 4)}
 <% last = nd - 1 %>
 #define PACK_RUN 32
 ## Sets up the block: a work-item owns one source plane's rows row0..row1 for one residue of every axis, or,
@@ -70,7 +70,7 @@ ${c.prelude(dtype, index_bits, 4)}
         ${c.odometer([f"g{a}" for a in range(nd - 1)], [f"grid{a}" for a in range(nd - 1)], "")}
 </%def>
 
-__kernel void ${name}(${c.params(signatures[""])})
+__kernel void ${name}_pack(${c.params(signatures["_pack"])})
 {
     ${block_setup("for (dcl_idx e = grid_size; e < dst_plane; ++e) DCL_STORE((dcl_acc)0, dst + plane * dst_plane + e);", False)}
     ${first_row()}
@@ -109,7 +109,7 @@ __kernel void ${name}(${c.params(signatures[""])})
 ## block for a run before the next run, so a run's destination (block_maps x PACK_RUN elements) is written while
 ## it is in cache and only four of the block's map rows, a plane apart, are read at once.
 <% quad = range(4) %>\
-__kernel void ${name}_cl(${c.params(signatures["_cl"])})
+__kernel void ${name}_pack_cl(${c.params(signatures["_pack_cl"])})
 {
     const int map_blocks = channels / group_maps * blocks_per_group;
     const int bl = get_global_id(2);   // the block of maps
@@ -181,7 +181,7 @@ __kernel void ${name}_cl(${c.params(signatures["_cl"])})
 ## W's taps it holds and where: wp[row][taps[3t + 1] + mi * taps[3t + 2]] = W[g][ci][co][taps[3t]] for map mi of
 ## the tile, maps past the group's count zero-filled. One kernel for every layer and tile: a new layer's
 ## programs carry no repack kernel of their own to compile.
-__kernel void ${name}_w(${c.params(signatures["_w"])})
+__kernel void ${name}_pack_w(${c.params(signatures["_pack_w"])})
 {
     const dcl_idx row = get_global_id(0);
     if (row >= rows) return;

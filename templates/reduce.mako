@@ -1,21 +1,33 @@
-## Reductions with a fixed summation order (results do not depend on threads or local sizes).
+## Reductions with a fixed summation order (results do not depend on threads or local sizes); part of the shared
+## program (shared.mako), whose prelude declares the types.
 <%namespace name="c" file="common.mako"/>\
-${c.prelude(dtype, index_bits, vw)}
 
-// part[row] = sum of src[row * length ... row * length + length - 1]; used for the bias gradient per (b, map).
-__kernel void ${name}_rows(${c.params(signatures["_rows"])})
+// dst[m] = scale * sum over b < n, positions < length of src[b][m] + momentum * dst[m]: the bias gradient of a
+// whole batch in one kernel (a work-item a map; each row summed in 8 lanes, two vectors of the prelude's 4, then
+// the lanes in order, then the tail; the rows in order; dst not read when momentum is 0, so NaN garbage in a
+// fresh buffer cannot leak in).
+__kernel void ${name}_bias(${c.params(signatures["_bias"])})
 {
-    const dcl_idx row = get_global_id(0);
-    if (row >= rows) return;
-    __global const dcl_t* s = src + row * length;
-    dcl_accv acc = (dcl_accv)(0);
-    dcl_idx i = 0;
-    for (; i + ${vw} <= length; i += ${vw})
-        acc += DCL_LOADV(s + i);
-    dcl_acc total = ${" + ".join(f"acc.s{'0123456789abcdef'[l]}" for l in range(vw))};
-    for (; i < length; ++i)
-        total += DCL_LOAD(s + i);
-    part[row] = total;
+    const dcl_idx m = get_global_id(0);
+    if (m >= maps) return;
+    dcl_acc total = 0;
+    for (dcl_idx b = 0; b < n; ++b) {
+        __global const dcl_t* s = src + (b * maps + m) * length;
+        dcl_accv lo = (dcl_accv)(0), hi = (dcl_accv)(0);
+        dcl_idx i = 0;
+        for (; i + 8 <= length; i += 8) {
+            lo += DCL_LOADV(s + i);
+            hi += DCL_LOADV(s + i + 4);
+        }
+        dcl_acc row = lo.s0 + lo.s1 + lo.s2 + lo.s3 + hi.s0 + hi.s1 + hi.s2 + hi.s3;
+        for (; i < length; ++i)
+            row += DCL_LOAD(s + i);
+        total += row;
+    }
+    dcl_acc value = scale * total;
+    if (momentum != 0)
+        value += momentum * (dcl_acc)DCL_LOAD(dst + m);
+    DCL_STORE(value, dst + m);
 }
 
 // sum[e] = (first ? 0 : sum[e]) + src[e], in the accumulator type: a batch split's chunk gradients summed in order.

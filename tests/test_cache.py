@@ -16,7 +16,7 @@ import pytest
 from deconvnd_cl import disk_cache
 from deconvnd_cl.disk_cache import DiskCache, entries, verify_entry
 from deconvnd_cl.kernel_key import KernelKey
-from deconvnd_cl.packing import PACK
+from deconvnd_cl.shared_program import SHARED
 from deconvnd_cl.kernel_manager import KernelManager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +101,23 @@ def test_driver_cache_entries(tmp_path):
     third = run_layer(cache_dir, POCL_KERNEL_CACHE="0", **driver)
     assert third["ok"] and third["builds"] == len(rows) and third["driver_cache"] is None and not third["warnings"]
     assert all(r["binary"] and verify_entry(r["path"]) is None for r in entries(cache_dir))
+
+
+def test_device_files_are_not_entries(tmp_path):
+    """Beside a device's entries lie its identity, the vector-width probe's answer and optimizeForShape's winners:
+    the CLI lists, verifies and prunes entries only, so none of them reads as a damaged entry or is removed."""
+    assert run_layer(tmp_path)["ok"]
+    device_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    (device_dir / "tuning.json").write_text("{}")
+    kept = {p.name for p in device_dir.iterdir()} & {"device.json", "facts.json", "tuning.json"}
+    assert {"device.json", "tuning.json"} <= kept
+    assert entries(tmp_path) and all("error" not in e and e["name"].startswith("dcl_") for e in entries(tmp_path))
+    env = env_for(tmp_path)
+    for command in (["list"], ["verify"], ["prune"]):
+        done = subprocess.run([sys.executable, "-m", "deconvnd_cl", "cache", *command], env=env, capture_output=True,
+                              text=True)
+        assert done.returncode == 0 and "DAMAGED" not in done.stdout, (command, done.stdout, done.stderr)
+    assert kept <= {p.name for p in device_dir.iterdir()}
 
 
 def test_driver_cache_switch_is_checked(tmp_path):
@@ -202,9 +219,9 @@ def test_writer_killed_mid_write(tmp_path):
 @pytest.mark.parametrize("changed", ["driver_version", "library_version", "template_hash", "device"])
 def test_identity_change_misses(queue, tmp_path, monkeypatch, changed):
     cache = DiskCache(tmp_path)
-    key = KernelKey("pack", "common", 2, "f32", 32)
+    key = KernelKey("shared", "common", 2, "f32", 32)
     manager = KernelManager(cache)
-    source, device = manager.program(queue, key, PACK).source, queue.device
+    source, device = manager.program(queue, key, SHARED).source, queue.device
     assert cache.load(device, key, source, "") is not None
     real_identity = disk_cache.device_identity
 
@@ -263,9 +280,9 @@ def test_build_failure_carries_log_options_key_and_source(queue, tmp_path, monke
             return {}
     manager = KernelManager(DiskCache(tmp_path))
     with pytest.raises(KernelBuildError) as caught:
-        manager.program(queue, KernelKey("pack", "common", 1, "f32", 32), Broken())
+        manager.program(queue, KernelKey("shared", "common", 1, "f32", 32), Broken())
     error = caught.value
-    assert isinstance(error, ModuleError) and error.key_name == "dcl_pack1d_f32_i32"
+    assert isinstance(error, ModuleError) and error.key_name == "dcl_shared1d_f32_i32"
     assert error.log.strip() and "error" in error.log.lower()
     assert Path(error.source_path).read_text().startswith("__kernel void broken")
     assert queue.device.name.strip() in str(error) and "options" in str(error)

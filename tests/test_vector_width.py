@@ -1,13 +1,22 @@
 """The register-tiled kernels' vectors are as wide as the registers the device's compiler targets, which the
 hardware's reported width may exceed (PoCL 3.0 on an AMD Zen 4 reports 16 float lanes and compiles for AVX2)."""
 
+import json
+import os
 import platform
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from deconvnd_cl.device_kind import compiled_float_lanes, float_lanes, kind_of, vector_width
+from deconvnd_cl.device_kind import (PROBE_KERNEL, _probe_float_lanes, compiled_float_lanes, float_lanes, kind_of,
+                                    vector_width)
+from deconvnd_cl.disk_cache import entries
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cpu_flags():
@@ -49,7 +58,44 @@ def test_vectors_fit_the_compiled_registers(queue, dtype):
 
 def test_probe_is_silent(queue):
     """The probe's build says nothing to the user, whatever its compiler prints (Intel's runtime always does)."""
-    compiled_float_lanes.cache_clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        compiled_float_lanes(queue.device)
+        _probe_float_lanes(queue.device)
+
+
+# A fresh process's answer, and whether it built the probe for it (the probe keeps its contexts alive)
+PROBE_IN_A_PROCESS = """
+import json, deconvnd_cl as dcl
+from deconvnd_cl import device_kind
+lanes = device_kind.compiled_float_lanes(dcl.default_queue().device)
+print(json.dumps({"lanes": lanes, "probed": bool(device_kind._probe_contexts)}))
+"""
+
+
+def test_probe_answer_is_recorded_for_later_processes(queue, tmp_path):
+    """The first process records the probe's answer beside the kernel cache's entries; a later one reads it and
+    builds no probe; a damaged record is probed again and rewritten; with the cache off every process probes."""
+    def run(**extra):
+        env = dict(os.environ, DECONVND_CL_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT), **extra)
+        if "DECONVND_CL_NO_CACHE" not in extra:
+            env.pop("DECONVND_CL_NO_CACHE", None)
+        result = subprocess.run([sys.executable, "-c", PROBE_IN_A_PROCESS], env=env, capture_output=True,
+                                text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    probed_here = _probe_float_lanes(queue.device)
+    if probed_here is None:
+        pytest.skip("the probe does not build on this device: there is no answer to record")
+    first = run()
+    assert first["probed"] and first["lanes"] == probed_here
+    facts = list((tmp_path / "cache").glob("*/facts.json"))
+    assert len(facts) == 1 and json.loads(facts[0].read_text())[PROBE_KERNEL] == first["lanes"]
+    assert run() == {"lanes": first["lanes"], "probed": False}
+    facts[0].write_text('{"dcl_vector_registers": ')  # a torn write
+    assert run() == first
+    assert json.loads(facts[0].read_text())[PROBE_KERNEL] == first["lanes"]
+    facts[0].write_text('{"dcl_vector_registers": -3}')  # not a lane count
+    assert run() == first
+    assert run(DECONVND_CL_NO_CACHE="1") == first
+    assert not entries(tmp_path / "cache")  # the record is no kernel entry for the CLI to list

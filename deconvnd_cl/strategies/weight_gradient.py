@@ -1,12 +1,13 @@
 """The shape every weight-gradient implementation shares: a deterministic two-stage reduction. Stage one (the
 implementation's kernel) writes partial gradients over fixed chunks of the reduction; stage two
 (reduction.finalize) sums the chunks in order and blends scale * new + momentum * old into the caller's
-gradient. The bias gradient is a row sum of gy per (batch item, map), finalized the same way.
+gradient. The bias gradient, gy summed per map, is blended the same way by one kernel of its own.
 """
 
 import pyopencl.array as cl_array
 
 from .. import memory, reduction
+from ..packing import buffer_of
 from .base import Implementation
 
 
@@ -39,15 +40,13 @@ class TwoStageWeightGradient(Implementation):
         acc_size = acc_dtype.itemsize
         w_size = W.size
         if problem.N == 0:  # empty batch: the new gradients are zero, blended as usual
-            bits, n_chunks, bias_rows, direct = 32, 1, 1, False
+            bits, n_chunks, direct = 32, 1, False
             part = cl_array.zeros(queue, w_size, acc_dtype).data
-            bias_part = cl_array.zeros(queue, problem.cout, acc_dtype).data if with_bias else None
         else:
             stage = self.stage_one(problem, data, grad, W, variant, packs)
             bits, n_chunks = stage.bits, stage.chunks
-            bias_part, bias_rows = None, problem.N
-            if with_bias:  # per (batch item, map) sums of grad, summed over the batch by finalize
-                bias_part = reduction.bias_row_sums(problem, bits, grad)
+            if with_bias:  # its kernel built before any write (below)
+                reduction.program(problem, bits)
             # one chunk, nothing to blend: stage one writes the gradient itself and stage two is skipped. Every
             # build and scratch allocation of the call has happened by now, so this write comes with the others.
             direct = n_chunks == 1 and momentum_w == 0 and scale == 1 and acc_dtype == problem.dtype
@@ -63,5 +62,5 @@ class TwoStageWeightGradient(Implementation):
         if not direct:
             reduction.finalize(problem, bits, part, n_chunks, wgrad, w_size, scale, momentum_w)
         if with_bias:
-            reduction.finalize(problem, bits, bias_part, bias_rows, bgrad, problem.cout, scale, momentum_b)
+            reduction.bias_gradient(problem, bits, buffer_of(grad) if problem.N else part, bgrad, scale, momentum_b)
         return wgrad, (bgrad if with_bias else None)

@@ -1,4 +1,4 @@
-"""W repacked tile-major for the register-tiled kernels (pack.mako's `_w` kernel), so a work-item streams its
+"""W repacked tile-major for the register-tiled kernels (pack.mako's `_pack_w` kernel), so a work-item streams its
 tile's weights contiguously: per row (group, tile, other map) the tile's maps for every tap, in the order and
 slots its kernel reads them. The order is a table per layer and tile, so one kernel serves every layer."""
 
@@ -6,10 +6,9 @@ from math import ceil
 
 import numpy as np
 
-from .. import memory
-from ..kernel_manager import manager
+from .. import memory, shared_program
 from ..launch import launch
-from ..packing import PACK, buffer_of, copy_local_size
+from ..packing import buffer_of, copy_local_size
 from .base import constant_buffer
 
 
@@ -47,9 +46,9 @@ def repack(problem, W, index_bits, tm, tile_of_co, slots):
     total = rows * geo.taps * tm
     problem.check_alloc("the packed weights", total, scratch=True, per_batch=False)
     wp = memory.buffer(queue, total * problem.dtype.itemsize)
-    program = manager().program(queue, PACK.key(geo.nd, problem.dtype, index_bits), PACK)
+    program = shared_program.program(queue, geo.nd, problem.dtype, index_bits)
     table = constant_buffer(queue, ("weight slots", slots), lambda: np.array(slots, np.int32).ravel())
-    launch(queue, program, "_w", (rows,), copy_local_size(problem, program, "_w"), w=buffer_of(W), wp=wp,
+    launch(queue, program, "_pack_w", (rows,), copy_local_size(problem, program, "_pack_w"), w=buffer_of(W), wp=wp,
            taps=table, ks=geo.taps, tm=tm, cig=problem.cig, cog=problem.cog, tiles=tiles,
            tile_of_co=int(tile_of_co), rows=rows)
     return wp
