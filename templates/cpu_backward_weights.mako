@@ -16,21 +16,46 @@
 ##                  taps 0 and 1 in alternate lanes, met by x's VW/2 values each repeated twice, and the even
 ##                  and odd lanes are summed apart at the end. g_plane / ps{a} are then gy's own plane size and
 ##                  row pitches.
-## With x channels-last (the variant's XSource `x`; gy in place): x packed in blocks of TM maps interleaved
-## (pack's _cl kernel), and the accumulators are vectors over a block's TM input maps, one per output map and
-## last-axis tap: per input position, TM/VW vector loads of x and TN pairs (or scalars) of gy, a GEMM step like
-## the forward's. Rows as short as 16 positions run whole positions, not vectors of them, so a row's set-up is
-## spread over VW times as much arithmetic as with x in place.
+## With x channels-last (the variant's XSource `x`; gy in place, any geometry): x packed in blocks of TM maps
+## interleaved (pack's _cl kernel), and the accumulators are vectors over a block's TM input maps, one per output
+## map and last-axis tap (a work-item owns a tap row: all SL = size taps of the last axis): per input position,
+## TM/VW vector loads of x and TN x SL scalars of gy, a GEMM step like the forward's. Tap q of input position v
+## reads gy at last_stride * v + q * last_dilation + o_first (o_first = -pad), and rows of gy past its borders
+## are skipped: the host's [v_lo, v_hi) is where every tap of a row lies inside gy, and only the positions
+## outside it check each tap. Rows as short as 16 positions run whole positions, not vectors of them, so a
+## row's set-up is spread over VW times as much arithmetic as with x in place.
 ## Chunks depend on the shape only, so results are bitwise identical for any thread count or local size.
 ## reduce.mako's finalize sums the chunks in order.
 <%namespace name="c" file="common.mako"/>\
 <%! HEX = "0123456789abcdef" %>\
 ${c.prelude(dtype, index_bits, vw)}
-## sl: the taps of the last axis a work-item owns (in place: the last stride, interleaved in a vector's lanes)
+## sl: the taps of the last axis a work-item owns (x in place: the last stride, interleaved in a vector's lanes;
+## x channels-last: the last axis' size)
 <%
     x_cl = x == "channels_last"
     nvec = tm // vw if x_cl else tn // vw
 %>
+## x channels-last: one input position's GEMM step, gy's taps checked against its row's borders or not
+<%def name="x_channels_last_step(nvec, checked)">
+            % for j in range(nvec):
+            const dcl_accv xv${j} = DCL_LOADV(xr + v * ${tm} + ${j * vw});
+            % endfor
+            % for ni in range(tn):
+            {
+                % for q in range(sl):
+                % if checked:
+                const int o${q} = last_stride * v + ${q} * last_dilation + o_first;
+                const dcl_acc yv${q} = (uint)o${q} < (uint)out_last ? (dcl_acc)DCL_LOAD(y${ni} + (o${q} - o_first)) : (dcl_acc)0;
+                % else:
+                const dcl_acc yv${q} = DCL_LOAD(y${ni} + last_stride * v + ${q} * last_dilation);
+                % endif
+                % for j in range(nvec):
+                acc${ni * sl + q}_${j} = yv${q} * xv${j} + acc${ni * sl + q}_${j};
+                % endfor
+                % endfor
+            }
+            % endfor
+</%def>
 
 __kernel void ${name}(${c.params(signatures[""])})
 {
@@ -87,7 +112,13 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
     % endfor
     const dcl_idx y_item = cout${" * nplanes" if gy == "planar" else ""} * g_plane;
 % endif
+% if x_cl:
+    const int o_first = tap[${nd}];
+% endif
     for (dcl_idx row = row_lo; row < row_hi; ++row) {
+% if x_cl and nd > 1:
+      if (${" && ".join(f"(uint)(stride{a} * i{a} + tap[{1 + a}]) < (uint)out{a}" for a in range(nd - 1))}) {   // gy's row exists
+% endif
         const dcl_idx x_row = ${" + ".join([f"(dcl_idx)i{a} * is{a}" for a in range(nd - 1)] or ["0"])};
         const dcl_idx g_row = shift${"".join(f" + (dcl_idx)({f'stride{a}' if gy == 'in_place' else 1} * i{a}) * ps{a}" for a in range(nd - 1))};
 % if x_cl:
@@ -103,20 +134,14 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
         % endfor
 % endif
 % if x_cl:
-        for (int v = 0; v < in_last; ++v) {
-            % for j in range(nvec):
-            const dcl_accv xv${j} = DCL_LOADV(xr + v * ${tm} + ${j * vw});
-            % endfor
-            % for ni in range(tn):
-            {
-                % for q in range(sl):
-                const dcl_acc yv${q} = DCL_LOAD(y${ni} + ${sl} * v + ${q});
-                % for j in range(nvec):
-                acc${ni * sl + q}_${j} = yv${q} * xv${j} + acc${ni * sl + q}_${j};
-                % endfor
-                % endfor
-            }
-            % endfor
+        for (int v = 0; v < v_lo; ++v) {
+${x_channels_last_step(nvec, True)}
+        }
+        for (int v = v_lo; v < v_hi; ++v) {
+${x_channels_last_step(nvec, False)}
+        }
+        for (int v = v_hi; v < in_last; ++v) {
+${x_channels_last_step(nvec, True)}
         }
 % elif gy == "in_place":
 <% step = vw // sl %>\
@@ -224,6 +249,9 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
             }
             % endfor
         }
+% endif
+% if x_cl and nd > 1:
+      }
 % endif
         // next row: step the coordinates, the last axis but one fastest, then the batch item
 <% rebase = " ".join((["xb += x_item;"] if x_cl else [f"xp{mi} += x_item;" for mi in range(tm)]) + (["yp += y_item;"] if gy == "channels_last" else [f"yp{ni} += y_item;" for ni in range(tn)])) %>\

@@ -74,7 +74,8 @@ GPU_TAP_TILES = {"forward": (8, 8, 2, 4, 4, 0), "backward_data": (8, 8, 2, 4, 4,
 CPU_TILES = {"forward": (6, 16, 8), "backward_data": (6, 16, 8)}
 WEIGHT_TILES = [(4, 3, 8, "planar"), (6, 16, 8, "channels_last")]
 IN_PLACE_TILES = {"backward_data": (6, 8, 8, "in_place"), "backward_weights": (3, 4, 8, "in_place")}
-# the weight gradient from x packed channels-last with gy in place (blocks of 8 maps: dead lanes where fewer)
+# the weight gradient from x packed channels-last with gy in place (blocks of 8 maps: dead lanes where fewer), on
+# every shape: taps past gy's borders and tap rows outside it are checked
 X_CHANNELS_LAST_TILE = (8, 2, 8, "in_place", "channels_last")
 # a stride-1 forward as a correlation: backward data's in-place kernel on the mirrored call, with a bias
 CORRELATION_TILE = (6, 16, 8, "in_place")
@@ -116,8 +117,7 @@ for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
         if data_in_place or geo.direct:
             variants.append((None, data_tile if data_in_place else None,
                              IN_PLACE_TILES["backward_weights"] if geo.direct else None))
-        if geo.direct:
-            variants.append((None, None, X_CHANNELS_LAST_TILE))
+        variants.append((None, None, X_CHANNELS_LAST_TILE))
         if correlation.applies(geo) and all(holds for holds, _ in gy_in_place.constraints(
                 correlation.mirror_geometry(geo), out[-1], sp[-1], *CORRELATION_TILE[1:3])):
             variants.append((CORRELATION_TILE, None, None))

@@ -1,6 +1,7 @@
 """The weight gradient from x packed channels-last, gy read where it lies (WeightsTile(..., gy="in_place",
-x="channels_last"), kernel size = stride): a seeded sweep of layers and tiles against the float64 reference,
-other dtypes, the default's choice, and the tiles it refuses."""
+x="channels_last")): seeded sweeps of layers (kernel size = stride, and any size, stride, pad, dilation and
+postpad, whose taps at gy's borders are checked) and tiles against the float64 reference, other dtypes, the
+default's choice, and the tiles it refuses."""
 
 import random
 import zlib
@@ -30,7 +31,25 @@ def random_layer(rng):
                   stride, (0,) * nd, (1,) * nd, postpad, groups)
 
 
-CONFIGS = [random_layer(random.Random(3000 + seed)) for seed in range(20)]
+def random_overlapping_layer(rng):
+    """Any geometry: sizes 1-4, strides 1-3, dilations 1-3, any valid pad (taps past gy's borders at both ends of
+    rows, rows of gy that do not exist for some tap rows), postpads below the stride; rows from 1 to 20
+    positions, so some have no position whose every tap lies inside gy."""
+    nd = rng.choice((1, 2, 2, 3))
+    size = tuple(rng.randint(1, 4) for _ in range(nd))
+    stride = tuple(rng.randint(1, 3) for _ in range(nd))
+    dilation = tuple(rng.choice((1, 1, 2, 3)) for _ in range(nd))
+    postpad = tuple(rng.randint(0, s - 1) for s in stride)
+    spatial = tuple(rng.randint(1, 4) for _ in range(nd - 1)) + (rng.randint(1, 20),)
+    pad = tuple(rng.randint(0, min(d * (k - 1), ((i - 1) * s + d * (k - 1) + pp) // 2))  # gy at least 1 long
+                for i, k, s, d, pp in zip(spatial, size, stride, dilation, postpad))
+    groups = rng.choice((1, 1, 2))
+    return Config(rng.randint(1, 3), groups * rng.randint(1, 40), groups * rng.randint(1, 9), spatial, size,
+                  stride, pad, dilation, postpad, groups)
+
+
+CONFIGS = ([random_layer(random.Random(3000 + seed)) for seed in range(20)]
+           + [random_overlapping_layer(random.Random(4000 + seed)) for seed in range(30)])
 
 
 def x_channels_last_tiles(problem):
@@ -49,12 +68,14 @@ def operands(queue, config, dtype=np.float32):
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.id for c in CONFIGS])
 def test_x_channels_last_tiles_against_the_reference(queue, cpu_strategy, config):
     (x, gy, W, _), (xd, gyd, Wd, bd) = operands(queue, config)
-    problem = functional.backward_problem(gyd, Wd, xd.shape, config.stride, 0, 1, config.groups)
+    problem = functional.backward_problem(gyd, Wd, xd.shape, config.stride, config.pad, config.dilation,
+                                          config.groups)
     tiles = x_channels_last_tiles(problem)
     assert tiles, "no x channels-last tile fits the layer"
-    want_w, want_b = reference.backward_params(x, gy, W.shape, config.stride, 0, 1, config.groups)
+    want_w, want_b = reference.backward_params(x, gy, W.shape, config.stride, config.pad, config.dilation,
+                                               config.groups)
     for tile in random.Random(config.id).sample(tiles, min(2, len(tiles))):
-        wg, bg = dcl.deconvNdBackwardParams(xd, gyd, Wd, bd, config.stride, groups=config.groups, tile=tile)
+        wg, bg = dcl.deconvNdBackwardParams(xd, gyd, Wd, bd, **config.conv, tile=tile)
         assert_close(wg.get(), want_w, what=f"weight gradient, tile {tile.key()}")
         assert_close(bg.get(), want_b, what=f"bias gradient, tile {tile.key()}")
 
@@ -106,6 +127,6 @@ def test_x_channels_last_needs_a_fitting_tile(queue, cpu_strategy, no_launch):
         dcl.deconvNdBackwardParams(x, gy, W, stride=2, tile=(64, 3, 8, "in_place", "channels_last"))
     with pytest.raises(dcl.ModuleError, match="gy 'in_place' with x 'channels_last'"):
         dcl.deconvNdBackwardParams(x, gy, W, stride=2, tile=(16, 3, 8, "planar", "channels_last"))
-    with pytest.raises(dcl.ModuleError, match="kernel size = stride"):
-        dcl.deconvNdBackwardParams(x, to_device(queue, np.ones((1, 4, 7, 9))), to_device(queue, np.ones((16, 4, 3, 3))),
-                                   stride=2, tile=(16, 3, 8, "in_place", "channels_last"))
+    with pytest.raises(dcl.ModuleError, match="at most 32 vector accumulators"):  # 2 x 3 maps x 6 last-axis taps
+        dcl.deconvNdBackwardParams(x, to_device(queue, np.ones((1, 4, 5, 10))), to_device(queue, np.ones((16, 4, 3, 6))),
+                                   stride=2, pad=1, tile=(16, 3, 8, "in_place", "channels_last"))

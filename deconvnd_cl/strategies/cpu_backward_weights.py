@@ -2,6 +2,7 @@
 partial weight gradients over fixed chunks of input rows (cpu_backward_weights.mako)."""
 
 from functools import lru_cache
+from itertools import product
 from math import ceil, prod
 
 import numpy as np
@@ -19,16 +20,30 @@ from .weight_gradient import StageOne, TwoStageWeightGradient
 
 @lru_cache(maxsize=256)
 def tap_table(geo, in_place):
-    """Where each work-item's tap reads gy, one row per tap (in place: per row of last-axis taps):
+    """Where each work-item's tap reads gy, one row per tap (in place: per row of last-axis taps, in W's order):
     (residue plane, row shift per axis). The shift of axis a is in grid rows, times the row pitch ps{a} for all
-    axes but the last. Packed layouts: the tap's plane R and D - qlo (Geometry.backward_taps). In place: the
-    tap row's tap index per axis (gy's own rows), 0 on the last axis, whose taps the work-item owns."""
+    axes but the last. Packed layouts: the tap's plane R and D - qlo (Geometry.backward_taps). In place: gy's
+    own rows, input row i of axis a meeting gy's row stride * i + k * dilation - pad, so the shift is
+    k * dilation - pad; on the last axis, whose taps the work-item owns, -pad."""
     if in_place:
-        return tuple((0,) + k[:-1] + (0,) for k, _, _ in geo.backward_taps() if k[-1] == 0)
+        rows = product(*(range(k) for k in geo.size[:-1]))
+        return tuple((0,) + tuple(k * d - p for k, d, p in zip(row, geo.dilation, geo.pad)) + (-geo.pad[-1],)
+                     for row in rows)
     plane_strides = row_major_strides(geo.stride)
     qlo = geo.backward_qlo()
     return tuple((sum(r * s for r, s in zip(rr, plane_strides)),) + tuple(d - q for d, q in zip(dd, qlo))
                  for _, rr, dd in geo.backward_taps())
+
+
+def inner_positions(problem):
+    """x channels-last: [v_lo, v_hi), the input positions of a row whose every last-axis tap lies inside gy's
+    row (stride * v - pad + k * dilation for k < size); the positions outside it check each tap."""
+    geo = problem.geo
+    s, p, d, k = geo.stride[-1], geo.pad[-1], geo.dilation[-1], geo.size[-1]
+    in_last, out_last = problem.in_sp[-1], problem.out_sp[-1]
+    v_lo = min(in_last, -(-p // s))
+    v_hi = max(v_lo, min(in_last, (out_last - 1 + p - (k - 1) * d) // s + 1))
+    return v_lo, v_hi
 
 
 class RegisterTiledBackwardWeights(TwoStageWeightGradient):
@@ -51,8 +66,11 @@ class RegisterTiledBackwardWeights(TwoStageWeightGradient):
         return variant.tn
 
     def counts(self, problem, variant):
-        """In place: the taps of the last axis a work-item owns (interleaved in a vector's lanes)."""
-        return (problem.geo.stride[-1],) if variant.gy is GySource.IN_PLACE else ()
+        """gy in place: the taps of the last axis a work-item owns (x in place: interleaved in a vector's lanes,
+        as many as the last stride; x channels-last: all of them)."""
+        if variant.gy is not GySource.IN_PLACE:
+            return ()
+        return (problem.geo.size[-1] if variant.x is XSource.CHANNELS_LAST else problem.geo.stride[-1],)
 
     def signatures(self, key):
         nd = key.nd
@@ -61,7 +79,8 @@ class RegisterTiledBackwardWeights(TwoStageWeightGradient):
             Int("groups"), Int("nplanes"), Int("cig"), Int("cog"), Int("ci_tiles"), Int("co_tiles"),
             Idx("chunk_rows"), Idx("total_rows"), Idx("rows_per_b"), Idx("in_plane"), Idx("g_plane"),
             Int("blocks_per_group"), Int("in_last"), Int("taps_fastest"), Int("in", nd - 1), Idx("is", nd - 1),
-            Idx("ps", nd - 1), Int("stride", nd - 1))}
+            Idx("ps", nd - 1), Int("stride", nd - 1), Int("out", nd - 1), Int("out_last"), Int("last_stride"),
+            Int("last_dilation"), Int("v_lo"), Int("v_hi"))}
 
     def template_args(self, key):
         tm, tn, vw, gy, x = key.variant
@@ -99,6 +118,7 @@ class RegisterTiledBackwardWeights(TwoStageWeightGradient):
         table = constant_buffer(queue, ("weight taps", geo, in_place),
                                 lambda: np.array(tap_table(geo, in_place), np.int32))
 
+        v_lo, v_hi = inner_positions(problem)
         taps_fastest = cpu_tiles.weights_taps_fastest(problem, variant, chunk_rows)
         tiles = (ci_tiles, co_tiles * geo.groups)
         global_size = (n_chunks * tap_items,) + tiles if taps_fastest else tiles + (n_chunks * tap_items,)
@@ -111,6 +131,7 @@ class RegisterTiledBackwardWeights(TwoStageWeightGradient):
                    cog=problem.cog, ci_tiles=ci_tiles, co_tiles=co_tiles, chunk_rows=chunk_rows,
                    total_rows=total_rows, rows_per_b=rows_per_b, in_plane=prod(problem.in_sp), g_plane=g_plane,
                    blocks_per_group=packs.blocks_per_group, in_last=problem.in_sp[-1],
-                   taps_fastest=int(taps_fastest), ps=g_strides[:-1],
-                   **{"in": problem.in_sp[:-1], "is": in_strides[:-1]})
+                   taps_fastest=int(taps_fastest), ps=g_strides[:-1], out=problem.out_sp[:-1],
+                   out_last=problem.out_sp[-1], last_stride=geo.stride[-1], last_dilation=geo.dilation[-1],
+                   v_lo=v_lo, v_hi=v_hi, **{"in": problem.in_sp[:-1], "is": in_strides[:-1]})
         return StageOne(bits, n_chunks, enqueue)

@@ -101,13 +101,13 @@ class WeightsTile(Variant):
 
     def constraints(self, problem):
         rules = [(self.x in (XSource.IN_PLACE, XSource.CHANNELS_LAST), "x 'in_place' or 'channels_last'")]
-        if self.gy is GySource.IN_PLACE:
+        if self.gy is GySource.IN_PLACE and self.x is XSource.IN_PLACE:
             rules += _in_place_weights_rules(problem)
         accumulators = self.tm * self.tn
         if self.x is XSource.CHANNELS_LAST:
             rules += [(self.gy is GySource.IN_PLACE, "gy 'in_place' with x 'channels_last'")]
             rules += _vector_rules(self, self.tm, "tm")
-            accumulators = self.tm // self.vw * self.tn * problem.geo.stride[-1]
+            accumulators = self.tm // self.vw * self.tn * problem.geo.size[-1]
         elif self.gy is GySource.CHANNELS_LAST:
             rules += _vector_rules(self, self.tn)
             accumulators = self.tm * self.tn // self.vw
@@ -193,6 +193,17 @@ def backward_data_tile(problem):
     return BackwardDataTile(tm, tn, vw)
 
 
+def _packs_x_for_weights(geo):
+    """Whether the weight gradient packs x (channels-last, gy read in place) rather than gy: for kernel size =
+    stride layers, and for others where x is at most a quarter of gy's size and a tap row of the last axis has
+    at most 3 taps (so 2 vectors of input maps x 2 output maps x the taps fit 12 accumulators). Kernels with their
+    packs, alternating, against gy packed channels-last: 3d k3 s2 p1 16^3 1.78 -> 1.47 ms, 2d k3 s2 p1 32x32
+    1.87 -> 1.70, 3d k3 8^3 level; a last-axis kernel of 4 (one output map a tile) lost on DCGAN's layers (25.9 ->
+    34.4 ms, 1.7 -> 2.0) though it won on a 3d k4 (1.54 -> 1.40); with a stride of 1 (x as large as gy) 3-6%
+    slower."""
+    return geo.direct or (prod(geo.stride) >= 4 and geo.size[-1] <= 3)
+
+
 def weights_tile(problem):
     """With at least a vector's worth of output maps per group, vectors run over output maps (channels-last,
     the forward's GEMM tile); with fewer (depthwise, narrow), over positions (planar). On a CPU, non-overlapping
@@ -202,17 +213,18 @@ def weights_tile(problem):
     such layers, docs/performance.md); those without padding or dilation (Geometry.direct) read gy
     unpacked, sparing the packing pass. Of those, layers with a vector's worth of input maps per group pack x
     channels-last instead, a quarter of gy's size in 2d (an eighth in 3d), and run a GEMM step per input
-    position (kernel times, alternating: U-Net 8.6 -> 6.2 ms, V-Net 2.8 -> 2.5; docs/performance.md)."""
+    position (kernel times, alternating: U-Net 8.6 -> 6.2 ms, V-Net 2.8 -> 2.5; docs/performance.md), and so do
+    other layers where x is much smaller than gy (_packs_x_for_weights)."""
     vw = vector_width(problem)
     cig, cog, geo, cpu = problem.cig, problem.cog, problem.geo, problem.on_cpu
     budget = accumulator_budget(problem) if cpu else 4
+    if cpu and cig >= vw and _packs_x_for_weights(geo):
+        # 12 accumulators: 2 vectors of input maps x 3 output maps x 2 taps on AVX2 (U-Net); with 512-bit
+        # vectors one vector x 6 output maps measured fastest (PoCL 3.1: U-Net 6.4 -> 6.0 ms against 2 x 3)
+        nvec = 2 if cig > vw and budget <= 12 else 1
+        tn = max(1, min(cog, min(budget, 12) // (nvec * geo.size[-1])))
+        return WeightsTile(nvec * vw, tn, vw, GySource.IN_PLACE, XSource.CHANNELS_LAST)
     if geo.direct and cpu:
-        if cig >= vw:
-            # 12 accumulators: 2 vectors of input maps x 3 output maps x 2 taps on AVX2; with 512-bit vectors one
-            # vector x 6 output maps measured fastest (PoCL 3.1: U-Net 6.4 -> 6.0 ms against 2 x 3)
-            nvec = 2 if cig > vw and budget <= 12 else 1
-            tn = max(1, min(cog, min(budget, 12) // (nvec * geo.stride[-1])))
-            return WeightsTile(nvec * vw, tn, vw, GySource.IN_PLACE, XSource.CHANNELS_LAST)
         return WeightsTile(min(3, cig), min(4, cog), vw, GySource.IN_PLACE)
     if geo.non_overlapping and cpu:
         return WeightsTile(min(3, cig), min(4, cog), vw)
