@@ -8,6 +8,7 @@ The mirror needs no postpad (a stride-1 postpad would make the mirror's negative
 axis (else pad' is negative); everything else about the call carries over."""
 
 import dataclasses
+from functools import lru_cache
 
 from . import gy_in_place
 from .geometry import Geometry
@@ -43,6 +44,7 @@ def _in_forward_terms(text):
     return text.replace("input rows", "output rows").replace("gradient rows", "input rows").replace("gy", "x")
 
 
+@lru_cache(maxsize=256)
 def flipped_slots(geo, tm):
     """The weight repack's slots (strategies/weight_repack.py) for the mirror, tiles over the layer's output
     maps: tap t of the mirror holds W's tap ks - 1 - t (every axis flipped), TM maps a tap."""

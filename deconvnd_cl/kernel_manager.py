@@ -39,6 +39,7 @@ class Program:
         self.build_seconds, self.from_disk = build_seconds, from_disk
         self._program = program
         self._kernels = {}
+        self._local_sizes = {}
         self._lock = threading.Lock()
         self.launch_lock = threading.Lock()  # launch.launch: setting a kernel's arguments and enqueueing it
 
@@ -62,10 +63,14 @@ class Program:
         return kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, self.device)
 
     def local_size(self, suffix="", wanted=64):
-        """The largest power of two <= wanted that this kernel may use along dimension 0 on this device."""
-        size = 1
-        while size * 2 <= min(wanted, self.max_work_group_size(suffix), self.device.max_work_item_sizes[0]):
-            size *= 2
+        """The largest power of two <= wanted that this kernel may use along dimension 0 on this device (asked of
+        the device once per kernel and wish: every call launches with it)."""
+        size = self._local_sizes.get((suffix, wanted))
+        if size is None:
+            size = 1
+            while size * 2 <= min(wanted, self.max_work_group_size(suffix), self.device.max_work_item_sizes[0]):
+                size *= 2
+            self._local_sizes[suffix, wanted] = size
         return size
 
 

@@ -75,6 +75,7 @@ class Signature:
         names = [n for a in args for n in a.expanded()]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate argument names in {names}")
+        object.__setattr__(self, "_names", frozenset(a.name for a in args))
 
     def c_params(self):
         """The C parameter list, one argument a line."""
@@ -89,9 +90,10 @@ class Signature:
         """The argument list in declared order from `values` (name -> value; a per-axis entry takes a sequence
         of `count` values; a "local" entry its size in bytes). Every declared name must be given, and nothing
         else."""
-        unknown = set(values) - {a.name for a in self.args}
-        if unknown:
-            raise TypeError(f"arguments not in the kernel's signature: {sorted(unknown)}")
+        if len(values) != len(self._names) or not self._names.issuperset(values):
+            unknown = set(values) - self._names
+            if unknown:
+                raise TypeError(f"arguments not in the kernel's signature: {sorted(unknown)}")
         bound = []
         for arg in self.args:
             if arg.name not in values:

@@ -2,6 +2,7 @@
 tile's weights contiguously: per row (group, tile, other map) the tile's maps for every tap, in the order and
 slots its kernel reads them. The order is a table per layer and tile, so one kernel serves every layer."""
 
+from functools import lru_cache
 from math import ceil
 
 import numpy as np
@@ -12,16 +13,20 @@ from ..packing import buffer_of, copy_local_size
 from .base import constant_buffer
 
 
+# The slot tables are functions of the geometry and the tile only: computed once per layer, not per call.
+@lru_cache(maxsize=256)
 def forward_slots(geo, tm):
     """The forward's rows (g, output-map tile, input map): taps in phase order, TM maps a tap."""
     return tuple((tap, t * tm, 1) for t, tap in enumerate(geo.forward_tap_order()[0]))
 
 
+@lru_cache(maxsize=256)
 def slots_in_order(geo, tm):
     """Taps in W's order, TM maps a tap (the forward reading x in place, backward data)."""
     return tuple((t, t * tm, 1) for t in range(geo.taps))
 
 
+@lru_cache(maxsize=256)
 def backward_data_slots(geo, tm, pairs):
     """Backward data's rows (g, input-map tile, output map): taps in W's order, TM maps a tap; with `pairs` (gy
     read in place with a last stride of 2), per row of taps each group of two last-axis taps as TM pairs, so an
