@@ -66,7 +66,7 @@ class Program:
         """The largest power of two <= wanted that this kernel may use along dimension 0 on this device (asked of
         the device once per kernel and wish: every call launches with it)."""
         size = self._local_sizes.get((suffix, wanted))
-        if size is None:
+        if size is None:  # threads racing here compute the same size: no lock needed
             size = 1
             while size * 2 <= min(wanted, self.max_work_group_size(suffix), self.device.max_work_item_sizes[0]):
                 size *= 2

@@ -1,5 +1,5 @@
-"""Packing operands into the padded grids the tiled kernels read (pack.mako, in shared_program.py), and the output gradient's
-layouts, packed once per call and shared by both backward passes."""
+"""Packing operands into the padded grids the tiled kernels read (pack.mako, in shared_program.py), and the output
+gradient's layouts, packed once per call and shared by both backward passes."""
 
 from math import ceil, prod
 

@@ -1,7 +1,7 @@
-"""The fixed-order reductions (reduce.mako, in shared_program.py): the bias gradient of a whole call (sums of gy per map, blended into
-the gradient: scale * new + momentum * old), and the finalize that sums partial results in order and blends them
-the same way; on them, the parameter gradients of a call computed in parts (GradientSum: chunks of the batch or of
-rows, devices of a group) and the bias gradient of a row-split call (BiasGradient)."""
+"""The fixed-order reductions (reduce.mako, in shared_program.py): the bias gradient of a call (gy summed per
+map, blended into the gradient: scale * new + momentum * old; BiasGradient), and the finalize that sums partial
+results in order and blends them the same way; on it, the parameter gradients of a call computed in parts
+(GradientSum: chunks of the batch or of rows, devices of a group)."""
 
 from math import prod
 
@@ -21,31 +21,39 @@ def finalize(problem, index_bits, part, n_parts, dst, count, scale, momentum):
            count=count, n_parts=n_parts, scale=scale, momentum=momentum)
 
 
-def bias_gradient(problem, index_bits, src, bgrad, scale, momentum):
-    """bgrad = scale * (sum of gy over the batch and the positions, per map) + momentum * bgrad: one kernel, a
-    work-item a map (a layer's first backward pass compiles one reduction kernel, not a row sum and a finalize).
-    `src`: gy's memory, (N, cout, positions) contiguous (any buffer when N is 0: none of it is read)."""
-    prg = program(problem, index_bits)
-    launch(problem.queue, prg, "_bias", (problem.cout,), (prg.local_size("_bias", 64),), src=src, dst=bgrad.data,
-           n=problem.N, maps=problem.cout, length=prod(problem.out_sp), scale=scale, momentum=momentum)
-
-
 class BiasGradient:
-    """The bias gradient of a whole call, from gy read in place: the output allocated and the kernel built at once,
-    and `write` (the last step) sums gy into it."""
+    """The bias gradient of a call, from gy as it lies: everything it needs (its kernels built, gy's memory, scratch)
+    is made at once, and `write` (the call's last step) sums gy into the gradient.
+
+    On a CPU one kernel, a work-item a map summing the batch's rows in order: a layer's first backward compiles
+    one reduction kernel, not two (PoCL compiles each at its first launch, 0.1 s). Elsewhere the sums of each
+    (batch item, map) row come first, a work-item each, then the finalize sums them over the batch: a GPU's
+    threads are many and slow alone, and an output layer has as few as 3 maps."""
 
     def __init__(self, problem, grad, bgrad):
-        self.problem, self.grad, self.bits = problem, grad, problem.index_bits(grad.size)
-        program(problem, self.bits)
+        """bgrad: the caller's gradient, blended with momentum by `write`, or None (a fresh one, momentum 0)."""
+        self.problem, self.bits = problem, problem.index_bits(grad.size)
+        self.program = program(problem, self.bits)
         self.given = bgrad is not None
         self.bgrad = bgrad if self.given else memory.empty(problem.queue, (1, problem.cout) + (1,) * problem.nd,
                                                             problem.dtype)
+        self.src = buffer_of(grad) if problem.N else self.bgrad.data  # an empty batch reads none of it
+        self.rows = None if problem.on_cpu else memory.buffer(
+            problem.queue, max(1, problem.N * problem.cout) * problem.acc_dtype.itemsize)
 
     def write(self, scale, momentum):
         """bgrad = scale * (sum of grad over the batch and the positions, per map) + momentum * bgrad (where the
         caller gave one)."""
-        bias_gradient(self.problem, self.bits, buffer_of(self.grad), self.bgrad, scale,
-                      momentum if self.given else 0.0)
+        p, prg = self.problem, self.program
+        length = prod(p.out_sp)
+        momentum = momentum if self.given else 0.0
+        if self.rows is None:
+            launch(p.queue, prg, "_bias", (p.cout,), (prg.local_size("_bias", 64),), src=self.src,
+                   dst=self.bgrad.data, n=p.N, maps=p.cout, length=length, scale=scale, momentum=momentum)
+        else:
+            launch(p.queue, prg, "_rows", (p.N * p.cout,), (prg.local_size("_rows", 64),), src=self.src,
+                   part=self.rows, rows=p.N * p.cout, length=length)
+            finalize(p, self.bits, self.rows, p.N, self.bgrad, p.cout, scale, momentum)
         return self.bgrad
 
 

@@ -10,7 +10,8 @@ rows it needs on that axis, so its scratch shrinks with it:
   order as in the unsplit call: the same bits.
 - backward: input rows [i0, i1) read output-gradient rows [i0 * stride - pad, ...), zero outside gy; their input
   gradient is those rows of the unsplit call's (the same bits), and their weight gradient a part of the sum,
-  added in chunk order. The bias gradient (gy's row sums, no scratch) is computed once over the whole gy.
+  added in chunk order. The bias gradient (gy summed per map, reduction.BiasGradient) is computed once over the
+  whole gy.
 
 Rows move between the caller's arrays and the chunks by rectangular copies on the device, one per chunk.
 """

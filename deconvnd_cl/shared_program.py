@@ -25,6 +25,7 @@ class SharedKernels:
                                  Int("cog"), Int("tiles"), Int("tile_of_co"), Idx("rows")),
             "_bias": Signature(In("src"), Out("dst"), Idx("n"), Idx("maps"), Idx("length"), Acc("scale"),
                                Acc("momentum")),
+            "_rows": Signature(In("src"), Out("part", "acc"), Idx("rows"), Idx("length")),
             "_accumulate": Signature(In("src"), Out("sum", "acc"), Idx("count"), Int("first")),
             "_finalize": Signature(In("part", "acc"), Out("dst"), Idx("count"), Int("n_parts"), Acc("scale"),
                                    Acc("momentum")),

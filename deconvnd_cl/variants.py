@@ -20,7 +20,7 @@ class GySource(Enum):
 
     PLANAR = "planar"                # packed into zero-bordered stride residue planes, one plane per map
     CHANNELS_LAST = "channels_last"  # packed residue planes, maps interleaved in blocks (backward weights)
-    IN_PLACE = "in_place"            # gy as it lies: kernel size = stride, no pad, no dilation
+    IN_PLACE = "in_place"            # gy as it lies (each kernel family says for which geometries)
 
 
 class XSource(Enum):

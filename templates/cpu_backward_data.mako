@@ -6,7 +6,7 @@
 ## place: counts[1]; within the unroll budget) and run as a loop otherwise, so one program serves every layer of
 ## a rank, tile and tap count. A work-item owns TM input maps x TN virtual positions of the padded plane grid
 ## (rows PS apart; positions past a row's end are never stored), or NVEC row vectors of VW input positions.
-## W is first repacked (pack.mako's _w kernel) so each work-item streams its weights contiguously:
+## W is first repacked (pack.mako's _pack_w kernel) so each work-item streams its weights contiguously:
 ## wp[g][ci tile][co][tap][TM], maps past cig zero-filled (with TM = 1 that layout is W's own, and the host passes
 ## W as it is); reading gy in place with a last stride of 2, [tap row][tap group][TM][the group's taps], so an
 ## input map's two taps load as one pair (strategies/weight_repack.py).

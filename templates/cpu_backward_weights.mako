@@ -8,22 +8,24 @@
 ## Where gy comes from (the variant's GySource, `gy`):
 ##   planar         packed residue planes: TM x TN vector accumulators along v, lanes summed in a fixed order
 ##                  at the end (for few output maps per group: depthwise and narrow layers);
-##   channels_last  packed residue planes in blocks of TN maps (pack's _cl kernel): accumulators are vectors
-##                  over TN output maps, one scalar x per input map per position, a GEMM like the forward's;
-##   in_place       gy as it lies (Geometry.direct: kernel size = stride, no pad, no dilation, last
-##                  stride <= 2), no packing pass. A work-item owns TM input maps x TN output maps x the last
-##                  axis' taps of one tap row; with a last stride of 2 a vector of gy holds VW/2 positions'
-##                  taps 0 and 1 in alternate lanes, met by x's VW/2 values each repeated twice, and the even
-##                  and odd lanes are summed apart at the end. g_plane / ps{a} are then gy's own plane size and
-##                  row pitches.
+##   channels_last  packed residue planes in blocks of TN maps (pack.mako's _pack_cl kernel): accumulators are
+##                  vectors over TN output maps, one scalar x per input map per position, a GEMM like the
+##                  forward's;
+##   in_place       gy as it lies (with x in place: Geometry.direct, kernel size = stride, no pad, no dilation,
+##                  last stride <= 2; with x channels-last any geometry, below), no packing pass. With x in place
+##                  a work-item owns TM input maps x TN output maps x the last axis' taps of one tap row; with a
+##                  last stride of 2 a vector of gy holds VW/2 positions' taps 0 and 1 in alternate lanes, met by
+##                  x's VW/2 values each repeated twice, and the even and odd lanes are summed apart at the end.
+##                  g_plane / ps{a} are then gy's own plane size and row pitches.
 ## With x channels-last (the variant's XSource `x`; gy in place, any geometry): x packed in blocks of TM maps
-## interleaved (pack's _cl kernel), and the accumulators are vectors over a block's TM input maps, one per output
-## map and last-axis tap (a work-item owns a tap row: all SL = size taps of the last axis): per input position,
-## TM/VW vector loads of x and TN x SL scalars of gy, a GEMM step like the forward's. Tap q of input position v
-## reads gy at last_stride * v + q * last_dilation + o_first (o_first = -pad), and rows of gy past its borders
-## are skipped: the host's [v_lo, v_hi) is where every tap of a row lies inside gy, and only the positions
-## outside it check each tap. Rows as short as 16 positions run whole positions, not vectors of them, so a
-## row's set-up is spread over VW times as much arithmetic as with x in place.
+## interleaved (pack.mako's _pack_cl kernel), and the accumulators are vectors over a block's TM input maps, one per
+## output map and last-axis tap (a work-item owns a tap row: all SL = size taps of the last axis): per input
+## position, TM/VW vector loads of x and TN x SL scalars of gy, a GEMM step like the forward's. Tap q of input
+## position v reads gy at last_stride * v + q * last_dilation + o_first (o_first = -pad); the host's [v_lo, v_hi)
+## is where every tap of a row lies inside gy, and only the positions outside it check each tap. Where gy has no
+## row for the tap row, every tap is checked and reads zero, so x's values meet zeros as in the definition. Rows
+## as short as 16 positions run whole positions, not vectors of them, so a row's set-up is spread over VW times as
+## much arithmetic as with x in place.
 ## Chunks depend on the shape only, so results are bitwise identical for any thread count or local size.
 ## reduce.mako's finalize sums the chunks in order.
 <%namespace name="c" file="common.mako"/>\
@@ -45,7 +47,8 @@ ${c.prelude(dtype, index_bits, vw)}
                 % for q in range(sl):
                 % if checked:
                 const int o${q} = last_stride * v + ${q} * last_dilation + o_first;
-                const dcl_acc yv${q} = (uint)o${q} < (uint)out_last ? (dcl_acc)DCL_LOAD(y${ni} + (o${q} - o_first)) : (dcl_acc)0;
+                const dcl_acc yv${q} = row_ok && (uint)o${q} < (uint)out_last
+                                       ? (dcl_acc)DCL_LOAD(y${ni} + (o${q} - o_first)) : (dcl_acc)0;
                 % else:
                 const dcl_acc yv${q} = DCL_LOAD(y${ni} + last_stride * v + ${q} * last_dilation);
                 % endif
@@ -116,8 +119,12 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
     const int o_first = tap[${nd}];
 % endif
     for (dcl_idx row = row_lo; row < row_hi; ++row) {
-% if x_cl and nd > 1:
-      if (${" && ".join(f"(uint)(stride{a} * i{a} + tap[{1 + a}]) < (uint)out{a}" for a in range(nd - 1))}) {   // gy's row exists
+% if x_cl:
+        // Where gy has no row for this tap row, the row's x still meets zeros, as in the definition (a NaN or Inf
+        // in x reaches the gradient): every tap of it is checked and fails, none read.
+<% rows_exist = [f"(uint)(stride{a} * i{a} + tap[{1 + a}]) < (uint)out{a}" for a in range(nd - 1)] %>\
+        const bool row_ok = ${" && ".join(rows_exist) or "true"};
+        const int inner_lo = row_ok ? v_lo : in_last, inner_hi = row_ok ? v_hi : in_last;
 % endif
         const dcl_idx x_row = ${" + ".join([f"(dcl_idx)i{a} * is{a}" for a in range(nd - 1)] or ["0"])};
         const dcl_idx g_row = shift${"".join(f" + (dcl_idx)({f'stride{a}' if gy == 'in_place' else 1} * i{a}) * ps{a}" for a in range(nd - 1))};
@@ -134,13 +141,13 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
         % endfor
 % endif
 % if x_cl:
-        for (int v = 0; v < v_lo; ++v) {
+        for (int v = 0; v < inner_lo; ++v) {
 ${x_channels_last_step(nvec, True)}
         }
-        for (int v = v_lo; v < v_hi; ++v) {
+        for (int v = inner_lo; v < inner_hi; ++v) {
 ${x_channels_last_step(nvec, False)}
         }
-        for (int v = v_hi; v < in_last; ++v) {
+        for (int v = inner_hi; v < in_last; ++v) {
 ${x_channels_last_step(nvec, True)}
         }
 % elif gy == "in_place":
@@ -249,9 +256,6 @@ ${x_channels_last_step(nvec, True)}
             }
             % endfor
         }
-% endif
-% if x_cl and nd > 1:
-      }
 % endif
         // next row: step the coordinates, the last axis but one fastest, then the batch item
 <% rebase = " ".join((["xb += x_item;"] if x_cl else [f"xp{mi} += x_item;" for mi in range(tm)]) + (["yp += y_item;"] if gy == "channels_last" else [f"yp{ni} += y_item;" for ni in range(tn)])) %>\

@@ -8,7 +8,7 @@
 ## a phase are unrolled for each tap count in `counts` (the layer's, within a budget) and run as a loop
 ## otherwise: one program serves every layer of a rank, tile and tap counts, and its code, and so its build
 ## time, does not grow with the stride.
-## W is first repacked (pack.mako's _w kernel) so each work-item streams its weights contiguously:
+## W is first repacked (pack.mako's _pack_w kernel) so each work-item streams its weights contiguously:
 ## wp[g][co tile][ci][tap][TM], taps in phase order, maps past cog zero-filled.
 ## in_place (XSource.IN_PLACE, Geometry.direct: kernel size = stride, no pad, no dilation, a last stride sl <= 2):
 ## every output is one tap of one input, so x is read where it lies, with no packing pass. A work-item owns TM

@@ -2,10 +2,23 @@
 ## program (shared.mako), whose prelude declares the types.
 <%namespace name="c" file="common.mako"/>\
 
+## The sum of a row of `length` elements from s: 8 lanes (two of the prelude's 4-lane vectors), then the lanes
+## in order, then the tail.
+<%def name="row_sum(total)">
+        dcl_accv lo = (dcl_accv)(0), hi = (dcl_accv)(0);
+        dcl_idx i = 0;
+        for (; i + 8 <= length; i += 8) {
+            lo += DCL_LOADV(s + i);
+            hi += DCL_LOADV(s + i + 4);
+        }
+        dcl_acc ${total} = lo.s0 + lo.s1 + lo.s2 + lo.s3 + hi.s0 + hi.s1 + hi.s2 + hi.s3;
+        for (; i < length; ++i)
+            ${total} += DCL_LOAD(s + i);
+</%def>
+
 // dst[m] = scale * sum over b < n, positions < length of src[b][m] + momentum * dst[m]: the bias gradient of a
-// whole batch in one kernel (a work-item a map; each row summed in 8 lanes, two vectors of the prelude's 4, then
-// the lanes in order, then the tail; the rows in order; dst not read when momentum is 0, so NaN garbage in a
-// fresh buffer cannot leak in).
+// whole batch in one kernel (CPUs: a work-item a map, its rows summed in order; dst not read when momentum is 0,
+// so NaN garbage in a fresh buffer cannot leak in).
 __kernel void ${name}_bias(${c.params(signatures["_bias"])})
 {
     const dcl_idx m = get_global_id(0);
@@ -13,21 +26,24 @@ __kernel void ${name}_bias(${c.params(signatures["_bias"])})
     dcl_acc total = 0;
     for (dcl_idx b = 0; b < n; ++b) {
         __global const dcl_t* s = src + (b * maps + m) * length;
-        dcl_accv lo = (dcl_accv)(0), hi = (dcl_accv)(0);
-        dcl_idx i = 0;
-        for (; i + 8 <= length; i += 8) {
-            lo += DCL_LOADV(s + i);
-            hi += DCL_LOADV(s + i + 4);
-        }
-        dcl_acc row = lo.s0 + lo.s1 + lo.s2 + lo.s3 + hi.s0 + hi.s1 + hi.s2 + hi.s3;
-        for (; i < length; ++i)
-            row += DCL_LOAD(s + i);
+${row_sum("row")}
         total += row;
     }
     dcl_acc value = scale * total;
     if (momentum != 0)
         value += momentum * (dcl_acc)DCL_LOAD(dst + m);
     DCL_STORE(value, dst + m);
+}
+
+// part[r] = the sum of row r of src, `length` elements: the bias gradient's first stage elsewhere than on CPUs (a
+// work-item a (batch item, map) row; the finalize sums them over the batch).
+__kernel void ${name}_rows(${c.params(signatures["_rows"])})
+{
+    const dcl_idx r = get_global_id(0);
+    if (r >= rows) return;
+    __global const dcl_t* s = src + r * length;
+${row_sum("total")}
+    part[r] = total;
 }
 
 // sum[e] = (first ? 0 : sum[e]) + src[e], in the accumulator type: a batch split's chunk gradients summed in order.

@@ -29,6 +29,8 @@ CASES = [
     (3, 5, 3, (7,), (5,), (3,), (2,), (1,), (2,), 1),
     (1, 6, 4, (2, 20), (3, 3), (1, 2), (1, 1), (1, 1), (0, 1), 1),   # rows longer than a CPU tile
     (2, 7, 10, (3, 18), (2, 2), (2, 2), (0, 0), (1, 1), (1, 0), 1),  # kernel size = stride: gy read in place
+    # x packed channels-last for the weight gradient, gy read in place: tap rows with no gy row, border taps
+    (2, 16, 8, (5, 6), (3, 3), (2, 2), (1, 1), (1, 1), (0, 0), 1),
 ]
 
 

@@ -93,6 +93,25 @@ def test_x_channels_last_blends_into_the_callers_gradient(queue, cpu_strategy):
         assert_close(wgrad.get(), 0.5 * want + 0.25 * old, what=f"blended gradient, batch {batch}")
 
 
+def test_x_channels_last_propagates_nan_and_inf_from_rows_gy_lacks(queue, cpu_strategy):
+    """x's first row meets no gy row for the tap rows above it (pad 1), and the definition multiplies it by
+    zeros there: a NaN or an Inf in it makes those taps' gradients NaN, as in the reference, though the kernel
+    reads no gy for them."""
+    config = Config(2, 16, 8, (5, 6), (3, 3), (2, 2), (1, 1), (1, 1), (0, 0), 1)
+    (x, gy, W, _), _ = operands(queue, config)
+    x[0, 3, 0, 2], x[1, 5, 0, 0], x[1, 9, 4, 5] = np.nan, np.inf, -np.inf
+    with np.errstate(invalid="ignore"):
+        want, _ = reference.backward_params(x, gy, W.shape, config.stride, config.pad, config.dilation, 1)
+    got, _ = dcl.deconvNdBackwardParams(to_device(queue, x), to_device(queue, gy), to_device(queue, W), None,
+                                        **config.conv, tile=(16, 2, 8, "in_place", "channels_last"))
+    got = got.get()
+    assert np.isnan(want[3, :, 0]).all() and np.isnan(want[5, :, 0]).all()  # the tap rows gy lacks
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    assert_close(got[finite], want[finite])
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float16])
 def test_x_channels_last_in_other_dtypes(queue, cpu_strategy, dtype, request):
     if dtype == np.float64:
@@ -128,5 +147,5 @@ def test_x_channels_last_needs_a_fitting_tile(queue, cpu_strategy, no_launch):
     with pytest.raises(dcl.ModuleError, match="gy 'in_place' with x 'channels_last'"):
         dcl.deconvNdBackwardParams(x, gy, W, stride=2, tile=(16, 3, 8, "planar", "channels_last"))
     with pytest.raises(dcl.ModuleError, match="at most 32 vector accumulators"):  # 2 x 3 maps x 6 last-axis taps
-        dcl.deconvNdBackwardParams(x, to_device(queue, np.ones((1, 4, 5, 10))), to_device(queue, np.ones((16, 4, 3, 6))),
-                                   stride=2, pad=1, tile=(16, 3, 8, "in_place", "channels_last"))
+        gy_k6, W_k6 = to_device(queue, np.ones((1, 4, 5, 10))), to_device(queue, np.ones((16, 4, 3, 6)))
+        dcl.deconvNdBackwardParams(x, gy_k6, W_k6, stride=2, pad=1, tile=(16, 3, 8, "in_place", "channels_last"))

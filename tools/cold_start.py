@@ -67,8 +67,11 @@ def run_child(library, cache, layer, second):
     env = dict(os.environ, DECONVND_CL_CACHE_DIR=str(cache / "library"), POCL_CACHE_DIR=str(cache / "pocl"),
                PYTHONPATH=str(library))
     env.pop("DECONVND_CL_NO_CACHE", None)
-    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(layer), json.dumps(second)], env=env,
-                          capture_output=True, text=True, cwd=cache, timeout=1200)
+    try:
+        done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(layer), json.dumps(second)], env=env,
+                              capture_output=True, text=True, cwd=cache, timeout=1200)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"the layer {layer} did not finish in 1200 s")
     if done.returncode:
         raise SystemExit(f"the layer's process failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

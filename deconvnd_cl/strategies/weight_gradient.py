@@ -1,13 +1,12 @@
 """The shape every weight-gradient implementation shares: a deterministic two-stage reduction. Stage one (the
 implementation's kernel) writes partial gradients over fixed chunks of the reduction; stage two
 (reduction.finalize) sums the chunks in order and blends scale * new + momentum * old into the caller's
-gradient. The bias gradient, gy summed per map, is blended the same way by one kernel of its own.
+gradient. The bias gradient, gy summed per map, is blended the same way (reduction.BiasGradient).
 """
 
 import pyopencl.array as cl_array
 
 from .. import memory, reduction
-from ..packing import buffer_of
 from .base import Implementation
 
 
@@ -39,14 +38,14 @@ class TwoStageWeightGradient(Implementation):
         acc_dtype = problem.acc_dtype
         acc_size = acc_dtype.itemsize
         w_size = W.size
+        # the bias gradient's kernels built, gy's memory and scratch made before any write (below)
+        bias = reduction.BiasGradient(problem, grad, bgrad) if with_bias else None
         if problem.N == 0:  # empty batch: the new gradients are zero, blended as usual
             bits, n_chunks, direct = 32, 1, False
             part = cl_array.zeros(queue, w_size, acc_dtype).data
         else:
             stage = self.stage_one(problem, data, grad, W, variant, packs)
             bits, n_chunks = stage.bits, stage.chunks
-            if with_bias:  # its kernel built before any write (below)
-                reduction.program(problem, bits)
             # one chunk, nothing to blend: stage one writes the gradient itself and stage two is skipped. Every
             # build and scratch allocation of the call has happened by now, so this write comes with the others.
             direct = n_chunks == 1 and momentum_w == 0 and scale == 1 and acc_dtype == problem.dtype
@@ -61,6 +60,6 @@ class TwoStageWeightGradient(Implementation):
         # validation, building or allocation leaves them untouched
         if not direct:
             reduction.finalize(problem, bits, part, n_chunks, wgrad, w_size, scale, momentum_w)
-        if with_bias:
-            reduction.bias_gradient(problem, bits, buffer_of(grad) if problem.N else part, bgrad, scale, momentum_b)
+        if bias:
+            bias.write(scale, momentum_b)
         return wgrad, (bgrad if with_bias else None)
