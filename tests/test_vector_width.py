@@ -63,12 +63,15 @@ def test_probe_is_silent(queue):
         _probe_float_lanes(queue.device)
 
 
-# A fresh process's answer, and whether it built the probe for it (the probe keeps its contexts alive)
-PROBE_IN_A_PROCESS = """
-import json, deconvnd_cl as dcl
+# A fresh process's answer for the test device, and whether it built the probe for it (the probe keeps its
+# contexts alive)
+PROBE_IN_A_PROCESS = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from conftest import select_test_queue
 from deconvnd_cl import device_kind
-lanes = device_kind.compiled_float_lanes(dcl.default_queue().device)
-print(json.dumps({"lanes": lanes, "probed": bool(device_kind._probe_contexts)}))
+lanes = device_kind.compiled_float_lanes(select_test_queue().device)
+print(json.dumps({{"lanes": lanes, "probed": bool(device_kind._probe_contexts)}}))
 """
 
 
