@@ -16,9 +16,17 @@
             ${total} += DCL_LOAD(s + i);
 </%def>
 
+## dst[e] = scale * total + momentum * dst[e], the last write of a gradient; dst is not read when momentum is 0, so
+## NaN garbage in a fresh gradient buffer cannot leak in.
+<%def name="blend(e)">
+    dcl_acc value = scale * total;
+    if (momentum != 0)
+        value += momentum * (dcl_acc)DCL_LOAD(dst + ${e});
+    DCL_STORE(value, dst + ${e});
+</%def>
+
 // dst[m] = scale * sum over b < n, positions < length of src[b][m] + momentum * dst[m]: the bias gradient of a
-// whole batch in one kernel (CPUs: a work-item a map, its rows summed in order; dst not read when momentum is 0,
-// so NaN garbage in a fresh buffer cannot leak in).
+// whole batch in one kernel (CPUs: a work-item a map, its rows summed in order).
 __kernel void ${name}_bias(${c.params(signatures["_bias"])})
 {
     const dcl_idx m = get_global_id(0);
@@ -29,10 +37,7 @@ __kernel void ${name}_bias(${c.params(signatures["_bias"])})
 ${row_sum("row")}
         total += row;
     }
-    dcl_acc value = scale * total;
-    if (momentum != 0)
-        value += momentum * (dcl_acc)DCL_LOAD(dst + m);
-    DCL_STORE(value, dst + m);
+${blend("m")}
 }
 
 // part[r] = the sum of row r of src, `length` elements: the bias gradient's first stage elsewhere than on CPUs (a
@@ -54,8 +59,7 @@ __kernel void ${name}_accumulate(${c.params(signatures["_accumulate"])})
     sum[e] = (first ? (dcl_acc)0 : sum[e]) + (dcl_acc)DCL_LOAD(src + e);
 }
 
-// dst[e] = scale * sum_c part[c * count + e] + momentum * dst[e]  (dst is not read when momentum is 0,
-// so NaN garbage in a fresh gradient buffer cannot leak in).
+// dst[e] = scale * sum_c part[c * count + e] + momentum * dst[e].
 __kernel void ${name}_finalize(${c.params(signatures["_finalize"])})
 {
     const dcl_idx e = get_global_id(0);
@@ -63,8 +67,5 @@ __kernel void ${name}_finalize(${c.params(signatures["_finalize"])})
     dcl_acc total = 0;
     for (int c = 0; c < n_parts; ++c)
         total += part[c * count + e];
-    dcl_acc value = scale * total;
-    if (momentum != 0)
-        value += momentum * (dcl_acc)DCL_LOAD(dst + e);
-    DCL_STORE(value, dst + e);
+${blend("e")}
 }
