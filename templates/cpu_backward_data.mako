@@ -64,40 +64,87 @@ def shifted(z, n):
 
 def even_lanes(z):
     return "(dcl_accv)(" + ", ".join(f"{z}.{lanes[l]}" if l % 2 == 0 else "(dcl_acc)0" for l in range(vw)) + ")"
+
+def even_lanes_of_both(a, b):
+    """a's even lanes in the even lanes, b's in the odd ones."""
+    return "(dcl_accv)(" + ", ".join(f"{a}.{lanes[l]}" if l % 2 == 0 else f"{b}.{lanes[l - 1]}" for l in range(vw)) + ")"
+
+# An odd last-axis kernel's last group is one tap, which would leave half of each vector idle. With the tap rows
+# unrolled, two rows' lone taps share the vectors instead (row t's in the even lanes, row t+1's in the odd ones,
+# summed in the epilogue like a pair of taps of one row): a quarter fewer FMAs for k3.
+lone = groups - 1
+# W's repack keeps a pair of rows' lone taps as pairs too, after both rows' pairs of taps (weight_repack.py), so
+# each map's two weights load as one; tiles of one map read W as it lies and do not pair rows.
+pair_rows = sl == 2 and width[lone] == 1 and ntaps >= 2 and tm > 1
+paired = ntaps - ntaps % 2 if pair_rows else 0   # the tap rows whose lone taps pair up
+
+def row_start(t):
+    """Where tap row t's weights start, in taps (t an int, or a variable when the rows run as a loop)."""
+    if isinstance(t, int) and t < paired and t % 2:
+        return (t - 1) * kl + kl - 1
+    return f"{t} * {kl}"
 %>\
-## Group q of one tap row `t` whose run of gy starts at gb + `base` + the group's offset: nv vectors of gy (the
-## row's first and last with their border lanes zeroed), times each map's weights.
-<%def name="group_mac(t, base, q)">
-            {
-                % for v in range(nv):
-<% at = f"gb + {base} + {f'{first[q]}' if sl == 2 else f'go{q}'} + {v * vw}" %>\
+## Vector `v` of tap group q's run of gy from `at`, in `y` (the row's first and last with their border lanes
+## zeroed).
+<%def name="gy_vector(y, at, q, v)">
                 % if v == 0 and lefts[q]:
-                dcl_accv y${v} = DCL_LOADV(${at} + lo${q});
-                y${v} = left ? ${shifted(f"y{v}", lefts[q])} : y${v};
+                dcl_accv ${y} = DCL_LOADV(${at} + lo${q});
+                ${y} = left ? ${shifted(y, lefts[q])} : ${y};
                 % elif v == nv - 1 and rights[q]:
-                dcl_accv y${v} = DCL_LOADV(${at} - ro${q});
-                y${v} = right ? ${shifted(f"y{v}", -rights[q])} : y${v};
+                dcl_accv ${y} = DCL_LOADV(${at} - ro${q});
+                ${y} = right ? ${shifted(y, -rights[q])} : ${y};
                 % else:
-                dcl_accv y${v} = DCL_LOADV(${at});
+                dcl_accv ${y} = DCL_LOADV(${at});
                 % endif
-                % if sl == 2 and width[q] == 1:
-                y${v} = ${even_lanes(f"y{v}")};  // the group's one tap: its odd lanes hold no tap
-                % endif
-                % endfor
-                __global const dcl_t* wq = wb + (${t} * ${kl} + ${first[q]}) * ${tm};
+</%def>
+## Each map's weights `wv` (`weights(mi)` declares them) times the nv vectors of gy, into its accumulators.
+<%def name="maps_mac(weights)">
                 % for mi in range(tm):
                 {
-                % if width[q] == 2:
-                    const dcl_acc2 w2 = DCL_LOAD2(wq + ${mi * 2});  // one broadcast of the pair
-                    const dcl_accv wv = (dcl_accv)(${", ".join(["w2"] * (vw // 2))});
-                % else:
-                    const dcl_acc wv = DCL_LOAD(wq + ${mi});
-                % endif
+${weights(mi)}
                     % for v in range(nv):
                     acc${mi}_${v} = wv * y${v} + acc${mi}_${v};
                     % endfor
                 }
                 % endfor
+</%def>
+<%def name="pair_weights(mi)">
+                    const dcl_acc2 w2 = DCL_LOAD2(wq + ${mi * 2});  // one broadcast of the pair
+                    const dcl_accv wv = (dcl_accv)(${", ".join(["w2"] * (vw // 2))});
+</%def>
+<%def name="lone_weight(mi)">
+                    const dcl_acc wv = DCL_LOAD(wq + ${mi});
+</%def>
+## Group q of one tap row `t` whose run of gy starts at gb + `base` + the group's offset: nv vectors of gy, times
+## each map's weights.
+<%def name="group_mac(t, base, q)">
+            {
+                % for v in range(nv):
+${gy_vector(f"y{v}", f"gb + {base} + {f'{first[q]}' if sl == 2 else f'go{q}'} + {v * vw}", q, v)}
+                % if sl == 2 and width[q] == 1:
+                y${v} = ${even_lanes(f"y{v}")};  // the group's one tap: its odd lanes hold no tap
+                % endif
+                % endfor
+                __global const dcl_t* wq = wb + (${row_start(t)} + ${first[q]}) * ${tm};
+${maps_mac(pair_weights if width[q] == 2 else lone_weight)}
+            }
+</%def>
+## The lone taps of tap rows `t` and `u` = t + 1 in one set of vectors. A row gy lacks reads a run of zeros
+## (`zrow`), so both rows' lanes are filled whichever lies inside gy.
+<%def name="rows_mac(t, u)">
+            if (ok${t} || ok${u}) {
+                __global const dcl_t* pt = ok${t} ? gb + b${t} : zrow;
+                __global const dcl_t* pu = ok${u} ? gb + b${u} : zrow;
+                % for v in range(nv):
+                dcl_accv y${v};
+                {
+${gy_vector("yt", f"pt + {first[lone]} + {v * vw}", lone, v)}
+${gy_vector("yu", f"pu + {first[lone]} + {v * vw}", lone, v)}
+                    y${v} = ${even_lanes_of_both("yt", "yu")};
+                }
+                % endfor
+                __global const dcl_t* wq = wb + ${(t * kl + 2 * (kl - 1)) * tm};
+${maps_mac(pair_weights)}
             }
 </%def>
 ## Where tap row `t` reads gy: declares ok{t} (its gy row lies inside gy) and b{t}, the row's offset plus the
@@ -159,13 +206,21 @@ ${c.accumulators(tm, nv, "(dcl_accv)(0)")}
     % for t in range(ntaps):
 ${tap_row(t)}
     % endfor
+    % if pair_rows:
+    __global const dcl_t* zrow = zeros + ${vw};
+    % endif
     for (int co = 0; co < cog; ++co) {
         % for t in range(ntaps):
         if (ok${t}) {
             % for q in range(groups):
+            % if not (q == lone and t < paired):
 ${group_mac(t, f"b{t}", q)}
+            % endif
             % endfor
         }
+        % endfor
+        % for t in range(0, paired, 2):
+${rows_mac(t, t + 1)}
         % endfor
         gb += out_size; wb += ks * ${tm};
     }

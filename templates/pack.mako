@@ -180,7 +180,23 @@ __kernel void ${name}_pack_cl(${c.params(signatures["_pack_cl"])})
 ## forward, rows over input maps) or input maps (backward data), and `taps` says per tap t of the row which of
 ## W's taps it holds and where: wp[row][taps[3t + 1] + mi * taps[3t + 2]] = W[g][ci][co][taps[3t]] for map mi of
 ## the tile, maps past the group's count zero-filled. One kernel for every layer and tile: a new layer's
-## programs carry no repack kernel of their own to compile.
+## programs carry no repack kernel of their own to compile. Taps outer, maps inner: a tap's table entry is read
+## once for the tile's maps. A whole tile (every tile but a group's last, where maps run out) takes a loop of its
+## own, without the zero fill: together 35-40% faster on DCGAN 512->256's W than a loop over maps with the taps
+## inside (the repack is bound by instructions on a CPU, not by memory).
+<%def name="copy_taps(maps)">
+    for (int t = 0; t < ks; ++t) {
+        __global const dcl_t* st = s + taps[3 * t];
+        __global dcl_t* dt = d + taps[3 * t + 1];
+        const int step = taps[3 * t + 2];
+        for (int mi = 0; mi < ${maps}; ++mi)
+            DCL_STORE((dcl_acc)DCL_LOAD(st + mi * map_step), dt + mi * step);
+        % if maps != "tm":
+        for (int mi = ${maps}; mi < tm; ++mi)
+            DCL_STORE((dcl_acc)0, dt + mi * step);
+        % endif
+    }
+</%def>
 __kernel void ${name}_pack_w(${c.params(signatures["_pack_w"])})
 {
     const dcl_idx row = get_global_id(0);
@@ -188,14 +204,14 @@ __kernel void ${name}_pack_w(${c.params(signatures["_pack_w"])})
     const int others = tile_of_co ? cig : cog, tiled_count = tile_of_co ? cog : cig;
     const int other = row % others, tile = (row / others) % tiles;
     const int g = row / others / tiles;
+    const int live = DCL_MIN(tm, tiled_count - tile * tm);  // the tile's maps inside the group
+    const int ci = tile_of_co ? other : tile * tm, co = tile_of_co ? tile * tm : other;
+    const dcl_idx map_step = tile_of_co ? (dcl_idx)ks : (dcl_idx)cog * ks;  // from one of the tile's maps to the next
+    __global const dcl_t* s = w + (((dcl_idx)g * cig + ci) * cog + co) * ks;
     __global dcl_t* d = wp + row * ks * tm;
-    for (int mi = 0; mi < tm; ++mi) {
-        const int tiled = tile * tm + mi;
-        const bool live = tiled < tiled_count;
-        const int read = DCL_MIN(tiled, tiled_count - 1);
-        const int ci = tile_of_co ? other : read, co = tile_of_co ? read : other;
-        __global const dcl_t* s = w + (((dcl_idx)g * cig + ci) * cog + co) * ks;
-        for (int t = 0; t < ks; ++t)
-            DCL_STORE(live ? (dcl_acc)DCL_LOAD(s + taps[3 * t]) : (dcl_acc)0, d + taps[3 * t + 1] + mi * taps[3 * t + 2]);
+    if (live == tm) {
+${copy_taps("tm")}
+        return;
     }
+${copy_taps("live")}
 }

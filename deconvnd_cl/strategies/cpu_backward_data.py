@@ -51,7 +51,8 @@ class RegisterTiledBackwardData(Implementation):
                   Int("tiles_per_row"))
         if key.variant[3] == GySource.IN_PLACE.value:
             # bias / has_bias: the forward of a stride-1 layer run as a correlation (a last stride of 1 only)
-            main = Signature(In("gy"), In("wp"), Out("gx"), In("tap_rows", "int"), In("bias"), Int("has_bias"),
+            main = Signature(In("gy"), In("wp"), Out("gx"), In("tap_rows", "int"), In("zeros"), In("bias"),
+                             Int("has_bias"),
                              *common, Idx("out_size"),
                              Idx("in_size"), Int("in_last"), Int("last_pad"), Int("last_dilation"), Int("in", nd - 1),
                              Idx("is", nd - 1), Idx("os", nd - 1), Int("stride", nd - 1), Int("out", nd - 1))
@@ -92,8 +93,8 @@ class RegisterTiledBackwardData(Implementation):
         elif tm == 1:  # tiles of one input map: the tile-major layout is W's own (taps interleaved in pairs too)
             wp = buffer_of(W)
         else:
-            wp = repack(problem, W, bits, tm, False,
-                        backward_data_slots(geo, tm, in_place and problem.geo.stride[-1] == 2))
+            wp = repack(problem, W, bits, tm, False, backward_data_slots(geo, tm, in_place and geo.stride[-1] == 2,
+                                                                         _paired_rows(geo, variant) if in_place else 0))
         idx = np.int64 if bits == 64 else np.int32
         common = dict(wp=wp, gx=gx.data, groups=geo.groups, ks=geo.taps, cig=problem.cig, cog=problem.cog,
                       ci_tiles=ci_tiles)
@@ -102,8 +103,12 @@ class RegisterTiledBackwardData(Implementation):
             tiles_per_row = ceil(problem.in_sp[-1] / tn)
             rows = gy_in_place.tap_rows(geo)
             table = constant_buffer(queue, ("backward data tap rows", geo), lambda: np.array(rows, np.int32).ravel())
+            # a run of zeros that tap rows gy lacks read where two rows share vectors (the template's rows_mac):
+            # from a vector before the run of one row's vectors to one after it
+            n_zeros = 2 * variant.vw + geo.size[-1] + tn * geo.stride[-1]
+            zeros = constant_buffer(queue, ("zeros", problem.dtype, n_zeros), lambda: np.zeros(n_zeros, problem.dtype))
             launch(queue, program, "", (geo.groups * ci_tiles, prod(problem.in_sp[:-1]) * tiles_per_row, problem.N),
-                   local, gy=gy, tap_rows=table, tap_count=len(rows), tiles_per_row=tiles_per_row,
+                   local, gy=gy, tap_rows=table, zeros=zeros, tap_count=len(rows), tiles_per_row=tiles_per_row,
                    bias=wp if bias is None else buffer_of(bias), has_bias=int(bias is not None),
                    out_size=prod(problem.out_sp), in_size=prod(problem.in_sp), in_last=problem.in_sp[-1],
                    last_pad=geo.pad[-1], last_dilation=geo.dilation[-1], os=row_major_strides(problem.out_sp)[:-1],
@@ -119,6 +124,16 @@ class RegisterTiledBackwardData(Implementation):
                plane=layout.gy_pack.plane, v_count=layout.v_count, in_size=prod(problem.in_sp),
                ps=layout.strides[:-1], **{"in": problem.in_sp, "is": in_strides}, **common)
         return gx
+
+
+def _paired_rows(geo, variant):
+    """Tap rows whose lone last taps the in-place kernel reads two rows to a set of vectors (the template's
+    pair_rows): an odd last-axis kernel with a last stride of 2, its rows unrolled, tiles of more than one map."""
+    rows, kl = geo.taps // geo.size[-1], geo.size[-1]
+    unrolled = _unrolled(rows * len(gy_in_place.borders(geo)[0]))
+    if geo.stride[-1] != 2 or kl % 2 == 0 or variant.tm == 1 or not unrolled or rows < 2:
+        return 0
+    return rows - rows % 2
 
 
 def _unrolled(taps):

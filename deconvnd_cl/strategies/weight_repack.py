@@ -27,17 +27,25 @@ def slots_in_order(geo, tm):
 
 
 @lru_cache(maxsize=256)
-def backward_data_slots(geo, tm, pairs):
+def backward_data_slots(geo, tm, pairs, paired_rows=0):
     """Backward data's rows (g, input-map tile, output map): taps in W's order, TM maps a tap; with `pairs` (gy
     read in place with a last stride of 2), per row of taps each group of two last-axis taps as TM pairs, so an
-    input map's two taps load as one pair (an odd kernel's last group: TM single taps)."""
+    input map's two taps load as one pair (an odd kernel's last group: TM single taps). The first `paired_rows`
+    rows of an odd kernel go two by two: both rows' pairs of taps, then their lone last taps as TM pairs (row t's
+    first), which the kernel reads in one set of vectors."""
     if not pairs:
         return slots_in_order(geo, tm)
     kl = geo.size[-1]
     slots = []
     for t in range(geo.taps):
-        first = t - t % kl + t % kl // 2 * 2  # the group's first tap
-        slots.append((t, first * tm + t % kl % 2, min(2, kl - t % kl // 2 * 2)))
+        row, kx = divmod(t, kl)
+        first = kx - kx % 2  # the first tap of its group
+        width = min(2, kl - first)
+        if row < paired_rows and width == 1:
+            slots.append((t, ((row - row % 2) * kl + 2 * (kl - 1)) * tm + row % 2, 2))
+        else:
+            start = (row - 1) * kl + kl - 1 if row < paired_rows and row % 2 else row * kl
+            slots.append((t, (start + first) * tm + kx % 2, width))
     return tuple(slots)
 
 
