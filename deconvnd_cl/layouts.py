@@ -6,7 +6,7 @@ enough that every read of every tile, including the junk lanes past a row's end,
 These functions compute those grids; they depend on the shape, never on the device.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from math import ceil, prod
 
@@ -106,6 +106,16 @@ def phase_columns(nd):
     return {name: i for i, name in enumerate(names)}
 
 
+def hashed_once(layout):
+    """A frozen layout's hash, computed at its first use: a layout is part of the key of the tables each call
+    looks up (strategies/base.py, constant_buffer), and hashing a 3d layer's phases anew took 10 us a call."""
+    cached = layout.__dict__.get("_hash")
+    if cached is None:
+        cached = hash(tuple(getattr(layout, f.name) for f in fields(layout)))
+        object.__setattr__(layout, "_hash", cached)
+    return cached
+
+
 @dataclass(frozen=True)
 class ForwardLayout:
     pack: PackSpec
@@ -113,6 +123,8 @@ class ForwardLayout:
     phases: tuple        # ForwardPhase for every phase with outputs
     tap_starts: tuple    # per phase of Geometry.forward_phases, where its taps start in phase order (+ the end)
     tap_offsets: tuple   # per tap in phase order, its input offset in the padded grid: -(m . strides)
+
+    __hash__ = hashed_once
 
     def phase_table(self, dtype):
         """One row per stride phase (as in Geometry.forward_phases; `phase_columns` names the entries); phases
@@ -178,6 +190,8 @@ class BackwardLayout:
     gy_pack: PackSpec
     strides: tuple
     v_count: int
+
+    __hash__ = hashed_once
 
     def tap_offsets(self, geo):
         """Per tap (Geometry.backward_taps order), where it reads from the first residue plane of a map, in the
