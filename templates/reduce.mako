@@ -2,16 +2,20 @@
 ## program (shared.mako), whose prelude declares the types.
 <%namespace name="c" file="common.mako"/>\
 
-## The sum of a row of `length` elements from s: 8 lanes (two of the prelude's 4-lane vectors), then the lanes
-## in order, then the tail.
+## The sum of a row of `length` elements from s: 16 lanes (four of the prelude's 4-lane vectors, four chains of
+## additions in flight: two left the sum bound by the adds' latency, at half the memory's pace), then the vectors
+## pairwise, the lanes in order, and the tail.
 <%def name="row_sum(total)">
-        dcl_accv lo = (dcl_accv)(0), hi = (dcl_accv)(0);
+        dcl_accv a0 = (dcl_accv)(0), a1 = (dcl_accv)(0), a2 = (dcl_accv)(0), a3 = (dcl_accv)(0);
         dcl_idx i = 0;
-        for (; i + 8 <= length; i += 8) {
-            lo += DCL_LOADV(s + i);
-            hi += DCL_LOADV(s + i + 4);
+        for (; i + 16 <= length; i += 16) {
+            a0 += DCL_LOADV(s + i);
+            a1 += DCL_LOADV(s + i + 4);
+            a2 += DCL_LOADV(s + i + 8);
+            a3 += DCL_LOADV(s + i + 12);
         }
-        dcl_acc ${total} = lo.s0 + lo.s1 + lo.s2 + lo.s3 + hi.s0 + hi.s1 + hi.s2 + hi.s3;
+        const dcl_accv sum4 = (a0 + a1) + (a2 + a3);
+        dcl_acc ${total} = sum4.s0 + sum4.s1 + sum4.s2 + sum4.s3;
         for (; i < length; ++i)
             ${total} += DCL_LOAD(s + i);
 </%def>
