@@ -56,6 +56,24 @@ def test_vectors_fit_the_compiled_registers(queue, dtype):
     assert float_lanes(device) <= device.native_vector_width_float
 
 
+def test_no_probe_where_the_reported_width_decides(queue, monkeypatch):
+    """At most 8 lanes reported (rusticl's llvmpipe, AVX2 CPUs): the tiles take 8 lanes whatever the compiler
+    targets, so the vector width is settled without building the probe."""
+    from deconvnd_cl import device_kind
+    device = queue.device
+    if device.native_vector_width_float > 8:
+        pytest.skip(f"{device.name.strip()} reports {device.native_vector_width_float} lanes: the probe decides")
+    asked = []  # the probe's answer asked for (recorded in the cache or probed anew)
+    monkeypatch.setattr(device_kind, "compiled_float_lanes", lambda d: asked.append(d) or 0)
+    float_lanes.cache_clear()
+    try:
+        assert float_lanes(device) == device.native_vector_width_float
+        assert vector_width(device, np.dtype(np.float32)) == (8 if kind_of(device).cpu_like else 4)
+        assert asked == []
+    finally:
+        float_lanes.cache_clear()
+
+
 def test_probe_is_silent(queue):
     """The probe's build says nothing to the user, whatever its compiler prints (Intel's runtime always does)."""
     with warnings.catch_warnings():
