@@ -210,7 +210,11 @@ def backward_data_tile(problem):
         # PoCL 3.1: grouped 2.3-2.7 -> 0.6-0.8 ms, U-Net 7.2-7.7 -> 5.8-6.3, DCGAN 512->256 level); with a
         # last stride of 1 from packed planes (in place with 2 vectors: 56x56 4.7-4.8 -> 5.0-6.3)
         if problem.geo.stride[-1] == 2 and gy_in_place.supported(problem.geo):
-            tile = BackwardDataTile(min(8, problem.cig), vw, vw, GySource.IN_PLACE)
+            # 6 maps where a tap row has two groups of taps or more (kernel size 4 and up): 8 ran 1.7-1.9x
+            # slower there (PoCL 3.1: 2d 128->64 k4 32x32 46 -> 24 ms, DCGAN out 2.6 -> 1.5), 8 faster with k3
+            # (3d k3 1.74 -> 1.52), level with k2 (U-Net)
+            tile = BackwardDataTile(min(8 if problem.geo.size[-1] <= 3 else 6, problem.cig), vw, vw,
+                                    GySource.IN_PLACE)
             if tile.fits(problem):
                 return tile
         # rows shorter than two vectors: one vector of positions and 16 maps where that computes far fewer
