@@ -130,7 +130,8 @@ ${maps_mac(pair_weights if width[q] == 2 else lone_weight)}
             }
 </%def>
 ## The lone taps of tap rows `t` and `u` = t + 1 in one set of vectors. A row gy lacks reads a run of zeros
-## (`zrow`), so both rows' lanes are filled whichever lies inside gy.
+## (`zrow`), so both rows' lanes are filled whichever lies inside gy. The branch also bounds LLVM's scheduler:
+## the pairs written one after another in one basic block had their loads hoisted together, and spilled.
 <%def name="rows_mac(t, u)">
             if (ok${t} || ok${u}) {
                 __global const dcl_t* pt = ok${t} ? gb + b${t} : zrow;

@@ -217,9 +217,9 @@ def backward_data_tile(problem):
                                     GySource.IN_PLACE)
             if tile.fits(problem):
                 return tile
-        # rows shorter than two vectors: one vector of positions and 16 maps where that computes far fewer
-        # lanes (kernels, alternating, PoCL 3.1: DCGAN 512->256 8x8 30.3 -> 26.3 ms, 16x16 27.8 -> 24.5; where
-        # the lanes are as many, 56x56 and dilated level, audio 45 -> 48)
+        # from packed planes: one vector of positions and 16 maps where that computes at most NARROW_AT_MOST of
+        # the lanes (rows of less than two vectors; kernels, alternating, PoCL 3.1: DCGAN 512->256 8x8 30.3 ->
+        # 26.3 ms, 16x16 planar 27.8 -> 24.5; where the lanes are as many, 56x56 and dilated level, audio 45 -> 48)
         wide, narrow = BackwardDataTile(min(8, problem.cig), 2 * vw, vw), BackwardDataTile(min(16, problem.cig), vw, vw)
         if _data_lanes(problem, narrow) <= NARROW_AT_MOST * _data_lanes(problem, wide):
             return narrow
