@@ -134,9 +134,23 @@ __kernel void ${name}_pack_cl(${c.params(signatures["_pack_cl"])})
                 % for i in quad:
                 __global const dcl_t* s${i} = sc + (dcl_idx)DCL_MIN(m0 + ${i}, DCL_MAX(live - 1, 0)) * src_plane;
                 % endfor
-                dcl_idx p = t0 / split${last};
-                int r = t0 - p * split${last};
-                for (dcl_idx t = t0; t < t1; t += 4) {
+                dcl_idx t = t0;
+                if (split${last} == 1 && m0 + 4 <= live && t0 >= t_in0) {
+                    // no residues on the last axis and a whole quad of maps: the columns inside the row go
+                    // straight through, transposed 4 x 4, without the loop below's per-column bookkeeping
+                    const dcl_idx t_fast = DCL_MIN(t1, t_in1);
+                    for (; t + 4 <= t_fast; t += 4) {
+                        % for i in quad:
+                        const dcl_accv maprow${i} = DCL_LOADV(s${i} + t);
+                        % endfor
+                        % for k in quad:
+                        DCL_STOREV((dcl_accv)(${", ".join(f"maprow{i}.s{k}" for i in quad)}), d + (t + ${k}) * block_maps + m0);
+                        % endfor
+                    }
+                }
+                dcl_idx p = t / split${last};
+                int r = t - p * split${last};
+                for (; t < t1; t += 4) {
                     dcl_accv ${", ".join(f"col{k}" for k in quad)};
                     if (m0 + 4 <= live && t >= t_in0 && t + 4 <= t_in1) {
                         % for i in quad:
