@@ -71,12 +71,11 @@ def even_lanes_of_both(a, b):
 
 # An odd last-axis kernel's last group is one tap, which would leave half of each vector idle. With the tap rows
 # unrolled, two rows' lone taps share the vectors instead (row t's in the even lanes, row t+1's in the odd ones,
-# summed in the epilogue like a pair of taps of one row): a quarter fewer FMAs for k3.
+# summed in the epilogue like a pair of taps of one row): a quarter fewer FMAs for k3. `paired`, the tap rows
+# whose lone taps pair up, comes from the host (cpu_backward_data.paired_rows), which repacks W to match: a pair
+# of rows' lone taps as pairs too, after both rows' pairs of taps, so each map's two weights load as one.
 lone = groups - 1
-# W's repack keeps a pair of rows' lone taps as pairs too, after both rows' pairs of taps (weight_repack.py), so
-# each map's two weights load as one; tiles of one map read W as it lies and do not pair rows.
-pair_rows = sl == 2 and width[lone] == 1 and ntaps >= 2 and tm > 1
-paired = ntaps - ntaps % 2 if pair_rows else 0   # the tap rows whose lone taps pair up
+pair_rows = paired > 0
 
 def row_start(t):
     """Where tap row t's weights start, in taps (t an int, or a variable when the rows run as a loop)."""

@@ -68,8 +68,9 @@ class RegisterTiledBackwardData(Implementation):
             sl, ntaps, kl, *borders = key.counts
             groups = len(borders) // 2
             return dict(tm=tm, tn=tn, vw=vw, in_place=True, sl=sl, ntaps=ntaps, kl=kl, lefts=borders[:groups],
-                        rights=borders[groups:])
-        return dict(tm=tm, tn=tn, vw=vw, in_place=False, sl=1, kl=0, lefts=(), rights=(), ntaps=key.counts[-1])
+                        rights=borders[groups:], paired=paired_rows(key.counts, tm))
+        return dict(tm=tm, tn=tn, vw=vw, in_place=False, sl=1, kl=0, lefts=(), rights=(), ntaps=key.counts[-1],
+                    paired=0)
 
     def run(self, problem, grad, W, variant, packs=None, bias=None, packed_weights=None):
         """gx of the call. `packed_weights`: W already in the kernel's tile-major layout, and `bias` added to every
@@ -93,8 +94,9 @@ class RegisterTiledBackwardData(Implementation):
         elif tm == 1:  # tiles of one input map: the tile-major layout is W's own (taps interleaved in pairs too)
             wp = buffer_of(W)
         else:
-            wp = repack(problem, W, bits, tm, False, backward_data_slots(geo, tm, in_place and geo.stride[-1] == 2,
-                                                                         _paired_rows(geo, variant) if in_place else 0))
+            paired = paired_rows(program.key.counts, tm) if in_place else 0  # as the template lays out W's reads
+            wp = repack(problem, W, bits, tm, False,
+                        backward_data_slots(geo, tm, in_place and geo.stride[-1] == 2, paired))
         idx = np.int64 if bits == 64 else np.int32
         common = dict(wp=wp, gx=gx.data, groups=geo.groups, ks=geo.taps, cig=problem.cig, cog=problem.cog,
                       ci_tiles=ci_tiles)
@@ -126,12 +128,13 @@ class RegisterTiledBackwardData(Implementation):
         return gx
 
 
-def _paired_rows(geo, variant):
-    """Tap rows whose lone last taps the in-place kernel reads two rows to a set of vectors (the template's
-    pair_rows): an odd last-axis kernel with a last stride of 2, its rows unrolled, tiles of more than one map."""
-    rows, kl = geo.taps // geo.size[-1], geo.size[-1]
-    unrolled = _unrolled(rows * len(gy_in_place.borders(geo)[0]))
-    if geo.stride[-1] != 2 or kl % 2 == 0 or variant.tm == 1 or not unrolled or rows < 2:
+def paired_rows(counts, tm):
+    """From an in-place kernel's counts (the last stride, tap rows unrolled, the last axis' taps, ...) and its TM:
+    the tap rows whose lone last taps it reads two rows to a set of vectors, which W's repack lays out to match
+    (weight_repack.backward_data_slots). An odd last-axis kernel with a last stride of 2, its rows unrolled (at
+    least two), tiles of more than one map; else 0."""
+    sl, rows, kl = counts[:3]
+    if sl != 2 or kl % 2 == 0 or tm == 1 or rows < 2:
         return 0
     return rows - rows % 2
 
