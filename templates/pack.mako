@@ -108,7 +108,19 @@ __kernel void ${name}_pack(${c.params(signatures["_pack"])})
 ## maps' rows, four vector stores across them. The row is walked in runs of PACK_RUN columns, every map of the
 ## block for a run before the next run, so a run's destination (block_maps x PACK_RUN elements) is written while
 ## it is in cache and only four of the block's map rows, a plane apart, are read at once.
-<% quad = range(4) %>\
+<%
+quad = range(4)
+
+def quad_column(k):
+    """Column k of the quad of map rows maprow0..3: one vector across the four maps."""
+    return "(dcl_accv)(" + ", ".join(f"maprow{i}.s{k}" for i in quad) + ")"
+%>\
+## The quad of maps' rows from column t: four vector loads.
+<%def name="quad_rows()">
+                        % for i in quad:
+                        const dcl_accv maprow${i} = DCL_LOADV(s${i} + t);
+                        % endfor
+</%def>
 __kernel void ${name}_pack_cl(${c.params(signatures["_pack_cl"])})
 {
     const int map_blocks = channels / group_maps * blocks_per_group;
@@ -140,11 +152,9 @@ __kernel void ${name}_pack_cl(${c.params(signatures["_pack_cl"])})
                     // straight through, transposed 4 x 4, without the loop below's per-column bookkeeping
                     const dcl_idx t_fast = DCL_MIN(t1, t_in1);
                     for (; t + 4 <= t_fast; t += 4) {
-                        % for i in quad:
-                        const dcl_accv maprow${i} = DCL_LOADV(s${i} + t);
-                        % endfor
+${quad_rows()}
                         % for k in quad:
-                        DCL_STOREV((dcl_accv)(${", ".join(f"maprow{i}.s{k}" for i in quad)}), d + (t + ${k}) * block_maps + m0);
+                        DCL_STOREV(${quad_column(k)}, d + (t + ${k}) * block_maps + m0);
                         % endfor
                     }
                 }
@@ -153,11 +163,9 @@ __kernel void ${name}_pack_cl(${c.params(signatures["_pack_cl"])})
                 for (; t < t1; t += 4) {
                     dcl_accv ${", ".join(f"col{k}" for k in quad)};
                     if (m0 + 4 <= live && t >= t_in0 && t + 4 <= t_in1) {
-                        % for i in quad:
-                        const dcl_accv maprow${i} = DCL_LOADV(s${i} + t);
-                        % endfor
+${quad_rows()}
                         % for k in quad:
-                        col${k} = (dcl_accv)(${", ".join(f"maprow{i}.s{k}" for i in quad)});
+                        col${k} = ${quad_column(k)};
                         % endfor
                     } else {   // at the row's ends, the block's last maps, or its dead lanes
                         % for k in quad:
