@@ -137,6 +137,8 @@ def cmd_cache_list(args):
         flag = "  DAMAGED" if "error" in r else ""
         size = f"in {r['driver_cache']}'s cache" if r.get("driver_cache") else f"{r['size'] / 1024:8.1f} KiB"
         print(f"{r['name']:<72} {r['device'][:28]:<28} {size:>15} {_age(now - r['last_used']):>5}{flag}")
+        for member in r.get("members", ()):  # programs built as one: the kernels it holds
+            print(f"  + {member}")
     total = sum(r["size"] for r in rows)
     print(f"{len(rows)} entries, {total / 2**20:.2f} MiB in {_cache().root}")
     return EXIT_OK
@@ -144,7 +146,9 @@ def cmd_cache_list(args):
 
 def _find(root, key):
     from .disk_cache import entries
-    matches = [r for r in entries(root) if key in (r["name"], r["id"]) or r["id"].startswith(key)]
+    matches = [r for r in entries(root)
+               if key in (r["name"], r["id"]) or r["id"].startswith(key)
+               or any(m.startswith(key) for m in r.get("members", ()))]
     if not matches:
         raise CliError(f"no cache entry named {key!r} (see `deconvnd-cl cache list`)")
     return matches
@@ -156,7 +160,8 @@ def cmd_cache_show(args):
         if args.json:
             print(json.dumps(meta, indent=1))
             continue
-        print(f"entry:   {r['id']}\nkernel:  {meta['name']}\ndevice:  {meta['device']['platform']} / "
+        kernels = ", ".join(r.get("members") or [meta["name"]])
+        print(f"entry:   {r['id']}\nkernel:  {kernels}\ndevice:  {meta['device']['platform']} / "
               f"{meta['device']['device']} (driver {meta['device']['driver_version']})")
         binary = (f"{meta['binary']} ({meta['binary_size']} bytes, sha256 {meta['binary_sha256'][:16]}...)"
                   if meta["binary"] else f"none: in the implementation's own cache ({meta.get('driver_cache')})")
@@ -228,6 +233,9 @@ def warm_layer(spec, backward=True):
     x = cla.to_device(queue, np.zeros(shape, dtype))
     W = cla.to_device(queue, np.zeros(spec.weight_shape(), dtype))
     b = cla.to_device(queue, np.zeros(spec.bias_shape(), dtype))
+    if backward:  # as a training module builds them: one program for the three passes
+        functional.prepare_layer(functional.forward_problem(x, W, b, geo.stride, geo.pad, geo.dilation, geo.postpad,
+                                                            geo.groups))
     y = functional.deconvNd(x, W, b, geo.stride, geo.pad, geo.dilation, geo.postpad, geo.groups)
     if backward:
         problem = functional.backward_problem(y, W, x.shape, geo.stride, geo.pad, geo.dilation, geo.groups)
@@ -236,7 +244,7 @@ def warm_layer(spec, backward=True):
 
 
 def _warm_in_worker(device_pattern, spec, backward):
-    """One layer in a worker process: (kernels compiled, loaded from the cache)."""
+    """One layer in a worker process: (programs compiled, loaded from the cache)."""
     from .kernel_manager import manager
     _select_device(device_pattern)
     builds0, hits0 = manager().builds, manager().cache.hits
@@ -274,7 +282,7 @@ def cmd_cache_warm(args):
                     built, loaded = future.result()
                     builds, hits = builds + built, hits + loaded
                     bar.update()
-    print(f"warmed {len(specs)} layer configs: {builds} kernels compiled, {hits} loaded from the cache, in "
+    print(f"warmed {len(specs)} layer configs: {builds} programs compiled, {hits} loaded from the cache, in "
           f"{time.perf_counter() - start:.1f} s -> {manager().cache.root}")
     return EXIT_OK
 

@@ -50,6 +50,8 @@ class DeconvND(Module):
             raise ModuleError(f"{type(self).__name__} {self.name or ''} has no weights (created with empty=True)")
         problem = functional.forward_problem(data, self.W, self.b, postpad=self.postpad,
                                              scratch_limit=self.memlimit, **self._conv_args())
+        if self.train and self.devices is None and problem.N > 0:
+            functional.prepare_layer(problem, self.variants)
         return functional.forward(problem, data, self.W, self.b, tuned=self.variants.get("forward"),
                                   devices=self.devices)
 

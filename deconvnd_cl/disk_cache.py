@@ -241,7 +241,8 @@ def atomic_write(path, data):
 # -- inspection and maintenance (the `deconvnd-cl cache` commands)
 
 def entries(root):
-    """One dict per metadata file under root: its fields plus path, device directory, size and last use."""
+    """One dict per metadata file under root: its fields plus path, device directory, size and last use, and
+    `members`: the kernel names of an entry that holds several programs built as one (program_sets.py)."""
     root = Path(root)
     found = []
     for meta_path in sorted(root.glob("*/*.json")):
@@ -254,7 +255,8 @@ def entries(root):
             entry.update(name=meta["name"], device=meta["device"]["device"],
                          binary=str(binary) if binary else None, driver_cache=meta.get("driver_cache"),
                          size=binary.stat().st_size if binary and binary.exists() else 0, created=meta.get("created"),
-                         build_seconds=meta.get("build_seconds"), key=meta.get("key"))
+                         build_seconds=meta.get("build_seconds"), key=meta.get("key"),
+                         members=[m["name"] for m in meta["key"].get("set", ())])
         except (OSError, ValueError, KeyError, TypeError) as e:
             entry.update(name="?", device="?", size=0, error=f"{type(e).__name__}: {e}")
         entry["last_used"] = meta_path.stat().st_mtime

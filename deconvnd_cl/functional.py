@@ -12,13 +12,15 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from . import row_split
+from . import row_split, settings
 from .device import default_queue, supports_dtype
 from .device_group import as_group, check_home, finish_all, home_copy, put_rows, rows_on, whole_on
 from .errors import ModuleError, ScratchTooLarge
 from .geometry import Geometry
 from .kernel_key import dtype_tag
+from .kernel_manager import manager
 from .packing import GradPacks
+from .plans import Plans
 from .problem import Problem
 from .reduction import GradientSum
 from .strategies import implementation
@@ -136,6 +138,34 @@ def _forward_on_group(group, problem, data, W, bias, given, tuned):
         return y
     finally:
         finish_all(group, problem.queue)
+
+
+# ---------------------------------------------------------------------------------------------- ahead
+
+PASSES = ("forward", "backward_data", "backward_weights")
+_prepared = Plans()
+
+
+def prepare_layer(problem, tuned=None):
+    """Build the programs of a layer's three passes as one, ahead of its first forward in training (a compile's
+    fixed cost once, not three times: kernel_manager.prepare); once per call shape, strategy switch and tuned
+    variants. Builds only: a pass no implementation serves is left to fail at its own call."""
+    tuned = tuned or {}
+    key = (problem.queue.context.int_ptr, settings.forced_strategy(), problem.shape_key,
+           tuple(tuned.get(family) for family in PASSES))
+    _prepared.get(key, lambda: _prepare(problem, tuned))
+
+
+def _prepare(problem, tuned):
+    requests = []
+    for family in PASSES:
+        try:
+            impl = implementation(family, problem)
+        except ModuleError:
+            continue
+        requests += impl.planned_programs(problem, impl.choose_variant(problem, None, tuned.get(family)))
+    manager().prepare(problem.queue, requests)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- backward

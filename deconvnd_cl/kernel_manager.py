@@ -7,6 +7,9 @@ without compiling. pyopencl's own program cache is bypassed (`cache_dir=False`),
 Whoever asks for a program also names its `KernelSource`: an object with `source(key)`, the OpenCL C text, and
 `signatures(key)`, the declared signature of each kernel in it (signatures.py), by kernel-name suffix ("" for
 the kernel named after the key). The source is rendered only when a program is not yet in memory.
+
+`prepare` builds several programs as one ahead of their use (a training layer's passes: program_sets.py); each
+is then held under its own key, sharing the one cl.Program.
 """
 
 import logging
@@ -22,6 +25,7 @@ import pyopencl as cl
 from . import disk_cache, settings
 from .device import describe
 from .errors import KernelBuildError
+from .program_sets import CombinedSource, ProgramSet, combinable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,7 @@ class Program:
         self.key, self.device, self.source = key, device, source
         self.signatures = signatures
         self.build_seconds, self.from_disk = build_seconds, from_disk
-        self._program = program
+        self.cl_program = program
         self._kernels = {}
         self._local_sizes = {}
         self._lock = threading.Lock()
@@ -49,7 +53,7 @@ class Program:
             found = self._kernels.get(suffix)
             if found is None:
                 signature = self.signatures[suffix]
-                kernel = cl.Kernel(self._program, self.key.name + suffix)
+                kernel = cl.Kernel(self.cl_program, self.key.name + suffix)
                 acc = np.float64 if self.key.dtype == "f64" else np.float32
                 # declared once: pyopencl then packs scalars with generated code (2 us a launch instead of
                 # 50-150 us of inspecting 10-20 untyped arguments on PoCL)
@@ -89,6 +93,32 @@ class KernelManager:
             if program is None:
                 program = self._programs[mem_key] = self._load_or_build(queue.context, device, key, kernel_source)
             return program
+
+    def prepare(self, queue, requests):
+        """Build the programs of `requests` ((key, kernel source) pairs) that are not in memory yet, those whose
+        sources combine as one program (program_sets.py): a layer's passes ahead of their first calls, for one
+        build's fixed cost instead of one each. The rest, and all of them if the combined build fails, build
+        alone at their first use, as they would have."""
+        device = queue.device
+        with self._lock:
+            wanted = {}
+            for key, kernel_source in requests:
+                if (queue.context.int_ptr, device.int_ptr, key) not in self._programs:
+                    wanted.setdefault(key, kernel_source)
+            if len(wanted) < 2:
+                return
+            sources = {key: kernel_source.source(key) for key, kernel_source in wanted.items()}
+            for keys in combinable(sources):
+                members = ProgramSet(tuple(keys))
+                try:
+                    built = self._load_or_build(queue.context, device, members, CombinedSource(sources))
+                except KernelBuildError as e:
+                    log.debug("%s: built one by one (%s)", members.name, e)
+                    continue
+                for key in keys:
+                    self._programs[queue.context.int_ptr, device.int_ptr, key] = Program(
+                        key, device, built.cl_program, sources[key], wanted[key].signatures(key),
+                        built.build_seconds, built.from_disk)
 
     def _load_or_build(self, context, device, key, kernel_source):
         source = kernel_source.source(key)

@@ -105,6 +105,17 @@ class Problem:
             return forced
         return 32 if max(element_counts) + 1024 <= INT32_LIMIT else 64
 
+    def likely_index_bits(self):
+        """The index width this call's passes most likely take, guessed before they run to build their programs
+        ahead (kernel_manager.prepare): 32 where x, y and W are 16 times under the limit, room for the scratch of
+        padded copies and packed planes; None nearer. A wrong guess costs only the build made ahead: each pass
+        asks for the program of its own width."""
+        forced = settings.forced_index_bits()
+        if forced:
+            return forced
+        largest = max(self.x_elements, prod(self.out_shape), self.cin * self.cog * self.geo.taps)
+        return 32 if 16 * largest + 1024 <= INT32_LIMIT else None
+
     def check_alloc(self, what, elements, itemsize=None, scratch=False, per_batch=True):
         """ModuleError if one buffer of `elements` is over the device's max_mem_alloc_size; for the library's own
         scratch (scratch=True) also over the scratch budget (settings.scratch_limit, the module's memlimit), as

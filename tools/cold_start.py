@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cold start: what a first-time user waits for. Each layer runs in a fresh process with empty caches (the
-library's and PoCL's, in a temporary directory): one forward, then backward data and the parameter gradients,
-batch 1, the time of each from the call to its result; then a second new layer in the same process (the process's
+library's and PoCL's, in a temporary directory): a DeconvND module in training mode, its forward, then its backward
+(input and parameter gradients), batch 1, the time of each from the call to its result; then a second new layer in the same process (the process's
 start is paid by then), and a second process on the filled caches (warm).
 
     python tools/cold_start.py                       # the standard geometries (LAYERS)
@@ -44,14 +44,12 @@ q = dcl.default_queue()
 rng = np.random.default_rng(0)
 
 def passes(nd, cin, cout, k, s, p, sp):
+    layer = dcl.DeconvND(nd, cin, cout, k, stride=s, pad=p)  # in training mode, as PuzzleLib's modules start
     x = cla.to_device(q, rng.standard_normal((1, cin) + tuple(sp)).astype(np.float32))
-    W = cla.to_device(q, rng.standard_normal((cin, cout) + (k,) * nd).astype(np.float32))
-    b = cla.to_device(q, np.zeros((1, cout) + (1,) * nd, np.float32))
     t0 = time.perf_counter()
-    y = dcl.deconvNd(x, W, b, stride=s, pad=p); q.finish()
+    y = layer(x); q.finish()
     t1 = time.perf_counter()
-    dcl.deconvNdBackwardData(y, W, x, stride=s, pad=p)
-    dcl.deconvNdBackwardParams(x, y, W, b, stride=s, pad=p); q.finish()
+    layer.backward(y); q.finish()
     return t1 - t0, time.perf_counter() - t1
 
 layer, second = json.loads(sys.argv[1]), json.loads(sys.argv[2])

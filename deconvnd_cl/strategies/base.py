@@ -79,6 +79,12 @@ class Implementation:
     def program(self, problem, variant, index_bits):
         return manager().program(problem.queue, self.key(problem, variant, index_bits), self)
 
+    def planned_programs(self, problem, variant):
+        """The (key, kernel source) of the program `run` will ask for on this call, as far as it can be told
+        before the call (kernel_manager.prepare builds it ahead): none where the index width is not clear."""
+        bits = problem.likely_index_bits()
+        return [] if bits is None else [(self.key(problem, variant, bits), self)]
+
 
 # Unrolled tap blocks a tiled kernel may hold at most: within it each tap count of a layer gets its own unrolled
 # case, beyond it taps run as a loop over the layer's table (slower by 10-15% on dense layers, measured).

@@ -60,6 +60,11 @@ class RegisterTiledForward(Implementation):
         return dict(tm=tm, tn=tn, vw=vw, columns=phase_columns(key.nd), x_in_place=in_place,
                     sl=key.counts[0] if in_place else 1)
 
+    def planned_programs(self, problem, variant):
+        if variant.x is XSource.IN_PLACE and correlation.applies(problem.geo):
+            return CORRELATION.planned_programs(*_as_correlation(problem, variant))
+        return super().planned_programs(problem, variant)
+
     def run(self, problem, data, W, bias, variant):
         queue, geo = problem.queue, problem.geo
         if variant.x is XSource.IN_PLACE and correlation.applies(geo):
@@ -103,8 +108,8 @@ class RegisterTiledForward(Implementation):
         bits = problem.index_bits(W.size, problem.geo.groups * ceil(problem.cog / tm) * tm * problem.cig
                                   * problem.geo.taps)
         wp = repack(problem, W, bits, tm, True, correlation.flipped_slots(problem.geo, tm))
-        tile = cpu_tiles.BackwardDataTile(tm, variant.tn, variant.vw, GySource.IN_PLACE)
-        return CORRELATION.run(correlation.mirror_problem(problem), data, None, tile, bias=bias, packed_weights=wp)
+        mirrored, tile = _as_correlation(problem, variant)
+        return CORRELATION.run(mirrored, data, None, tile, bias=bias, packed_weights=wp)
 
     def _run_in_place(self, problem, data, W, bias, variant, y):
         """x read where it lies (Geometry.direct): W repacked in its own tap order, one launch."""
@@ -125,3 +130,9 @@ class RegisterTiledForward(Implementation):
                os=row_major_strides(problem.out_sp)[:-1], stride=geo.stride[:-1],
                **{"in": problem.in_sp[:-1], "is": row_major_strides(problem.in_sp)[:-1]})
         return y
+
+
+def _as_correlation(problem, variant):
+    """The backward-data call and tile that compute a stride-1 layer's forward (correlation.py)."""
+    tile = cpu_tiles.BackwardDataTile(variant.tm, variant.tn, variant.vw, GySource.IN_PLACE)
+    return correlation.mirror_problem(problem), tile
