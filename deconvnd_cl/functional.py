@@ -143,7 +143,7 @@ def _forward_on_group(group, problem, data, W, bias, given, tuned):
 # ---------------------------------------------------------------------------------------------- ahead
 
 PASSES = ("forward", "backward_data", "backward_weights")
-_prepared = Plans()
+_built_ahead = Plans()
 
 
 def prepare_layer(problem, tuned=None):
@@ -151,20 +151,33 @@ def prepare_layer(problem, tuned=None):
     fixed cost once, not three times: kernel_manager.prepare); once per call shape, strategy switch and tuned
     variants. Builds only: a pass no implementation serves is left to fail at its own call."""
     tuned = tuned or {}
-    key = (problem.queue.context.int_ptr, settings.forced_strategy(), problem.shape_key,
+    key = ("layer", problem.queue.context.int_ptr, settings.forced_strategy(), problem.shape_key,
            tuple(tuned.get(family) for family in PASSES))
-    _prepared.get(key, lambda: _prepare(problem, tuned))
+    _built_ahead.get(key, lambda: _build(problem, _chosen(problem, tuned)))
 
 
-def _prepare(problem, tuned):
-    requests = []
+def build_ahead(problem, chosen):
+    """The same for the passes chosen for a call ({family: (implementation, variant)}): backward data and the
+    weight gradient of a functional call that wants both."""
+    key = ("passes", problem.queue.context.int_ptr, settings.forced_strategy(), problem.shape_key,
+           tuple((family, impl.strategy, variant) for family, (impl, variant) in chosen.items()))
+    _built_ahead.get(key, lambda: _build(problem, chosen))
+
+
+def _chosen(problem, tuned):
+    chosen = {}
     for family in PASSES:
         try:
             impl = implementation(family, problem)
         except ModuleError:
             continue
-        requests += impl.planned_programs(problem, impl.choose_variant(problem, None, tuned.get(family)))
-    manager().prepare(problem.queue, requests)
+        chosen[family] = impl, impl.choose_variant(problem, None, tuned.get(family))
+    return chosen
+
+
+def _build(problem, chosen):
+    manager().prepare(problem.queue, [request for impl, variant in chosen.values()
+                                      for request in impl.planned_programs(problem, variant)])
     return True
 
 
@@ -258,6 +271,8 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
     with_bias = bias is not None
     if not passes:
         return None, (None, None)
+    if len(passes) > 1 and problem.N > 0:  # both in one build (a training module's forward built them already)
+        build_ahead(problem, passes)
 
     def run_whole(sub, grad_sub, data_sub, wgrad_sub, bgrad_sub, scale_sub, momentum_sub):
         packs = None

@@ -19,7 +19,7 @@ def fresh_manager(monkeypatch):
     """A kernel manager of this test alone (no disk cache), and no layer remembered as prepared."""
     fresh = kernel_manager.KernelManager(DiskCache(None))
     monkeypatch.setattr(kernel_manager, "_manager", fresh)
-    monkeypatch.setattr(functional, "_prepared", Plans())
+    monkeypatch.setattr(functional, "_built_ahead", Plans())
     return fresh
 
 
@@ -64,6 +64,21 @@ def test_inference_builds_the_forward_alone(queue, fresh_manager):
     layer(x)
     forward, data, weights = pass_programs(fresh_manager, queue, layer, x)
     assert forward is not None and data is None and weights is None
+
+
+def test_a_backward_of_both_gradients_builds_them_as_one(queue, fresh_manager):
+    layer = dcl.Deconv2D(4, 3, 4, stride=2, pad=1)
+    layer.evalMode()  # the forward builds its program alone
+    x_host = np.random.default_rng(1).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    x = to_device(queue, x_host)
+    y = layer(x)
+    layer.trainMode()
+    layer.backward(y)
+    forward, data, weights = pass_programs(fresh_manager, queue, layer, x)
+    assert forward.cl_program is not data.cl_program and data.cl_program is weights.cl_program
+    W, y_host = layer.W.get(), y.get()
+    assert_close(layer.grad.get(), reference.backward_data(y_host, W, x_host.shape[2:], 2, 1))
+    assert_close(layer.vars["W"].grad.get(), reference.backward_params(x_host, y_host, W.shape, 2, 1)[0])
 
 
 HEAD = "typedef float dcl_t;\n#define TWICE(a) (2 * (a))\n"
