@@ -154,6 +154,10 @@ class DiskCache:
         self.hits += 1
         return DRIVER_CACHED if meta.get("driver_cache") else meta["_binary"]
 
+    def holds(self, device, key, source, options):
+        """Whether an entry for this program is on disk (unverified: load() checks it when it is used)."""
+        return self.enabled and self._meta_path(device, key, source, options).exists()
+
     def discard(self, device, key, why, source=None, options=None):
         if self.enabled and source is not None:
             self._discard_path(self._meta_path(device, key, source, options), why)
@@ -256,8 +260,9 @@ def entries(root):
                          binary=str(binary) if binary else None, driver_cache=meta.get("driver_cache"),
                          size=binary.stat().st_size if binary and binary.exists() else 0, created=meta.get("created"),
                          build_seconds=meta.get("build_seconds"), key=meta.get("key"),
-                         members=[m["name"] for m in meta["key"].get("set", ())])
-        except (OSError, ValueError, KeyError, TypeError) as e:
+                         members=[m["name"] for m in meta["key"].get("set", ())] if isinstance(meta.get("key"), dict)
+                         else [])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             entry.update(name="?", device="?", size=0, error=f"{type(e).__name__}: {e}")
         entry["last_used"] = meta_path.stat().st_mtime
         found.append(entry)

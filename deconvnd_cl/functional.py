@@ -1,9 +1,11 @@
 """The functional layer (PuzzleLib's Backend.Dnn names): validate, choose the implementation, run it.
 
 deconvNd / deconvNdBackwardData / deconvNdBackwardParams take pyopencl arrays and check everything before any
-compile or launch: the arrays, the layer, and a variant (`tile`) the caller passes, against the implementation
-that will run (strategies/). Outputs are fresh arrays; gradients passed in (wgrad, bgrad) are only written by
-the last kernels of a call, after every build and allocation, so a call that fails leaves them as they were.
+compile or launch: the arrays, the layer, and a variant (`tile`) the caller passes, against the implementation that
+will run (strategies/). (A training module builds its passes' programs ahead, prepare_layer, once the arrays and the
+layer are checked; the allocation limits are checked as each pass runs.) Outputs are fresh arrays; gradients passed
+in (wgrad, bgrad) are only written by the last kernels of a call, after every build and allocation, so a call that
+fails leaves them as they were.
 """
 
 import dataclasses
@@ -24,7 +26,7 @@ from .plans import Plans
 from .problem import Problem
 from .reduction import GradientSum
 from .strategies import implementation
-from .variants import GySource
+from .variants import GySource, Variant
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -152,7 +154,7 @@ def prepare_layer(problem, tuned=None):
     variants. Builds only: a pass no implementation serves is left to fail at its own call."""
     tuned = tuned or {}
     key = ("layer", problem.queue.context.int_ptr, settings.forced_strategy(), problem.shape_key,
-           tuple(tuned.get(family) for family in PASSES))
+           tuple(v if isinstance(v, Variant) else None for v in map(tuned.get, PASSES)))  # others: not used
     _built_ahead.get(key, lambda: _build(problem, _chosen(problem, tuned)))
 
 

@@ -98,7 +98,7 @@ class KernelManager:
         """Build the programs of `requests` ((key, kernel source) pairs) that are not in memory yet, those whose
         sources combine as one program (program_sets.py): a layer's passes ahead of their first calls, for one
         build's fixed cost instead of one each. The rest, and all of them if the combined build fails, build
-        alone at their first use, as they would have."""
+        alone at their first use, as they would have; so does a program the disk cache already holds alone."""
         device = queue.device
         with self._lock:
             wanted = {}
@@ -107,7 +107,11 @@ class KernelManager:
                     wanted.setdefault(key, kernel_source)
             if len(wanted) < 2:
                 return
+            options = self._options()
             sources = {key: kernel_source.source(key) for key, kernel_source in wanted.items()}
+            # a program the disk cache holds alone loads alone (an earlier process used it one pass at a time)
+            sources = {key: source for key, source in sources.items()
+                       if not self.cache.holds(device, key, source, options)}
             for keys in combinable(sources):
                 members = ProgramSet(tuple(keys))
                 try:
@@ -123,7 +127,7 @@ class KernelManager:
     def _load_or_build(self, context, device, key, kernel_source):
         source = kernel_source.source(key)
         signatures = kernel_source.signatures(key)
-        options = " ".join(BUILD_OPTIONS + settings.extra_build_options())
+        options = self._options()
         cached = self.cache.load(device, key, source, options)
         if cached is disk_cache.DRIVER_CACHED:  # the implementation answers this build from its own cache
             program, seconds, _ = self._build(context, device, key, source, options, counted=False)
@@ -140,6 +144,10 @@ class KernelManager:
         self.cache.store(device, key, source, options, binary, build_log, seconds, driver_cache)
         return Program(key, device, program, source, signatures, seconds, from_disk=False)
 
+    @staticmethod
+    def _options():
+        return " ".join(BUILD_OPTIONS + settings.extra_build_options())
+
     def _build(self, context, device, key, source, options, counted=True):
         """Compile from source; `counted`: a build of the library's own (not one the implementation's cache
         answers), refused under DECONVND_CL_FORBID_BUILD and counted in `builds`."""
@@ -152,8 +160,9 @@ class KernelManager:
                 warnings.simplefilter("ignore", cl.CompilerWarning)
                 program = cl.Program(context, source).build(options, [device], cache_dir=False)
         except cl.Error as e:  # pyopencl's message carries the build log
-            raise KernelBuildError(key.name, describe(device), options, str(e),
-                                   _save_failed_source(key, source)) from None
+            saved = ("<not saved: its programs build one by one>" if isinstance(key, ProgramSet)
+                     else _save_failed_source(key, source))
+            raise KernelBuildError(key.name, describe(device), options, str(e), saved) from None
         seconds = time.perf_counter() - start
         self.builds += counted
         build_log = _build_log(program, device)

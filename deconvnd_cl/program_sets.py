@@ -6,8 +6,8 @@ A training layer needs three programs of its own (forward, backward data, weight
 new layer pays that cost once (kernel_manager.KernelManager.prepare).
 
 Every rendered source is a head (the prelude of types and macros: everything before its first `__kernel`, blank
-lines aside) and a body of kernels whose names are unique per key. Sources with identical heads combine as the head once and
-their bodies one after another; a source whose head differs (another dtype, index width or vector width) is
+lines aside) and a body of kernels whose names are unique per key. Sources with identical heads combine as the head
+once and their bodies one after another; a source whose head differs (another dtype, index width or vector width) is
 left to be built alone.
 """
 

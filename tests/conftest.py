@@ -73,6 +73,7 @@ def no_launch(monkeypatch, queue):
         raise AssertionError("a kernel was launched or built before validation finished")
     monkeypatch.setattr(cl, "enqueue_nd_range_kernel", forbidden)
     monkeypatch.setattr(manager(), "program", forbidden)
+    monkeypatch.setattr(manager(), "prepare", forbidden)  # a training module's programs built ahead
 
 
 def to_device(queue, array, dtype=np.float32):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import deconvnd_cl as dcl
-from deconvnd_cl import functional, kernel_manager, program_sets, reference
+from deconvnd_cl import disk_cache, functional, kernel_manager, program_sets, reference
 from deconvnd_cl.disk_cache import DiskCache
 from deconvnd_cl.kernel_key import KernelKey
 from deconvnd_cl.plans import Plans
@@ -42,6 +42,7 @@ def test_training_layer_builds_its_passes_at_its_first_forward(queue, fresh_mana
     x = rng.standard_normal((2, 6) + (5,) * nd).astype(np.float32)
     x_dev = to_device(queue, x)
     y = layer(x_dev)
+    assert fresh_manager.builds == 2  # the rank's shared program, and one for the three passes
     programs = pass_programs(fresh_manager, queue, layer, x_dev)
     assert len(programs) == 3 and all(programs)
     assert len({id(p.cl_program) for p in programs}) == 1  # one build for the three
@@ -92,23 +93,26 @@ def test_sources_combine_by_head():
 
 
 class FakeHelpers:
-    """A kernel source whose bodies define one helper function each, all of the same name: they build alone, not
-    together."""
+    """A kernel source whose heads are one, but whose bodies each define a helper function of the same name after
+    their kernel: they build alone, not together."""
 
     def source(self, key):
         n = key.counts[0]
-        return (HEAD + f"float helper(float v) {{ return v + {n}; }}\n"
-                f"__kernel void {key.name}(__global float* out) {{ out[0] = helper({n}); }}\n")
+        return (HEAD + "float helper(float v);\n"
+                f"__kernel void {key.name}(__global float* out) {{ out[0] = helper({n}); }}\n"
+                f"float helper(float v) {{ return v + {n}; }}\n")
 
     def signatures(self, key):
         return {"": Signature(Out("out"))}
 
 
-def test_a_set_that_does_not_build_is_built_one_by_one(queue, fresh_manager):
+def test_a_set_that_does_not_build_is_built_one_by_one(queue, fresh_manager, caplog):
     source = FakeHelpers()
     keys = [KernelKey("forward", "cpu", 1, "f32", 32, (n,), (n,)) for n in (3, 7)]
-    fresh_manager.prepare(queue, [(k, source) for k in keys])  # the helpers clash: no program is kept
-    assert fresh_manager.builds == 0
+    assert program_sets.combinable({k: source.source(k) for k in keys}) == [keys]
+    with caplog.at_level("DEBUG", logger="deconvnd_cl.kernel_manager"):
+        fresh_manager.prepare(queue, [(k, source) for k in keys])  # the helpers clash: no program is kept
+    assert "built one by one" in caplog.text and fresh_manager.builds == 0
     for key, n in zip(keys, (3, 7)):
         program = fresh_manager.program(queue, key, source)
         kernel, _ = program.kernel()
@@ -116,3 +120,27 @@ def test_a_set_that_does_not_build_is_built_one_by_one(queue, fresh_manager):
         kernel(queue, (1,), None, out.data)
         assert out.get()[0] == 2 * n
     assert fresh_manager.builds == 2
+
+
+def test_programs_on_disk_alone_load_alone(queue, monkeypatch, tmp_path):
+    """A layer's forward used alone in an earlier process is on disk alone: a training module loads it from there
+    and builds only its two backward programs as one."""
+    layer = dcl.Deconv2D(4, 3, 4, stride=2, pad=1)
+    x = to_device(queue, np.ones((1, 4, 5, 5)))
+    managers = []
+    for train in (False, True):  # two processes' managers on one disk cache
+        managers.append(kernel_manager.KernelManager(DiskCache(tmp_path)))
+        monkeypatch.setattr(kernel_manager, "_manager", managers[-1])
+        monkeypatch.setattr(functional, "_built_ahead", Plans())
+        layer.train = train
+        layer(x)
+    forward, data, weights = pass_programs(managers[-1], queue, layer, x)
+    assert forward.from_disk and not data.from_disk and data.cl_program is weights.cl_program
+
+
+def test_a_damaged_entry_lists_as_damaged(tmp_path):
+    device_dir = tmp_path / "device"
+    device_dir.mkdir()
+    (device_dir / "dcl_set3_0-1.json").write_text('{"key": null}')
+    (row,) = disk_cache.entries(tmp_path)
+    assert "error" in row

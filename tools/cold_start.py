@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Cold start: what a first-time user waits for. Each layer runs in a fresh process with empty caches (the
-library's and PoCL's, in a temporary directory): a DeconvND module in training mode, its forward, then its backward
-(input and parameter gradients), batch 1, the time of each from the call to its result; then a second new layer in the same process (the process's
-start is paid by then), and a second process on the filled caches (warm).
+"""Cold start: what a first-time user waits for. Each layer runs in a fresh process with empty caches (the library's
+and PoCL's, in a temporary directory): a DeconvND module in training mode, its forward, then its backward (input and
+parameter gradients), batch 1, the time of each from the call to its result; then a second new layer in the same
+process (the process's start is paid by then), and a second process on the filled caches (warm).
 
     python tools/cold_start.py                       # the standard geometries (LAYERS)
     python tools/cold_start.py --only 2d 3d          # those whose name contains a word

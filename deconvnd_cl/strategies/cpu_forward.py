@@ -61,13 +61,13 @@ class RegisterTiledForward(Implementation):
                     sl=key.counts[0] if in_place else 1)
 
     def planned_programs(self, problem, variant):
-        if variant.x is XSource.IN_PLACE and correlation.applies(problem.geo):
+        if _runs_as_correlation(problem, variant):
             return CORRELATION.planned_programs(*_as_correlation(problem, variant))
         return super().planned_programs(problem, variant)
 
     def run(self, problem, data, W, bias, variant):
         queue, geo = problem.queue, problem.geo
-        if variant.x is XSource.IN_PLACE and correlation.applies(geo):
+        if _runs_as_correlation(problem, variant):
             return self._run_as_correlation(problem, data, W, bias, variant)
         y = problem.empty_output()
         if problem.N == 0:
@@ -130,6 +130,11 @@ class RegisterTiledForward(Implementation):
                os=row_major_strides(problem.out_sp)[:-1], stride=geo.stride[:-1],
                **{"in": problem.in_sp[:-1], "is": row_major_strides(problem.in_sp)[:-1]})
         return y
+
+
+def _runs_as_correlation(problem, variant):
+    """Whether the call's forward runs as backward data's in-place kernel (a stride-1 layer, x in place)."""
+    return variant.x is XSource.IN_PLACE and correlation.applies(problem.geo)
 
 
 def _as_correlation(problem, variant):
