@@ -14,7 +14,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from . import row_split, settings
+from . import replay, row_split, settings
 from .device import default_queue, supports_dtype
 from .device_group import as_group, check_home, finish_all, home_copy, put_rows, rows_on, whole_on
 from .errors import ModuleError, ScratchTooLarge
@@ -111,7 +111,8 @@ def forward(problem, data, W, bias, given=None, tuned=None, devices=None, row_ch
 
     def run(bounds):
         if len(bounds) == 1:
-            return impl.run(problem, data, W, bias, variant)
+            return _replayed(("forward", impl, variant), problem, lambda: impl.run(problem, data, W, bias, variant),
+                             data=data, W=W, bias=bias)
         y = problem.empty_output()
         for b0, b1 in bounds:
             _copy_batch(y, impl.run(batch_chunk(problem, b0, b1), data[b0:b1], W, bias, variant), b0)
@@ -294,7 +295,9 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
 
     def run(bounds):
         if len(bounds) == 1:
-            return run_whole(problem, grad, data, wgrad, bgrad, scale, momentum)
+            what = ("backward", tuple(passes.items()), with_bias, scale, momentum)
+            return _replayed(what, problem, lambda: run_whole(problem, grad, data, wgrad, bgrad, scale, momentum),
+                             grad=grad, data=data, W=W, wgrad=wgrad, bgrad=bgrad)
         gx = None
         if want_data:
             gx = problem.empty_input_gradient()
@@ -357,6 +360,16 @@ def _backward_on_group(group, problem, data, grad, W, bias, want_data, want_para
         return gx, params
     finally:
         finish_all(group, problem.queue)
+
+
+def _replayed(what, problem, run, **arrays):
+    """run() of a whole (unsplit) call, replayed where a call of its shape was recorded (replay.py). `what`: the
+    pass and everything its Python reads but the Problem and the arrays."""
+    if problem.N == 0:
+        return run()
+    key = what + (problem.shape_key, problem.queue, problem.scratch_limit, settings.replay_switches(),
+                  tuple(map(replay.array_form, arrays.values())))
+    return replay.call(key, run, problem.queue, arrays)
 
 
 def batch_chunk(problem, b0, b1, queue=None):

@@ -84,6 +84,7 @@ class KernelManager:
         self._lock = threading.Lock()
         self.builds = 0  # programs compiled from source in this process (tests prove warm caches with it)
         self.cache = cache if cache is not None else disk_cache.DiskCache.from_environment()
+        self.replays = {}  # key -> the recorded enqueues of calls of this manager's kernels (replay.py)
 
     def program(self, queue, key, kernel_source):
         device = queue.device

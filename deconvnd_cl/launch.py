@@ -4,6 +4,8 @@ from math import ceil
 
 import pyopencl as cl
 
+from . import replay
+
 
 def launch(queue, program, suffix, global_size, local_size, **arguments):
     """Run kernel key.name + suffix of `program` over `global_size` work-items (rounded up to whole work-groups
@@ -18,3 +20,6 @@ def launch(queue, program, suffix, global_size, local_size, **arguments):
     with program.launch_lock:  # a cl.Kernel holds its arguments: set and enqueue them as one step
         kernel.set_args(*bound)
         cl.enqueue_nd_range_kernel(queue, kernel, rounded, tuple(local_size))
+    recording = replay.recording()
+    if recording is not None:
+        recording.launched(program, kernel, bound, rounded, tuple(local_size))

@@ -18,6 +18,8 @@ import pyopencl as cl
 import pyopencl.array as cl_array
 import pyopencl.tools as cl_tools
 
+from . import replay
+
 _pools = {}
 
 
@@ -32,8 +34,13 @@ def buffer(queue, nbytes):
     """A read-write scratch buffer of at least nbytes for kernels enqueued on `queue` from now on."""
     pool = _pool(queue)
     if pool.alloc_size(pool.bin_number(nbytes)) > queue.device.max_mem_alloc_size:
-        return cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, nbytes)  # the pool's bin would round past it
-    return pool.allocate(nbytes)
+        block = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, nbytes)  # the pool's bin would round past it
+    else:
+        block = pool.allocate(nbytes)
+    recording = replay.recording()
+    if recording is not None:
+        recording.allocated_buffer(block, nbytes)
+    return block
 
 
 # Per (queue, shape, dtype) an array whose likes the calls return: pyopencl's empty_like makes an array from
@@ -52,6 +59,7 @@ def empty(queue, shape, dtype):
     if pattern is None:
         allocate = lambda nbytes: buffer(queue, nbytes)  # noqa: E731
         if not all(shape):  # no memory to allocate
+            replay.refuse("an empty array")
             return cl_array.empty(queue, shape, dtype, allocator=allocate)
         stand_in = _stand_ins.get(queue)
         if stand_in is None:
@@ -59,7 +67,11 @@ def empty(queue, shape, dtype):
         pattern = _patterns[key] = cl_array.Array(queue, shape, dtype, allocator=allocate, data=stand_in)
         if len(_patterns) > PATTERNS_KEPT:
             _patterns.popitem(last=False)
-    return cl_array.empty_like(pattern)
+    array = cl_array.empty_like(pattern)
+    recording = replay.recording()
+    if recording is not None:
+        recording.allocated_array(array, shape, dtype)
+    return array
 
 
 def release_held():

@@ -3,7 +3,7 @@ gradient's layouts, packed once per call and shared by both backward passes."""
 
 from math import ceil, prod
 
-from . import memory, shared_program
+from . import memory, replay, shared_program
 from .launch import launch
 from .layouts import backward_grid, backward_layout
 from .variants import GySource
@@ -12,6 +12,7 @@ from .variants import GySource
 def buffer_of(array):
     """The array's own memory. A contiguous view with an offset is copied: its .data would be the base buffer."""
     if array.offset:
+        replay.refuse("a copy of an array with an offset")  # enqueued outside launch()
         array = array.copy()
     return array.data
 

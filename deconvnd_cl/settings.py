@@ -66,6 +66,21 @@ def extra_build_options():
     return tuple(_get("DECONVND_CL_BUILD_OPTIONS").split())
 
 
+def replay_enabled():
+    """DECONVND_CL_REPLAY=0: every call works out its launches anew (default: a call of a shape seen before
+    replays its recorded enqueues, replay.py)."""
+    return _get("DECONVND_CL_REPLAY") != "0"
+
+
+# What a pass's launches depend on among these switches, read as one key of its replays (replay.py).
+REPLAY_SWITCHES = ("DECONVND_CL_STRATEGY", "DECONVND_CL_SCRATCH_LIMIT", "DECONVND_CL_BUILD_OPTIONS",
+                   "DECONVND_CL_INDEX_BITS", "DECONVND_CL_LOCAL_SIZE")
+
+
+def replay_switches():
+    return tuple(map(_get, REPLAY_SWITCHES))
+
+
 def pyopencl_ctx():
     """PYOPENCL_CTX (pyopencl's own switch): the device the default queue takes, when set."""
     return _get("PYOPENCL_CTX") or None

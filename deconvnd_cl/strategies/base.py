@@ -6,6 +6,7 @@ from collections import OrderedDict
 import numpy as np
 import pyopencl as cl
 
+from .. import replay
 from ..kernel_key import CL_TYPES, KernelKey, dtype_tag
 from ..kernel_manager import manager
 from ..plans import Plans
@@ -125,4 +126,7 @@ def constant_buffer(queue, what, make):
                 _tables.popitem(last=False)
         else:
             _tables.move_to_end(key)
-        return buffer
+    recording = replay.recording()
+    if recording is not None:
+        recording.table(buffer)
+    return buffer

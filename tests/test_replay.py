@@ -1,0 +1,132 @@
+"""A call of a shape seen before replays the first one's recorded enqueues (replay.py): its results are the
+reference's and bit for bit those of the call worked out anew, on new arrays each time, and whatever a replay
+could not repeat (an array with an offset, another switch, another kernel manager) is worked out again."""
+
+import numpy as np
+import pytest
+
+from deconvnd_cl import functional, kernel_manager, reference, replay
+from deconvnd_cl.disk_cache import DiskCache
+from deconvnd_cl.functional import deconvNd, deconvNdBackwardData, deconvNdBackwardParams
+from conftest import assert_close, to_device
+from configs import sweep
+
+
+@pytest.fixture
+def replays(monkeypatch):
+    """A kernel manager of this test alone: its replays are this test's."""
+    fresh = kernel_manager.KernelManager(DiskCache(None))
+    monkeypatch.setattr(kernel_manager, "_manager", fresh)
+    return fresh.replays
+
+
+def recorded(replays):
+    return [r for r in replays.values() if r is not None]
+
+
+def operands(queue, config, rng):
+    x = rng.standard_normal((config.batch, config.cin) + config.spatial).astype(np.float32)
+    W = rng.standard_normal((config.cin, config.cout // config.groups) + config.size).astype(np.float32)
+    b = rng.standard_normal((1, config.cout) + (1,) * config.nd).astype(np.float32)
+    gy = rng.standard_normal((config.batch, config.cout) + config.out_spatial).astype(np.float32)
+    return x, W, b, gy
+
+
+def run_passes(queue, config, x, W, b, gy, wgrad0):
+    """Forward, backward data, and the parameter gradients blended into copies of wgrad0 (scale 0.5, momentum
+    2): the results on the host."""
+    conv = config.conv
+    y = deconvNd(to_device(queue, x), to_device(queue, W), to_device(queue, b), postpad=config.postpad, **conv)
+    gx = deconvNdBackwardData(to_device(queue, gy), to_device(queue, W), to_device(queue, x), **conv)
+    wgrad = to_device(queue, wgrad0)
+    wgrad_out, bgrad = deconvNdBackwardParams(to_device(queue, x), to_device(queue, gy), to_device(queue, W),
+                                              to_device(queue, b), wgrad=wgrad, scale=0.5, momentum=2.0, **conv)
+    assert wgrad_out is wgrad  # the caller's array, written in place, on a replay too
+    return y.get(), gx.get(), wgrad.get(), bgrad.get()
+
+
+@pytest.mark.parametrize("config", sweep(10, seed=1406), ids=lambda c: c.id)
+def test_a_replay_gives_the_reference_and_the_worked_out_calls_bits(queue, replays, monkeypatch, config):
+    rng = np.random.default_rng(14)
+    wgrad0 = rng.standard_normal((config.cin, config.cout // config.groups) + config.size).astype(np.float32)
+    run_passes(queue, config, *operands(queue, config, rng), wgrad0)  # recorded
+    assert len(recorded(replays)) == 3
+    x, W, b, gy = operands(queue, config, rng)  # new values of the same shapes
+    y, gx, wgrad, bgrad = run_passes(queue, config, x, W, b, gy, wgrad0)  # replayed
+    assert_close(y, reference.forward(x, W, b, postpad=config.postpad, **config.conv), what="y")
+    assert_close(gx, reference.backward_data(gy, W, config.spatial, postpad=config.postpad, **config.conv),
+                 what="gx")
+    dW, db = reference.backward_params(x, gy, W.shape, **config.conv)
+    assert_close(wgrad, 0.5 * dW + 2.0 * wgrad0, what="wgrad")
+    assert_close(bgrad, 0.5 * db, what="bgrad")  # bgrad made by the call: no momentum
+    monkeypatch.setenv("DECONVND_CL_REPLAY", "0")
+    worked_out = run_passes(queue, config, x, W, b, gy, wgrad0)
+    for name, a, e in zip(("y", "gx", "wgrad", "bgrad"), (y, gx, wgrad, bgrad), worked_out):
+        assert np.array_equal(a, e), f"{name}: the replay's bits differ from the call worked out anew"
+
+
+def test_each_replay_returns_new_arrays(queue, replays):
+    rng = np.random.default_rng(3)
+    x1, x2 = (rng.standard_normal((2, 4, 5, 6)).astype(np.float32) for _ in range(2))
+    W = rng.standard_normal((4, 3, 4, 4)).astype(np.float32)
+    W_dev = to_device(queue, W)
+    outputs = [deconvNd(to_device(queue, x), W_dev, stride=2, pad=1) for x in (x1, x2, x1)]
+    assert len(recorded(replays)) == 1
+    assert len({id(y.base_data) for y in outputs}) == 3  # none handed out twice while held
+    for y, x in zip(outputs, (x1, x2, x1)):
+        assert_close(y.get(), reference.forward(x, W, stride=2, pad=1))
+
+
+def test_an_array_with_an_offset_is_worked_out_each_time(queue, replays):
+    """A view with an offset is copied before its kernels (an enqueue a replay would not repeat)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    W = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    x_dev, W_dev = to_device(queue, x), to_device(queue, W)
+    for _ in range(2):
+        y = deconvNd(x_dev[1:], W_dev, stride=2)
+        assert_close(y.get(), reference.forward(x[1:], W, stride=2))
+    assert list(replays.values()) == [None]  # refused when recorded, not recorded again
+
+
+def test_a_switch_or_a_manager_changed_between_calls_records_anew(queue, replays, monkeypatch):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 4, 7, 9)).astype(np.float32)
+    W = rng.standard_normal((4, 6, 3, 2)).astype(np.float32)
+    x_dev, W_dev = to_device(queue, x), to_device(queue, W)
+    expected = reference.forward(x, W, stride=(2, 1), pad=(1, 0))
+    assert_close(deconvNd(x_dev, W_dev, stride=(2, 1), pad=(1, 0)).get(), expected)
+    monkeypatch.setenv("DECONVND_CL_INDEX_BITS", "64")  # other kernels, other arguments
+    for _ in range(2):
+        assert_close(deconvNd(x_dev, W_dev, stride=(2, 1), pad=(1, 0)).get(), expected)
+    assert len(recorded(replays)) == 2
+    other = kernel_manager.KernelManager(DiskCache(None))
+    monkeypatch.setattr(kernel_manager, "_manager", other)
+    assert_close(deconvNd(x_dev, W_dev, stride=(2, 1), pad=(1, 0)).get(), expected)
+    assert other.builds > 0 and len(recorded(other.replays)) == 1  # its own kernels, its own recording
+
+
+def test_replays_off_records_nothing(queue, replays, monkeypatch):
+    monkeypatch.setenv("DECONVND_CL_REPLAY", "0")
+    rng = np.random.default_rng(9)
+    x = to_device(queue, rng.standard_normal((1, 2, 4)).astype(np.float32))
+    W = to_device(queue, rng.standard_normal((2, 2, 3)).astype(np.float32))
+    for _ in range(2):
+        deconvNd(x, W, stride=2)
+    assert not replays
+
+
+def test_a_call_that_fails_while_recorded_leaves_no_replay(queue, replays, monkeypatch):
+    rng = np.random.default_rng(11)
+    x = to_device(queue, rng.standard_normal((1, 3, 6, 6)).astype(np.float32))
+    W = to_device(queue, rng.standard_normal((3, 2, 4, 4)).astype(np.float32))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("enqueue failed")
+    with monkeypatch.context() as patch:
+        patch.setattr(functional.cl, "enqueue_nd_range_kernel", broken)
+        with pytest.raises(RuntimeError, match="enqueue failed"):
+            deconvNd(x, W, stride=2, pad=1)
+    assert not replays and replay.recording() is None
+    y = deconvNd(x, W, stride=2, pad=1)
+    assert_close(y.get(), reference.forward(x.get(), W.get(), stride=2, pad=1))
