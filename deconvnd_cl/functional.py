@@ -9,6 +9,7 @@ fails leaves them as they were.
 """
 
 import dataclasses
+import numbers
 
 import numpy as np
 import pyopencl as cl
@@ -262,6 +263,7 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
     family name to a variant: given ones are checked (ModuleError if they do not fit), tuned ones used where
     they fit. Split along the batch where the scratch would not fit, then along the first spatial axis (unless
     the call is such a chunk already), and across the devices of a group."""
+    scale, momentum = _blend_factor("scale", scale), _blend_factor("momentum", momentum)
     if devices is not None and problem.N > 0 and (want_data or want_params):
         return _backward_on_group(as_group(devices), problem, data, grad, W, bias, want_data, want_params, wgrad,
                                   bgrad, scale, momentum, given, tuned)
@@ -295,7 +297,7 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
 
     def run(bounds):
         if len(bounds) == 1:
-            what = ("backward", tuple(passes.items()), with_bias, scale, momentum)
+            what = ("backward", tuple(passes.items()), with_bias, scale.hex(), momentum.hex())  # -0.0 is not 0.0
             return _replayed(what, problem, lambda: run_whole(problem, grad, data, wgrad, bgrad, scale, momentum),
                              grad=grad, data=data, W=W, wgrad=wgrad, bgrad=bgrad)
         gx = None
@@ -360,6 +362,15 @@ def _backward_on_group(group, problem, data, grad, W, bias, want_data, want_para
         return gx, params
     finally:
         finish_all(group, problem.queue)
+
+
+def _blend_factor(name, value):
+    """scale or momentum as a float: a real number (a NumPy scalar or 0-d array too), else ModuleError."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ModuleError(f"{name} must be a real number (given: {value!r})")
+    return float(value)
 
 
 def _replayed(what, problem, run, **arrays):

@@ -33,11 +33,13 @@ def _pool(queue):
 def buffer(queue, nbytes):
     """A read-write scratch buffer of at least nbytes for kernels enqueued on `queue` from now on."""
     pool = _pool(queue)
+    recording = replay.recording()
+    if recording is not None:
+        recording.release_unused()
     if pool.alloc_size(pool.bin_number(nbytes)) > queue.device.max_mem_alloc_size:
         block = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, nbytes)  # the pool's bin would round past it
     else:
         block = pool.allocate(nbytes)
-    recording = replay.recording()
     if recording is not None:
         recording.allocated_buffer(block, nbytes)
     return block

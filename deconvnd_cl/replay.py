@@ -16,10 +16,13 @@ A replay is the call's own enqueues by construction:
   (memory.buffer / memory.empty), or a table made once per context (strategies.base.constant_buffer), and every
   array the call returns is one of these too. Anything else, or an enqueue outside `launch()` (a copy of an
   array with an offset, say), refuses the recording (`refuse`): that key then runs in full every time.
-The blocks stay allocated until the replay ends, as they did while the call was recorded. Replays are off with
-DECONVND_CL_REPLAY=0 (the switch is read at each call).
+A block goes back to the pool where the call would have let it go: before each allocation the recording lets go
+of the blocks no one else refers to any more and records that, and the replay does the same at the same step, so
+neither holds more memory at once than the call worked out anew. Replays are off with DECONVND_CL_REPLAY=0 (the
+switch is read at each call).
 """
 
+import sys
 import threading
 
 import pyopencl as cl
@@ -88,10 +91,22 @@ class Recording:
                 if id(array.base_data) in self.input_of:
                     self.refused = "two arrays of the call share their memory"
                 self.input_of[id(array.base_data)] = name
-        self.steps = []  # ("buffer", nbytes) | ("array", shape, dtype) | ("launch", Launch)
-        self.blocks = []  # what each allocation returned, kept alive so that ids stay unique while recording
+        self.steps = []  # ("buffer", nbytes) | ("array", shape, dtype) | ("launch", Launch) | ("free", index)
+        # What each allocation returned, held until the call lets it go (release_unused), so that the ids in
+        # block_of are those of live blocks; None once let go.
+        self.blocks = []
         self.block_of = {}  # id(buffer) -> index in blocks
         self.tables = {}  # id(buffer) -> buffer made once per context
+
+    def release_unused(self):
+        """Before an allocation: let go of the blocks that only this recording refers to (CPython's reference
+        count: the list's and the call's argument), as the call would have, and record where."""
+        for index in range(len(self.blocks)):
+            if self.blocks[index] is not None and sys.getrefcount(self.blocks[index]) <= 2:
+                block = self.blocks[index]
+                del self.block_of[id(block.data if isinstance(block, cl_array.Array) else block)]
+                self.blocks[index] = block = None
+                self.steps.append(("free", index))
 
     def allocated_buffer(self, buffer, nbytes):
         self.block_of[id(buffer)] = len(self.blocks)
@@ -195,6 +210,9 @@ class Replay:
                 with launch.lock:  # a cl.Kernel holds its arguments: set and enqueue them as one step
                     launch.kernel.set_args(*values)
                     cl.enqueue_nd_range_kernel(queue, launch.kernel, launch.global_size, launch.local_size)
+                del values
+            elif kind == "free":
+                blocks[step[1]] = None
             else:
                 blocks.append(memory.buffer(queue, step[1]) if kind == "buffer"
                               else memory.empty(queue, step[1], step[2]))

@@ -162,3 +162,25 @@ def test_gradient_output_views_rejected(queue, no_launch):
     big = to_device(queue, np.ones((2, 4, 2, 3, 3)))
     with pytest.raises(dcl.ModuleError, match="wgrad is a view at offset"):
         dcl.deconvNdBackwardParams(x, to_device(queue, np.ones((1, 2, 5, 5))), W, wgrad=big[1])
+
+
+@pytest.mark.parametrize("name, value", [("scale", "0.5"), ("momentum", None), ("scale", True),
+                                         ("momentum", np.ones(2)), ("scale", 1j)])
+def test_blend_factors_must_be_real_numbers(queue, name, value):
+    x = to_device(queue, np.ones((1, 4, 3, 3)))
+    gy = to_device(queue, np.ones((1, 2, 5, 5)))
+    layer = dcl.Deconv2D(4, 2, 3)
+    layer(x)
+    wgrad = layer.vars["W"].grad.get()
+    with pytest.raises(dcl.ModuleError, match=f"{name} must be a real number"):
+        layer.backward(gy, **{name: value})
+    assert np.array_equal(layer.vars["W"].grad.get(), wgrad)
+
+
+@pytest.mark.parametrize("name, value", [("scale", "0.5"), ("momentum", np.ones(2))])
+def test_blend_factors_are_checked_before_any_launch(queue, no_launch, name, value):
+    x = to_device(queue, np.ones((1, 4, 3, 3)))
+    W = to_device(queue, np.ones((4, 2, 3, 3)))
+    gy = to_device(queue, np.ones((1, 2, 5, 5)))
+    with pytest.raises(dcl.ModuleError, match=f"{name} must be a real number"):
+        dcl.deconvNdBackwardParams(x, gy, W, **{name: value})

@@ -5,6 +5,7 @@ could not repeat (an array with an offset, another switch, another kernel manage
 import numpy as np
 import pytest
 
+import deconvnd_cl as dcl
 from deconvnd_cl import functional, kernel_manager, reference, replay
 from deconvnd_cl.disk_cache import DiskCache
 from deconvnd_cl.functional import deconvNd, deconvNdBackwardData, deconvNdBackwardParams
@@ -18,6 +19,19 @@ def replays(monkeypatch):
     fresh = kernel_manager.KernelManager(DiskCache(None))
     monkeypatch.setattr(kernel_manager, "_manager", fresh)
     return fresh.replays
+
+
+@pytest.fixture
+def replayed(monkeypatch):
+    """How many calls were replays."""
+    count = [0]
+    real = replay.Replay.__call__
+
+    def counting(self, queue, inputs):
+        count[0] += 1
+        return real(self, queue, inputs)
+    monkeypatch.setattr(replay.Replay, "__call__", counting)
+    return count
 
 
 def recorded(replays):
@@ -46,13 +60,14 @@ def run_passes(queue, config, x, W, b, gy, wgrad0):
 
 
 @pytest.mark.parametrize("config", sweep(10, seed=1406), ids=lambda c: c.id)
-def test_a_replay_gives_the_reference_and_the_worked_out_calls_bits(queue, replays, monkeypatch, config):
+def test_a_replay_gives_the_reference_and_the_worked_out_calls_bits(queue, replays, replayed, monkeypatch, config):
     rng = np.random.default_rng(14)
     wgrad0 = rng.standard_normal((config.cin, config.cout // config.groups) + config.size).astype(np.float32)
     run_passes(queue, config, *operands(queue, config, rng), wgrad0)  # recorded
-    assert len(recorded(replays)) == 3
+    assert len(recorded(replays)) == 3 and replayed[0] == 0
     x, W, b, gy = operands(queue, config, rng)  # new values of the same shapes
-    y, gx, wgrad, bgrad = run_passes(queue, config, x, W, b, gy, wgrad0)  # replayed
+    y, gx, wgrad, bgrad = run_passes(queue, config, x, W, b, gy, wgrad0)
+    assert replayed[0] == 3 and len(replays) == 3
     assert_close(y, reference.forward(x, W, b, postpad=config.postpad, **config.conv), what="y")
     assert_close(gx, reference.backward_data(gy, W, config.spatial, postpad=config.postpad, **config.conv),
                  what="gx")
@@ -63,6 +78,47 @@ def test_a_replay_gives_the_reference_and_the_worked_out_calls_bits(queue, repla
     worked_out = run_passes(queue, config, x, W, b, gy, wgrad0)
     for name, a, e in zip(("y", "gx", "wgrad", "bgrad"), (y, gx, wgrad, bgrad), worked_out):
         assert np.array_equal(a, e), f"{name}: the replay's bits differ from the call worked out anew"
+
+
+def test_a_training_module_replays_its_steps(queue, replays, replayed, monkeypatch):
+    """Forward, then both gradients from one backward (gy packed once for both), blended with scale and
+    momentum into the module's gradients: three steps replayed, each bit for bit a step worked out anew."""
+    rng = np.random.default_rng(12)
+    xs = [to_device(queue, rng.standard_normal((2, 6, 5, 7)).astype(np.float32)) for _ in range(4)]
+    layer = dcl.Deconv2D(6, 4, 4, stride=2, pad=1)
+    gys = [to_device(queue, rng.standard_normal((2, 4, 10, 14)).astype(np.float32)) for _ in range(4)]
+
+    def steps(mode):
+        monkeypatch.setenv("DECONVND_CL_REPLAY", mode)
+        for var in layer.vars.values():
+            var.grad.fill(0)
+        outputs = []
+        for x, gy in zip(xs, gys):
+            y = layer(x)
+            gx = layer.backward(gy, scale=0.5, momentum=0.9)
+            outputs += [y.get(), gx.get(), layer.vars["W"].grad.get(), layer.vars["b"].grad.get()]
+        return outputs
+    replaying = steps("1")
+    assert replayed[0] == 6  # the first step recorded, the three after it replayed
+    for a, e in zip(replaying, steps("0")):
+        assert np.array_equal(a, e)
+
+
+def test_a_replay_that_fails_leaves_later_calls_right(queue, replays, replayed, monkeypatch):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    W = rng.standard_normal((3, 5, 3, 3)).astype(np.float32)
+    x_dev, W_dev = to_device(queue, x), to_device(queue, W)
+    deconvNd(x_dev, W_dev, stride=2)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("enqueue failed")
+    with monkeypatch.context() as patch:
+        patch.setattr(functional.cl, "enqueue_nd_range_kernel", broken)
+        with pytest.raises(RuntimeError, match="enqueue failed"):
+            deconvNd(x_dev, W_dev, stride=2)
+    assert_close(deconvNd(x_dev, W_dev, stride=2).get(), reference.forward(x, W, stride=2))
+    assert replayed[0] == 2
 
 
 def test_each_replay_returns_new_arrays(queue, replays):
@@ -130,3 +186,22 @@ def test_a_call_that_fails_while_recorded_leaves_no_replay(queue, replays, monke
     assert not replays and replay.recording() is None
     y = deconvNd(x, W, stride=2, pad=1)
     assert_close(y.get(), reference.forward(x.get(), W.get(), stride=2, pad=1))
+
+
+def test_blend_factors_of_any_real_type_and_sign(queue, replays, monkeypatch):
+    """A NumPy scalar, a 0-d array, and -0.0 after 0.0 (equal, but not the same bits in a gradient's zeros):
+    each replay gives the bits of the call worked out anew."""
+    rng = np.random.default_rng(8)
+    x = to_device(queue, rng.standard_normal((2, 3, 4, 4)).astype(np.float32))
+    gy = to_device(queue, rng.standard_normal((2, 2, 9, 9)).astype(np.float32))
+    W = to_device(queue, rng.standard_normal((3, 2, 3, 3)).astype(np.float32))
+
+    def gradients(scale, momentum):
+        wgrad = to_device(queue, np.full((3, 2, 3, 3), 0.25, np.float32))
+        return deconvNdBackwardParams(x, gy, W, wgrad=wgrad, scale=scale, momentum=momentum, stride=2)[0].get()
+    for scale, momentum in ((0.0, 1), (-0.0, np.int64(1)), (np.float32(0.5), np.array(0.75)), (0.5, 0.75)):
+        replaying = gradients(scale, momentum)
+        monkeypatch.setenv("DECONVND_CL_REPLAY", "0")
+        worked_out = gradients(scale, momentum)
+        monkeypatch.delenv("DECONVND_CL_REPLAY")
+        assert np.array_equal(replaying, worked_out) and np.array_equal(np.signbit(replaying), np.signbit(worked_out))
