@@ -221,11 +221,15 @@ ${quad_rows()}
 </%def>
 __kernel void ${name}_pack_w(${c.params(signatures["_pack_w"])})
 {
-    const dcl_idx row = get_global_id(0);
-    if (row >= rows) return;
+    const dcl_idx item = get_global_id(0);
+    if (item >= rows) return;
     const int others = tile_of_co ? cig : cog, tiled_count = tile_of_co ? cog : cig;
-    const int other = row % others, tile = (row / others) % tiles;
-    const int g = row / others / tiles;
+    // Work-items walk W in its own order, input maps outermost: the forward's rows taken in wp's order read W
+    // a tile of output maps from each input map in turn, 16 KiB apart on DCGAN 512->256 (1.3-1.5 ms, now 1.05-1.1).
+    const int tile = tile_of_co ? item % tiles : (item / others) % tiles;
+    const int other = tile_of_co ? (item / tiles) % others : item % others;
+    const int g = item / others / tiles;
+    const dcl_idx row = ((dcl_idx)g * tiles + tile) * others + other;
     const int live = DCL_MIN(tm, tiled_count - tile * tm);  // the tile's maps inside the group
     const int ci = tile_of_co ? other : tile * tm, co = tile_of_co ? tile * tm : other;
     const dcl_idx map_step = tile_of_co ? (dcl_idx)ks : (dcl_idx)cog * ks;  // from one of the tile's maps to the next
