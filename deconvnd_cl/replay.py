@@ -100,13 +100,14 @@ class Recording:
 
     def release_unused(self):
         """Before an allocation: let go of the blocks that only this recording refers to (CPython's reference
-        count: the list's and the call's argument), as the call would have, and record where."""
+        count), as the call would have, and record where."""
         for index in range(len(self.blocks)):
-            if self.blocks[index] is not None and sys.getrefcount(self.blocks[index]) <= 2:
-                block = self.blocks[index]
+            block = self.blocks[index]
+            if block is not None and sys.getrefcount(block) <= 3:  # the list, `block`, the argument
                 del self.block_of[id(block.data if isinstance(block, cl_array.Array) else block)]
-                self.blocks[index] = block = None
+                self.blocks[index] = None
                 self.steps.append(("free", index))
+        block = None  # not held past the allocation
 
     def allocated_buffer(self, buffer, nbytes):
         self.block_of[id(buffer)] = len(self.blocks)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import deconvnd_cl as dcl
-from deconvnd_cl import functional, kernel_manager, reference, replay
+from deconvnd_cl import functional, kernel_manager, memory, reference, replay
 from deconvnd_cl.disk_cache import DiskCache
 from deconvnd_cl.functional import deconvNd, deconvNdBackwardData, deconvNdBackwardParams
 from conftest import assert_close, to_device
@@ -205,3 +205,31 @@ def test_blend_factors_of_any_real_type_and_sign(queue, replays, monkeypatch):
         worked_out = gradients(scale, momentum)
         monkeypatch.delenv("DECONVND_CL_REPLAY")
         assert np.array_equal(replaying, worked_out) and np.array_equal(np.signbit(replaying), np.signbit(worked_out))
+
+
+def test_recording_and_replay_hold_no_more_memory_than_the_call(queue, replays, monkeypatch):
+    """Blocks go back to the pool where the call lets them go (backward data's packed weights before the weight
+    gradient's scratch, say): the pool's peak is the same worked out anew, recorded and replayed."""
+    rng = np.random.default_rng(2)
+    layer = dcl.Deconv2D(16, 16, 4, stride=2, pad=1)
+    x = to_device(queue, rng.standard_normal((2, 16, 8, 8)).astype(np.float32))
+    gy = to_device(queue, rng.standard_normal((2, 16, 16, 16)).astype(np.float32))
+    pool = memory._pool(queue)
+    real, peak = memory.buffer, [0]
+
+    def measured(queue_, nbytes):
+        block = real(queue_, nbytes)
+        peak[0] = max(peak[0], pool.active_bytes)
+        return block
+    monkeypatch.setattr(memory, "buffer", measured)
+
+    def backward_peak(mode):
+        monkeypatch.setenv("DECONVND_CL_REPLAY", mode)
+        layer(x)
+        queue.finish()
+        base, peak[0] = pool.active_bytes, 0
+        layer.backward(gy, scale=0.5, momentum=0.9)
+        queue.finish()
+        return peak[0] - base
+    worked_out = backward_peak("0")
+    assert [backward_peak("1"), backward_peak("1")] == [worked_out, worked_out]  # recorded, then replayed
