@@ -9,6 +9,7 @@ fails leaves them as they were.
 """
 
 import dataclasses
+import decimal
 import numbers
 
 import numpy as np
@@ -365,12 +366,16 @@ def _backward_on_group(group, problem, data, grad, W, bias, want_data, want_para
 
 
 def _blend_factor(name, value):
-    """scale or momentum as a float: a real number (a NumPy scalar or 0-d array too), else ModuleError."""
+    """scale or momentum as a float: a real number (a NumPy scalar or 0-d array, a Decimal too), else
+    ModuleError."""
     if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
         value = value[()]
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, decimal.Decimal)):
         raise ModuleError(f"{name} must be a real number (given: {value!r})")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ModuleError(f"{name} = {value!r} is out of a float's range") from None
 
 
 def _replayed(what, problem, run, **arrays):
@@ -378,8 +383,9 @@ def _replayed(what, problem, run, **arrays):
     pass and everything its Python reads but the Problem and the arrays."""
     if problem.N == 0:
         return run()
-    key = what + (problem.shape_key, problem.queue, problem.scratch_limit, settings.replay_switches(),
-                  tuple(map(replay.array_form, arrays.values())))
+    queue = problem.queue
+    key = what + (problem.shape_key, queue.int_ptr, queue.context.int_ptr, problem.scratch_limit,
+                  settings.replay_switches(), tuple(map(replay.array_form, arrays.values())))
     return replay.call(key, run, problem.queue, arrays)
 
 

@@ -22,4 +22,5 @@ def launch(queue, program, suffix, global_size, local_size, **arguments):
         cl.enqueue_nd_range_kernel(queue, kernel, rounded, tuple(local_size))
     recording = replay.recording()
     if recording is not None:
+        recording.on_queue(queue)
         recording.launched(program, kernel, bound, rounded, tuple(local_size))

@@ -35,6 +35,7 @@ def buffer(queue, nbytes):
     pool = _pool(queue)
     recording = replay.recording()
     if recording is not None:
+        recording.on_queue(queue)
         recording.release_unused()
     if pool.alloc_size(pool.bin_number(nbytes)) > queue.device.max_mem_alloc_size:
         block = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, nbytes)  # the pool's bin would round past it

@@ -1,21 +1,23 @@
 """A pass's enqueues recorded at its first call of a shape, and replayed at its later ones.
 
 A training loop calls every layer with the same shapes each step. Past its remembered choices (plans.py), a
-pass still worked out each launch's arguments, bound them by name and allocated its scratch in Python: 30-130 us
-a pass on PoCL here with the host's caches warm, two to four times that right after the kernels of the step
+pass still worked out each launch's arguments, bound them by name and allocated its scratch in Python: 61-155 us
+a pass on PoCL here with the host's caches warm, three to five times that right after the kernels of the step
 before had run, and most of a small layer's wall time beyond its kernels. On a GPU, where those kernels take
 tens of microseconds, that Python is the pass. A replay makes the same allocations from the queue's pool, in
 the same order, and enqueues the same kernels with the same arguments: only the buffers are the new call's.
 
 A replay is the call's own enqueues by construction:
 - its key holds everything the pass's Python reads except the arrays' memory: the implementations and variants,
-  the Problem with its queue and scratch budget, the call's scalars (scale, momentum, which gradients), each
-  array's shape, dtype, strides and offset, the environment switches the passes read (settings.replay_switches)
-  and the kernel manager (replays live on it, so a new manager builds and records anew);
-- every buffer a recorded launch takes is one of the call's arrays, a block the call allocated
-  (memory.buffer / memory.empty), or a table made once per context (strategies.base.constant_buffer), and every
-  array the call returns is one of these too. Anything else, or an enqueue outside `launch()` (a copy of an
-  array with an offset, say), refuses the recording (`refuse`): that key then runs in full every time.
+  the Problem with its queue (by handle: a key keeps no queue alive) and scratch budget, the call's scalars
+  (scale, momentum, which gradients), each array's shape, dtype, strides and offset, the environment switches
+  the passes read (settings.replay_switches) and the kernel manager (replays live on it, so a new manager builds
+  and records anew);
+- every launch and allocation is on the call's queue, every buffer a recorded launch takes is one of the call's
+  arrays, a block the call allocated (memory.buffer / memory.empty), or a table made once per context
+  (strategies.base.constant_buffer), and every array the call returns is one of these too. Anything else, or an
+  enqueue outside `launch()` (a copy of an array with an offset, say), refuses the recording (`refuse`): that
+  key then runs in full every time.
 A block goes back to the pool where the call would have let it go: before each allocation the recording lets go
 of the blocks no one else refers to any more and records that, and the replay does the same at the same step, so
 neither holds more memory at once than the call worked out anew. Replays are off with DECONVND_CL_REPLAY=0 (the
@@ -64,7 +66,7 @@ def call(key, run, queue, inputs):
         return run()
     if replay is not _UNRECORDED:
         return replay(queue, inputs)
-    current = _active.recording = Recording(inputs)
+    current = _active.recording = Recording(queue, inputs)
     try:
         result = run()
         replay = current.finish(result)
@@ -77,14 +79,25 @@ def call(key, run, queue, inputs):
 
 
 _UNRECORDED = object()
-_BLOCK, _ARRAY_BLOCK, _INPUT = range(3)
+_BLOCK, _ARRAY_BLOCK, _INPUT, _TABLE = range(4)  # where a launch's buffer comes from
+
+
+def _references(blocks, index):
+    """CPython's reference count of blocks[index] as seen from here."""
+    block = blocks[index]
+    return sys.getrefcount(block)
+
+
+# The count of an object only a list refers to, as _references sees it: interpreters differ in what a local
+# variable and a call's argument add (3.14 borrows where 3.11 counts).
+_ONLY_IN_ITS_LIST = _references([object()], 0)
 
 
 class Recording:
     """The steps of one call as it runs: its allocations and launches, the buffers of each launch classified."""
 
-    def __init__(self, inputs):
-        self.inputs, self.refused = inputs, None
+    def __init__(self, queue, inputs):
+        self.queue, self.inputs, self.refused = queue, inputs, None
         self.input_of = {}  # id(buffer) -> name in inputs
         for name, array in inputs.items():
             if array is not None:
@@ -102,12 +115,16 @@ class Recording:
         """Before an allocation: let go of the blocks that only this recording refers to (CPython's reference
         count), as the call would have, and record where."""
         for index in range(len(self.blocks)):
-            block = self.blocks[index]
-            if block is not None and sys.getrefcount(block) <= 3:  # the list, `block`, the argument
+            if self.blocks[index] is not None and _references(self.blocks, index) <= _ONLY_IN_ITS_LIST:
+                block = self.blocks[index]
                 del self.block_of[id(block.data if isinstance(block, cl_array.Array) else block)]
-                self.blocks[index] = None
+                self.blocks[index] = block = None
                 self.steps.append(("free", index))
-        block = None  # not held past the allocation
+
+    def on_queue(self, queue):
+        """An allocation or a launch on `queue`: a replay puts everything on the call's queue."""
+        if queue != self.queue:
+            refuse("an allocation or launch on another queue than the call's")
 
     def allocated_buffer(self, buffer, nbytes):
         self.block_of[id(buffer)] = len(self.blocks)
@@ -134,7 +151,7 @@ class Recording:
                 if source is None:
                     refuse(f"a buffer of unknown origin ({kernel.function_name})")
                     return
-                if source[0] != "table":
+                if source[0] != _TABLE:
                     slots.append((position,) + source)
                     values[position] = None  # not kept: the next call's buffer goes there
         self.steps.append(("launch", Launch(program.launch_lock, kernel, values, tuple(slots), global_size,
@@ -152,15 +169,13 @@ class Recording:
         if name is not None and self.inputs[name].base_data is buffer:
             return _INPUT, name
         if self.tables.get(id(buffer)) is buffer:
-            return ("table",)
+            return (_TABLE,)
         return None
 
     def finish(self, result):
         """The Replay of the recorded call, or None where it was refused."""
-        form = self._result_form(result) if self.refused is None else None
-        if self.refused is not None:
-            return None
-        return Replay(self.steps, form)
+        form = self._result_form(result)
+        return None if self.refused is not None else Replay(self.steps, form)
 
     def _result_form(self, result):
         if result is None:

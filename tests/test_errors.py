@@ -177,10 +177,12 @@ def test_blend_factors_must_be_real_numbers(queue, name, value):
     assert np.array_equal(layer.vars["W"].grad.get(), wgrad)
 
 
-@pytest.mark.parametrize("name, value", [("scale", "0.5"), ("momentum", np.ones(2))])
-def test_blend_factors_are_checked_before_any_launch(queue, no_launch, name, value):
+@pytest.mark.parametrize("name, value, message", [("scale", "0.5", "scale must be a real number"),
+                                                  ("momentum", np.ones(2), "momentum must be a real number"),
+                                                  ("scale", 10**400, "scale = 1000.* is out of a float's range")])
+def test_blend_factors_are_checked_before_any_launch(queue, no_launch, name, value, message):
     x = to_device(queue, np.ones((1, 4, 3, 3)))
     W = to_device(queue, np.ones((4, 2, 3, 3)))
     gy = to_device(queue, np.ones((1, 2, 5, 5)))
-    with pytest.raises(dcl.ModuleError, match=f"{name} must be a real number"):
+    with pytest.raises(dcl.ModuleError, match=message):
         dcl.deconvNdBackwardParams(x, gy, W, **{name: value})
