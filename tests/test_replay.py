@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 
 import deconvnd_cl as dcl
-from deconvnd_cl import functional, kernel_manager, memory, reference, replay
+from deconvnd_cl import functional, kernel_manager, memory, reference, replay, settings
 from deconvnd_cl.disk_cache import DiskCache
 from deconvnd_cl.functional import deconvNd, deconvNdBackwardData, deconvNdBackwardParams
+from deconvnd_cl.problem import Problem
 from conftest import assert_close, to_device
 from configs import sweep
+from test_device_group import sub_device_queues
+from test_scale import ROW_LAYERS, all_passes, random_operands
 
 
 @pytest.fixture
@@ -236,3 +239,42 @@ def test_recording_and_replay_hold_no_more_memory_than_the_call(queue, replays, 
         return peak[0] - base
     worked_out = backward_peak("0")
     assert [backward_peak("1"), backward_peak("1")] == [worked_out, worked_out]  # recorded, then replayed
+
+
+def assert_same_bits(runs):
+    for results in zip(*runs):
+        for other in results[1:]:
+            assert np.array_equal(results[0], other), "a replayed call's bits differ from the call worked out anew"
+
+
+@pytest.mark.parametrize("layer", ROW_LAYERS[:3], ids=["k4s2p1", "dilated-postpad", "gaps"])
+def test_calls_split_along_rows_replay_their_chunks(queue, replays, replayed, monkeypatch, layer):
+    """Chunks of rows go through the functional layer as calls of their own: recorded, then replayed."""
+    conv, x_shape, w_shape, per_strategy = layer
+    problem = Problem.create(queue, x_shape, w_shape, np.dtype(np.float32),
+                             **dict(dict(stride=1, pad=0, dilation=1, postpad=0, groups=1), **conv))
+    monkeypatch.setenv("DECONVND_CL_SCRATCH_LIMIT",
+                       per_strategy[settings.forced_strategy() or ("cpu" if problem.on_cpu else "gpu")][0])
+    operands = random_operands(conv, x_shape, w_shape, seed=7)
+    runs = [all_passes(queue, conv, *operands) for _ in range(2)]
+    assert replayed[0] > 0
+    monkeypatch.setenv("DECONVND_CL_REPLAY", "0")
+    assert_same_bits(runs + [all_passes(queue, conv, *operands)])
+
+
+def test_a_device_group_replays_each_part(queue, replays, replayed, monkeypatch):
+    parts = sub_device_queues(queue)
+    x, W, b, gy, _, _ = random_operands(dict(stride=2, pad=1), (7, 6, 5, 6), (6, 4, 4, 4), seed=3)
+
+    def passes():
+        xd, Wd, bd, gyd = (to_device(parts[0], a) for a in (x, W, b, gy))
+        y = deconvNd(xd, Wd, bd, stride=2, pad=1, devices=parts)
+        gx = deconvNdBackwardData(gyd, Wd, xd, stride=2, pad=1, devices=parts)
+        wgrad, bgrad = deconvNdBackwardParams(xd, gyd, Wd, bd, stride=2, pad=1, devices=parts)
+        return y.get(), gx.get(), wgrad.get(), bgrad.get()
+    runs = [passes() for _ in range(2)]
+    assert replayed[0] > 0
+    monkeypatch.setenv("DECONVND_CL_REPLAY", "0")
+    runs.append(passes())
+    assert_close(runs[0][0], reference.forward(x, W, b, stride=2, pad=1))
+    assert_same_bits(runs)
