@@ -386,7 +386,7 @@ def _replayed(what, problem, run, **arrays):
     queue = problem.queue
     key = what + (problem.shape_key, queue.int_ptr, queue.context.int_ptr, problem.scratch_limit,
                   settings.replay_switches(), tuple(map(replay.array_form, arrays.values())))
-    return replay.call(key, run, problem.queue, arrays)
+    return replay.call(key, run, queue, arrays)
 
 
 def batch_chunk(problem, b0, b1, queue=None):

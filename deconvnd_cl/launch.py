@@ -16,11 +16,17 @@ def launch(queue, program, suffix, global_size, local_size, **arguments):
         raise ValueError(f"local size {local_size} and global size {global_size} differ in rank")
     kernel, signature = program.kernel(suffix)
     bound = signature.bind(arguments, program.key.index_bits)
-    rounded = tuple(ceil(g / l) * l for g, l in zip(global_size, local_size))
-    with program.launch_lock:  # a cl.Kernel holds its arguments: set and enqueue them as one step
-        kernel.set_args(*bound)
-        cl.enqueue_nd_range_kernel(queue, kernel, rounded, tuple(local_size))
+    rounded, local_size = tuple(ceil(g / l) * l for g, l in zip(global_size, local_size)), tuple(local_size)
+    enqueue(queue, program.launch_lock, kernel, bound, rounded, local_size)
     recording = replay.recording()
     if recording is not None:
         recording.on_queue(queue)
-        recording.launched(program, kernel, bound, rounded, tuple(local_size))
+        recording.launched(program, kernel, bound, rounded, local_size)
+
+
+def enqueue(queue, lock, kernel, arguments, global_size, local_size):
+    """Set `kernel`'s arguments (in declared order) and enqueue it, as one step under its program's `lock`: a
+    cl.Kernel holds its arguments, and other threads launch the same kernel (launch, replay.Replay)."""
+    with lock:
+        kernel.set_args(*arguments)
+        cl.enqueue_nd_range_kernel(queue, kernel, global_size, local_size)

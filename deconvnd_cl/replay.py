@@ -30,7 +30,7 @@ import threading
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from . import kernel_manager, memory, settings
+from . import kernel_manager, launch, memory, settings
 
 CAPACITY = 1024  # replays kept per kernel manager; all are dropped when it is reached
 
@@ -118,7 +118,7 @@ class Recording:
             if self.blocks[index] is not None and _references(self.blocks, index) <= _ONLY_IN_ITS_LIST:
                 block = self.blocks[index]
                 del self.block_of[id(block.data if isinstance(block, cl_array.Array) else block)]
-                self.blocks[index] = block = None
+                self.blocks[index] = None
                 self.steps.append(("free", index))
 
     def on_queue(self, queue):
@@ -214,19 +214,18 @@ class Replay:
         for step in self.steps:
             kind = step[0]
             if kind == "launch":
-                launch = step[1]
-                values = list(launch.values)
-                for position, source, ref in launch.slots:
+                recorded = step[1]
+                values = list(recorded.values)
+                for position, source, ref in recorded.slots:
                     if source == _BLOCK:
                         values[position] = blocks[ref]
                     elif source == _ARRAY_BLOCK:
                         values[position] = blocks[ref].data
                     else:
                         values[position] = inputs[ref].base_data
-                with launch.lock:  # a cl.Kernel holds its arguments: set and enqueue them as one step
-                    launch.kernel.set_args(*values)
-                    cl.enqueue_nd_range_kernel(queue, launch.kernel, launch.global_size, launch.local_size)
-                del values
+                launch.enqueue(queue, recorded.lock, recorded.kernel, values, recorded.global_size,
+                               recorded.local_size)
+                del values  # a block freed at a later step is not held here
             elif kind == "free":
                 blocks[step[1]] = None
             else:
