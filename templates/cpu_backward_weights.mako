@@ -130,12 +130,12 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
         const dcl_idx g_row = shift${"".join(f" + (dcl_idx)({f'stride{a}' if gy == 'in_place' else 1} * i{a}) * ps{a}" for a in range(nd - 1))};
 % if x_cl:
         __global const dcl_t* xr = xb + x_row * ${tm};
-% else:
+% elif gy == "in_place":
         % for mi in range(tm):
         __global const dcl_t* x${mi} = xp${mi} + x_row;
         % endfor
 % endif
-% if gy != "channels_last":
+% if gy == "in_place":
         % for ni in range(tn):
         __global const dcl_t* y${ni} = yp${ni} + g_row;
         % endfor
@@ -192,16 +192,18 @@ ${x_channels_last_step(nvec, True)}
             % endfor
         }
 % elif gy == "planar":
-        int v = 0;
-        for (; v + ${vw} <= in_last; v += ${vw}) {
+        // indices into the maps' rows, not a pointer each (see below)
+        const dcl_idx x_end = x_row + in_last;
+        dcl_idx xi = x_row, yi = g_row;
+        for (; xi + ${vw} <= x_end; xi += ${vw}, yi += ${vw}) {
         % if tn < tm:
             ## the smaller operand set is held, the other streamed: TM*TN accumulators + min(TM, TN) + 1 registers
             % for ni in range(tn):
-            const dcl_accv yv${ni} = DCL_LOADV(y${ni} + v);
+            const dcl_accv yv${ni} = DCL_LOADV(yp${ni} + yi);
             % endfor
             % for mi in range(tm):
             {
-                const dcl_accv xv = DCL_LOADV(x${mi} + v);
+                const dcl_accv xv = DCL_LOADV(xp${mi} + xi);
                 % for ni in range(tn):
                 acc${mi}_${ni} = xv * yv${ni} + acc${mi}_${ni};
                 % endfor
@@ -209,11 +211,11 @@ ${x_channels_last_step(nvec, True)}
             % endfor
         % else:
             % for mi in range(tm):
-            const dcl_accv xv${mi} = DCL_LOADV(x${mi} + v);
+            const dcl_accv xv${mi} = DCL_LOADV(xp${mi} + xi);
             % endfor
             % for ni in range(tn):
             {
-                const dcl_accv yv = DCL_LOADV(y${ni} + v);
+                const dcl_accv yv = DCL_LOADV(yp${ni} + yi);
                 % for mi in range(tm):
                 acc${mi}_${ni} = xv${mi} * yv + acc${mi}_${ni};
                 % endfor
@@ -221,17 +223,17 @@ ${x_channels_last_step(nvec, True)}
             % endfor
         % endif
         }
-        if (v < in_last) {   // the row's last, partial vector: lanes past the row are zero on both sides
-            const int left = in_last - v;
+        if (xi < x_end) {   // the row's last, partial vector: lanes past the row are zero on both sides
+            const int left = x_end - xi;
             % for mi in range(tm):
             dcl_accv xv${mi} = (dcl_accv)(0);
             % for l in range(vw - 1):
-            if (${l} < left) xv${mi}.s${HEX[l]} = DCL_LOAD(x${mi} + v + ${l});
+            if (${l} < left) xv${mi}.s${HEX[l]} = DCL_LOAD(xp${mi} + xi + ${l});
             % endfor
             % endfor
             % for ni in range(tn):
             {
-                dcl_accv yv = DCL_LOADV(y${ni} + v);
+                dcl_accv yv = DCL_LOADV(yp${ni} + yi);
                 % for l in range(1, vw):
                 if (${l} >= left) yv.s${HEX[l]} = 0;
                 % endfor
@@ -242,14 +244,16 @@ ${x_channels_last_step(nvec, True)}
             % endfor
         }
 % else:
+        // one index into the TM maps' rows, not a pointer each, so a row's set-up is short (rows may be 8 long)
         __global const dcl_t* yb = yp + g_row * ${tn};
-        for (int v = 0; v < in_last; ++v) {
+        const dcl_idx x_end = x_row + in_last;
+        for (dcl_idx xv = x_row; xv < x_end; ++xv, yb += ${tn}) {
             % for j in range(nvec):
-            const dcl_accv y${j} = DCL_LOADV(yb + (dcl_idx)v * ${tn} + ${j * vw});
+            const dcl_accv y${j} = DCL_LOADV(yb + ${j * vw});
             % endfor
             % for mi in range(tm):
             {
-                const dcl_acc xs = DCL_LOAD(x${mi} + v);
+                const dcl_acc xs = DCL_LOAD(xp${mi} + xv);
                 % for j in range(nvec):
                 acc${mi}_${j} = xs * y${j} + acc${mi}_${j};
                 % endfor
