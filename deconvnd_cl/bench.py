@@ -12,7 +12,7 @@ from math import prod
 import numpy as np
 import pyopencl.array as cla
 
-from . import functional, layer_spec, peers
+from . import layer_spec, module_calls, peers
 from .device import default_queue, describe
 
 # The layer families users run: GAN generators, U-Net / V-Net decoders, grouped and depthwise, 3d, audio.
@@ -75,13 +75,13 @@ class OurLayer:
         self.wgrad, self.bgrad = cla.zeros_like(self.W), cla.zeros_like(self.b)
 
     def fwd(self):
-        problem = functional.forward_problem(self.x, self.W, self.b, postpad=self.postpad, **self.conv)
-        return functional.forward(problem, self.x, self.W, self.b, tuned=self.variants.get("forward"))
+        return module_calls.forward(self.x, self.W, self.b, dict(self.conv, postpad=self.postpad),
+                                    variants=self.variants)
 
     def _backward(self, want_data, want_params):
-        problem = functional.backward_problem(self.grad, self.W, self.x.shape, **self.conv)
-        return functional.backward(problem, self.x, self.grad, self.W, self.b, want_data, want_params,
-                                   wgrad=self.wgrad, bgrad=self.bgrad, tuned=self.variants)
+        return module_calls.backward(self.x, self.grad, self.W, self.b, self.conv, want_data=want_data,
+                                     want_params=want_params, wgrad=self.wgrad, bgrad=self.bgrad,
+                                     variants=self.variants)
 
     def bwd_data(self):
         return self._backward(True, False)

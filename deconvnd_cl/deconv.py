@@ -5,7 +5,7 @@ from math import prod
 import numpy as np
 import pyopencl.array as cl_array
 
-from . import functional
+from . import module_calls
 from .device import default_queue
 from .device_group import as_group, check_home
 from .errors import ModuleError
@@ -48,21 +48,16 @@ class DeconvND(Module):
     def updateData(self, data):
         if self.W is None:
             raise ModuleError(f"{type(self).__name__} {self.name or ''} has no weights (created with empty=True)")
-        problem = functional.forward_problem(data, self.W, self.b, postpad=self.postpad,
-                                             scratch_limit=self.memlimit, **self._conv_args())
-        if self.train and self.devices is None and problem.N > 0:
-            functional.prepare_layer(problem, self.variants)
-        return functional.forward(problem, data, self.W, self.b, tuned=self.variants.get("forward"),
-                                  devices=self.devices)
+        return module_calls.forward(data, self.W, self.b, dict(self._conv_args(), postpad=self.postpad),
+                                    self.memlimit, self.variants, self.train, self.devices)
 
     def updateGradAndParams(self, grad, updParamGrads, updGrad, scale, momentum):
         wvar, bvar = self.vars.get("W"), self.vars.get("b")
-        problem = functional.backward_problem(grad, self.W, self.inData.shape, scratch_limit=self.memlimit,
-                                              **self._conv_args())
-        gx, (wgrad, bgrad) = functional.backward(
-            problem, self.inData, grad, self.W, self.b, want_data=updGrad, want_params=updParamGrads,
-            wgrad=wvar.grad if updParamGrads else None, bgrad=bvar.grad if updParamGrads and bvar else None,
-            scale=scale, momentum=momentum, tuned=self.variants, devices=self.devices)
+        gx, (wgrad, bgrad) = module_calls.backward(
+            self.inData, grad, self.W, self.b, self._conv_args(), self.memlimit, want_data=updGrad,
+            want_params=updParamGrads, wgrad=wvar.grad if updParamGrads else None,
+            bgrad=bvar.grad if updParamGrads and bvar else None, scale=scale, momentum=momentum,
+            variants=self.variants, devices=self.devices)
         if updGrad:
             self.grad = gx
 

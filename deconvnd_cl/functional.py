@@ -53,7 +53,8 @@ def _check_dtype(queue, dtype):
                           f"(float64 needs cl_khr_fp64)")
 
 
-def _queue_for(array):
+def queue_for(array):
+    """The queue a call on `array` runs on: the array's own, else the default queue."""
     return array.queue if isinstance(array, cl_array.Array) and array.queue is not None else default_queue()
 
 
@@ -87,7 +88,7 @@ def deconvNd(data, W, bias=None, stride=1, pad=0, dilation=1, postpad=0, groups=
 def forward_problem(data, W, bias, stride, pad, dilation, postpad, groups, scratch_limit=None):
     """Validate a forward call's arrays and layer: the Problem, or ModuleError. scratch_limit: bytes a scratch
     buffer may take (a module's memlimit)."""
-    queue = _queue_for(data)
+    queue = queue_for(data)
     _check_array("data", data, queue)
     _check_dtype(queue, data.dtype)
     if data.ndim < 3:
@@ -101,7 +102,7 @@ def forward_problem(data, W, bias, stride, pad, dilation, postpad, groups, scrat
     return problem
 
 
-def forward(problem, data, W, bias, given=None, tuned=None, devices=None, row_chunk=False):
+def forward(problem, data, W, bias, given=None, tuned=None, devices=None, row_chunk=False, call_key=None):
     """The forward of a validated call, by the implementation that serves it, with the variant given (checked),
     else the tuned one where it fits, else the default; split along the batch where its scratch would not fit,
     then along the first spatial axis (unless the call is such a chunk already), and across the devices of a
@@ -114,7 +115,7 @@ def forward(problem, data, W, bias, given=None, tuned=None, devices=None, row_ch
     def run(bounds):
         if len(bounds) == 1:
             return _replayed(("forward", impl, variant), problem, lambda: impl.run(problem, data, W, bias, variant),
-                             data=data, W=W, bias=bias)
+                             call_key, data=data, W=W, bias=bias)
         y = problem.empty_output()
         for b0, b1 in bounds:
             _copy_batch(y, impl.run(batch_chunk(problem, b0, b1), data[b0:b1], W, bias, variant), b0)
@@ -190,7 +191,7 @@ def _build(problem, chosen):
 
 def backward_problem(grad, W, data_shape, stride, pad, dilation, groups, scratch_limit=None):
     """Validate grad against W and the forward input's shape; the postpad is what grad's shape implies."""
-    queue = _queue_for(grad)
+    queue = queue_for(grad)
     _check_array("grad", grad, queue)
     _check_dtype(queue, grad.dtype)
     if not isinstance(W, cl_array.Array):
@@ -237,7 +238,7 @@ def deconvNdBackwardParams(data, grad, W, bias=None, stride=1, pad=0, dilation=1
 
     The reduction is deterministic (fixed chunks summed in a fixed order, no atomics), over the devices of a
     group (`devices`, as for deconvNd) too: their parts are summed in the group's order."""
-    queue = _queue_for(data)
+    queue = queue_for(data)
     _check_array("data", data, queue)
     problem = backward_problem(grad, W, data.shape, stride, pad, dilation, groups)
     _check_array("data", data, queue, grad.dtype, W.ndim)
@@ -259,7 +260,7 @@ def deconvNdBackwardParams(data, grad, W, bias=None, stride=1, pad=0, dilation=1
 
 
 def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgrad=None, bgrad=None, scale=1.0,
-             momentum=0.0, given=None, tuned=None, devices=None, row_chunk=False):
+             momentum=0.0, given=None, tuned=None, devices=None, row_chunk=False, call_key=None):
     """Input grad and parameter grads of a validated call, gy packed once for both. `given` and `tuned` map a
     family name to a variant: given ones are checked (ModuleError if they do not fit), tuned ones used where
     they fit. Split along the batch where the scratch would not fit, then along the first spatial axis (unless
@@ -300,7 +301,7 @@ def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgr
         if len(bounds) == 1:
             what = ("backward", tuple(passes.items()), with_bias, scale.hex(), momentum.hex())  # -0.0 is not 0.0
             return _replayed(what, problem, lambda: run_whole(problem, grad, data, wgrad, bgrad, scale, momentum),
-                             grad=grad, data=data, W=W, wgrad=wgrad, bgrad=bgrad)
+                             call_key, grad=grad, data=data, W=W, wgrad=wgrad, bgrad=bgrad)
         gx = None
         if want_data:
             gx = problem.empty_input_gradient()
@@ -378,14 +379,17 @@ def _blend_factor(name, value):
         raise ModuleError(f"{name} = {value!r} is out of a float's range") from None
 
 
-def _replayed(what, problem, run, **arrays):
+def _replayed(what, problem, run, call_key, **arrays):
     """run() of a whole (unsplit) call, replayed where a call of its shape was recorded (replay.py). `what`: the
-    pass and everything its Python reads but the Problem and the arrays."""
+    pass and everything its Python reads but the Problem and the arrays. `call_key`: a module's call's key
+    (module_calls.py), which then leads to this replay's key at once."""
     if problem.N == 0:
         return run()
     queue = problem.queue
     key = what + (problem.shape_key, queue.int_ptr, queue.context.int_ptr, problem.scratch_limit,
                   settings.replay_switches(), tuple(map(replay.array_form, arrays.values())))
+    if call_key is not None:
+        replay.remember_call(call_key, key)
     return replay.call(key, run, queue, arrays)
 
 

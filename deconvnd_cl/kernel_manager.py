@@ -85,6 +85,7 @@ class KernelManager:
         self.builds = 0  # programs compiled from source in this process (tests prove warm caches with it)
         self.cache = cache if cache is not None else disk_cache.DiskCache.from_environment()
         self.replays = {}  # key -> the recorded enqueues of calls of this manager's kernels (replay.py)
+        self.replayed_calls = {}  # a module call's key -> the key of its replay (module_calls.py)
 
     def program(self, queue, key, kernel_source):
         device = queue.device
@@ -191,8 +192,12 @@ _manager_lock = threading.Lock()
 
 
 def manager():
-    """The process-wide kernel manager (created on first use, never at import)."""
+    """The process-wide kernel manager (created on first use, never at import; asked at every call, so the lock is
+    taken only while there is none)."""
     global _manager
+    existing = _manager
+    if existing is not None:
+        return existing
     with _manager_lock:
         if _manager is None:
             _manager = KernelManager()

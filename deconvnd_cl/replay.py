@@ -21,7 +21,8 @@ A replay is the call's own enqueues by construction:
 A block goes back to the pool where the call would have let it go: before each allocation the recording lets go
 of the blocks no one else refers to any more and records that, and the replay does the same at the same step, so
 neither holds more memory at once than the call worked out anew. Replays are off with DECONVND_CL_REPLAY=0 (the
-switch is read at each call).
+switch is read at each call). A module's later calls come here without their Python before the key
+(module_calls.py, remember_call and key_of_call below).
 """
 
 import sys
@@ -76,6 +77,19 @@ def call(key, run, queue, inputs):
         replays.clear()
     replays[key] = replay
     return result
+
+
+def remember_call(call_key, key):
+    """A module's call with this `call_key` (module_calls.py) replays `key`: its next calls go there at once."""
+    calls = kernel_manager.manager().replayed_calls
+    if len(calls) >= CAPACITY:
+        calls.clear()
+    calls[call_key] = key
+
+
+def key_of_call(call_key):
+    """The replay key an earlier call with this `call_key` led to, or None."""
+    return kernel_manager.manager().replayed_calls.get(call_key)
 
 
 _UNRECORDED = object()

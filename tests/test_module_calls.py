@@ -1,0 +1,123 @@
+"""A module's call whose arguments have the forms of an earlier replayed call goes to that replay at once
+(module_calls.py): it skips the validation, and its results are bit for bit those of the call worked out anew;
+any other form, switch or scalar is validated and worked out, and invalid arguments still raise ModuleError."""
+
+import numpy as np
+import pyopencl.array as cla
+import pytest
+
+import deconvnd_cl as dcl
+from deconvnd_cl import functional, kernel_manager, reference
+from deconvnd_cl.disk_cache import DiskCache
+from deconvnd_cl.errors import ModuleError
+from conftest import assert_close, to_device
+
+
+@pytest.fixture
+def fresh_manager(monkeypatch):
+    """A kernel manager of this test alone: its replays and call keys are this test's."""
+    fresh = kernel_manager.KernelManager(DiskCache(None))
+    monkeypatch.setattr(kernel_manager, "_manager", fresh)
+    return fresh
+
+
+@pytest.fixture
+def validated(monkeypatch):
+    """How many calls were validated (made their Problem): forward and backward."""
+    count = {"forward": 0, "backward": 0}
+    for name in count:
+        real = getattr(functional, f"{name}_problem")
+
+        def counting(*args, _real=real, _name=name, **kwargs):
+            count[_name] += 1
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(functional, f"{name}_problem", counting)
+    return count
+
+
+def step(layer, x, gy, scale=0.5, momentum=0.9):
+    y = layer(x)
+    gx = layer.backward(gy, scale=scale, momentum=momentum)
+    return [y.get(), gx.get(), layer.vars["W"].grad.get(), layer.vars["b"].grad.get()]
+
+
+def operands(queue, rng, batch=2):
+    x = rng.standard_normal((batch, 6, 5, 7)).astype(np.float32)
+    gy = rng.standard_normal((batch, 4, 10, 14)).astype(np.float32)
+    return x, gy
+
+
+def test_later_steps_go_straight_to_their_replays(queue, fresh_manager, validated, monkeypatch):
+    rng = np.random.default_rng(21)
+    data = [operands(queue, rng) for _ in range(4)]
+    layer = dcl.Deconv2D(6, 4, 4, stride=2, pad=1)
+
+    def steps(mode):
+        monkeypatch.setenv("DECONVND_CL_REPLAY", mode)
+        for var in layer.vars.values():
+            var.grad.fill(0)
+        return [a for x, gy in data for a in step(layer, to_device(queue, x), to_device(queue, gy))]
+    fast = steps("1")
+    assert validated == {"forward": 1, "backward": 1}  # the first step only
+    assert len(fresh_manager.replayed_calls) == 2
+    worked_out = steps("0")
+    assert validated == {"forward": 5, "backward": 5}
+    for a, e in zip(fast, worked_out):
+        assert np.array_equal(a, e), "a call sent to its replay differs from the call worked out anew"
+    x, gy = data[-1]
+    W = layer.vars["W"].data.get()
+    assert_close(fast[-4], reference.forward(x, W, layer.vars["b"].data.get(), stride=2, pad=1), what="y")
+    assert_close(fast[-3], reference.backward_data(gy, W, (5, 7), stride=2, pad=1), what="gx")
+
+
+def test_another_form_scalar_or_switch_is_worked_out(queue, fresh_manager, validated, monkeypatch):
+    rng = np.random.default_rng(22)
+    layer = dcl.Deconv2D(6, 4, 4, stride=2, pad=1)
+    x, gy = operands(queue, rng)
+    for _ in range(2):
+        step(layer, to_device(queue, x), to_device(queue, gy))
+    assert validated == {"forward": 1, "backward": 1}
+    x3, gy3 = operands(queue, rng, batch=3)  # another batch
+    y = layer(to_device(queue, x3))
+    assert_close(y.get(), reference.forward(x3, layer.vars["W"].data.get(), layer.vars["b"].data.get(), stride=2,
+                                            pad=1))
+    assert validated["forward"] == 2
+    layer.backward(to_device(queue, gy3), scale=0.5, momentum=-0.0)  # -0.0 is not 0.0 (a blend bit for bit)
+    layer.backward(to_device(queue, gy3), scale=0.5, momentum=0.0)
+    layer.backward(to_device(queue, gy3), scale=np.float32(0.5), momentum=0.0)  # no key: validated each time
+    layer.backward(to_device(queue, gy3), scale=np.float32(0.5), momentum=0.0)
+    assert validated["backward"] == 5
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", "gpu")  # another strategy's kernels
+    y = layer(to_device(queue, x3))
+    assert validated["forward"] == 3
+    assert_close(y.get(), reference.forward(x3, layer.vars["W"].data.get(), layer.vars["b"].data.get(), stride=2,
+                                            pad=1))
+
+
+def test_invalid_arguments_still_raise(queue, fresh_manager):
+    rng = np.random.default_rng(23)
+    layer = dcl.Deconv2D(6, 4, 4, stride=2, pad=1)
+    x, gy = operands(queue, rng)
+    for _ in range(2):
+        step(layer, to_device(queue, x), to_device(queue, gy))
+    with pytest.raises(ModuleError, match="scale must be a real number"):
+        layer.backward(to_device(queue, gy), scale=True)
+    with pytest.raises(ModuleError, match="C-contiguous"):
+        layer.backward(to_device(queue, np.ascontiguousarray(gy.transpose(0, 1, 3, 2))).transpose((0, 1, 3, 2)))
+    with pytest.raises(ModuleError, match="dtype"):
+        layer(cla.to_device(queue, x.astype(np.int32)))
+    with pytest.raises(ModuleError, match="5 maps"):
+        layer(to_device(queue, rng.standard_normal((2, 5, 5, 7)).astype(np.float32)))
+
+
+def test_a_call_whose_replay_was_refused_is_worked_out_each_time(queue, fresh_manager, validated):
+    """A view with an offset is copied (an enqueue a replay would not repeat): its key leads to a refusal."""
+    rng = np.random.default_rng(24)
+    layer = dcl.Deconv2D(6, 4, 4, stride=2, pad=1)
+    x = rng.standard_normal((3, 6, 5, 7)).astype(np.float32)
+    x_dev = to_device(queue, x)
+    for _ in range(3):
+        y = layer(x_dev[1:])
+        assert_close(y.get(), reference.forward(x[1:], layer.vars["W"].data.get(), layer.vars["b"].data.get(),
+                                                stride=2, pad=1))
+    assert validated["forward"] == 3
