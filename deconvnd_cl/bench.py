@@ -12,7 +12,7 @@ from math import prod
 import numpy as np
 import pyopencl.array as cla
 
-from . import layer_spec, module_calls, peers
+from . import functional, layer_spec, peers
 from .device import default_queue, describe
 
 # The layer families users run: GAN generators, U-Net / V-Net decoders, grouped and depthwise, 3d, audio.
@@ -75,13 +75,13 @@ class OurLayer:
         self.wgrad, self.bgrad = cla.zeros_like(self.W), cla.zeros_like(self.b)
 
     def fwd(self):
-        return module_calls.forward(self.x, self.W, self.b, dict(self.conv, postpad=self.postpad),
-                                    variants=self.variants)
+        return functional.forward_call(self.x, self.W, self.b, dict(self.conv, postpad=self.postpad),
+                                       variants=self.variants)
 
     def _backward(self, want_data, want_params):
-        return module_calls.backward(self.x, self.grad, self.W, self.b, self.conv, want_data=want_data,
-                                     want_params=want_params, wgrad=self.wgrad, bgrad=self.bgrad,
-                                     variants=self.variants)
+        return functional.backward_call(self.x, self.grad, self.W, self.b, self.conv, want_data=want_data,
+                                        want_params=want_params, wgrad=self.wgrad, bgrad=self.bgrad,
+                                        variants=self.variants)
 
     def bwd_data(self):
         return self._backward(True, False)

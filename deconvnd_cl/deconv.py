@@ -5,7 +5,7 @@ from math import prod
 import numpy as np
 import pyopencl.array as cl_array
 
-from . import module_calls
+from . import functional
 from .device import default_queue
 from .device_group import as_group, check_home
 from .errors import ModuleError
@@ -48,12 +48,12 @@ class DeconvND(Module):
     def updateData(self, data):
         if self.W is None:
             raise ModuleError(f"{type(self).__name__} {self.name or ''} has no weights (created with empty=True)")
-        return module_calls.forward(data, self.W, self.b, dict(self._conv_args(), postpad=self.postpad),
-                                    self.memlimit, self.variants, self.train, self.devices)
+        return functional.forward_call(data, self.W, self.b, dict(self._conv_args(), postpad=self.postpad),
+                                       self.memlimit, variants=self.variants, train=self.train, devices=self.devices)
 
     def updateGradAndParams(self, grad, updParamGrads, updGrad, scale, momentum):
         wvar, bvar = self.vars.get("W"), self.vars.get("b")
-        gx, (wgrad, bgrad) = module_calls.backward(
+        gx, (wgrad, bgrad) = functional.backward_call(
             self.inData, grad, self.W, self.b, self._conv_args(), self.memlimit, want_data=updGrad,
             want_params=updParamGrads, wgrad=wvar.grad if updParamGrads else None,
             bgrad=bvar.grad if updParamGrads and bvar else None, scale=scale, momentum=momentum,

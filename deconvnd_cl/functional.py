@@ -16,7 +16,7 @@ import numpy as np
 import pyopencl as cl
 import pyopencl.array as cl_array
 
-from . import replay, row_split, settings
+from . import call_forms, replay, row_split, settings
 from .device import default_queue, supports_dtype
 from .device_group import as_group, check_home, finish_all, home_copy, put_rows, rows_on, whole_on
 from .errors import ModuleError, ScratchTooLarge
@@ -81,8 +81,26 @@ def deconvNd(data, W, bias=None, stride=1, pad=0, dilation=1, postpad=0, groups=
     y[b, g*Cog + co, i*stride + k*dilation - pad] += x[b, ci, i] * W[ci, co, k] (ci in group g), cropped by pad,
     extended by postpad, plus bias. `tile`: a variant of the implementation that runs (docs/guide.md).
     `devices`: a DeviceGroup (or a list of queues) that shares the batch (device_group.py)."""
-    problem = forward_problem(data, W, bias, stride, pad, dilation, postpad, groups)
-    return forward(problem, data, W, bias, given=tile, devices=devices)
+    return forward_call(data, W, bias, dict(stride=stride, pad=pad, dilation=dilation, postpad=postpad,
+                                            groups=groups), given=tile, devices=devices)
+
+
+def forward_call(data, W, bias, conv, scratch_limit=None, given=None, variants=None, train=False, devices=None):
+    """A whole forward call, deconvNd's or a module's (`variants` its tuned ones; `train`: its first call builds
+    the layer's three passes ahead, prepare_layer): validated and worked out, or the replay an earlier call of
+    its arguments' forms led to (call_forms.py). `conv`: stride, pad, dilation, postpad and groups by name."""
+    variants = variants or {}
+
+    def anew(call_key):
+        problem = forward_problem(data, W, bias, scratch_limit=scratch_limit, **conv)
+        if train and devices is None and problem.N > 0:
+            prepare_layer(problem, variants)
+        return forward(problem, data, W, bias, given=given, tuned=variants.get("forward"), devices=devices,
+                       call_key=call_key)
+    if devices is not None:
+        return anew(None)
+    return call_forms.call("forward", (queue_for(data),), (data, W, bias), (conv, scratch_limit, given, variants,
+                           train), (), anew, dict(data=data, W=W, bias=bias))
 
 
 def forward_problem(data, W, bias, stride, pad, dilation, postpad, groups, scratch_limit=None):
@@ -225,10 +243,17 @@ def backward_problem(grad, W, data_shape, stride, pad, dilation, groups, scratch
 def deconvNdBackwardData(grad, W, data=None, stride=1, pad=0, dilation=1, groups=1, tile=None, devices=None):
     """Input gradient of deconvNd: a strided direct convolution of grad with W. Shape of data (or the
     smallest input consistent with grad when data is None). `devices` as for deconvNd."""
-    problem = backward_problem(grad, W, None if data is None else data.shape, stride, pad, dilation, groups)
-    if data is not None:
-        _check_array("data", data, problem.queue, grad.dtype)
-    gx, _ = backward(problem, None, grad, W, None, want_params=False, given={"backward_data": tile}, devices=devices)
+    def anew(call_key):
+        problem = backward_problem(grad, W, None if data is None else data.shape, stride, pad, dilation, groups)
+        if data is not None:
+            _check_array("data", data, problem.queue, grad.dtype)
+        return backward(problem, None, grad, W, None, want_params=False, given={"backward_data": tile},
+                        devices=devices, call_key=call_key)
+    if devices is not None:
+        return anew(None)[0]
+    conv = dict(stride=stride, pad=pad, dilation=dilation, groups=groups)
+    gx, _ = call_forms.call("backward_data", (queue_for(grad),), (grad, W, data), (conv, tile), (), anew,
+                            dict(grad=grad, data=None, W=W, wgrad=None, bgrad=None))
     return gx
 
 
@@ -238,6 +263,21 @@ def deconvNdBackwardParams(data, grad, W, bias=None, stride=1, pad=0, dilation=1
 
     The reduction is deterministic (fixed chunks summed in a fixed order, no atomics), over the devices of a
     group (`devices`, as for deconvNd) too: their parts are summed in the group's order."""
+    def anew(call_key):
+        return _backward_params(data, grad, W, bias, stride, pad, dilation, groups, wgrad, bgrad, scale, momentum,
+                                tile, devices, call_key)
+    if devices is not None:
+        return anew(None)[1]
+    conv = dict(stride=stride, pad=pad, dilation=dilation, groups=groups)
+    _, params = call_forms.call("backward_params", (queue_for(grad), queue_for(data)),
+                                (data, grad, W, bias, wgrad, bgrad), (conv, tile), (scale, momentum), anew,
+                                dict(grad=grad, data=data, W=W, wgrad=wgrad, bgrad=bgrad))
+    return params
+
+
+def _backward_params(data, grad, W, bias, stride, pad, dilation, groups, wgrad, bgrad, scale, momentum, tile,
+                     devices, call_key):
+    """deconvNdBackwardParams validated and worked out: (gx, (wgrad, bgrad)) as backward returns them."""
     queue = queue_for(data)
     _check_array("data", data, queue)
     problem = backward_problem(grad, W, data.shape, stride, pad, dilation, groups)
@@ -254,9 +294,26 @@ def deconvNdBackwardParams(data, grad, W, bias=None, stride=1, pad=0, dilation=1
                                   "own its buffer (pass a fresh array)")
             if given.shape != like.shape:
                 raise ModuleError(f"{name} has shape {given.shape} (expected: {like.shape})")
-    _, params = backward(problem, data, grad, W, bias, want_data=False, wgrad=wgrad, bgrad=bgrad, scale=scale,
-                         momentum=momentum, given={"backward_weights": tile}, devices=devices)
-    return params
+    return backward(problem, data, grad, W, bias, want_data=False, wgrad=wgrad, bgrad=bgrad, scale=scale,
+                    momentum=momentum, given={"backward_weights": tile}, devices=devices, call_key=call_key)
+
+
+def backward_call(data, grad, W, bias, conv, scratch_limit=None, want_data=True, want_params=True, wgrad=None,
+                  bgrad=None, scale=1.0, momentum=0.0, variants=None, devices=None):
+    """A module's whole backward call (`data`: its forward's input; `variants`: its tuned ones): validated and
+    worked out, or the replay an earlier call of its arguments' forms led to (call_forms.py). `conv`: stride,
+    pad, dilation and groups by name."""
+    variants = variants or {}
+
+    def anew(call_key):
+        problem = backward_problem(grad, W, data.shape, scratch_limit=scratch_limit, **conv)
+        return backward(problem, data, grad, W, bias, want_data, want_params, wgrad, bgrad, scale, momentum,
+                        tuned=variants, devices=devices, call_key=call_key)
+    if devices is not None:
+        return anew(None)
+    return call_forms.call("backward", (queue_for(grad),), (grad, data, W, bias, wgrad, bgrad),
+                           (conv, scratch_limit, variants, want_data, want_params), (scale, momentum), anew,
+                           dict(grad=grad, data=data, W=W, wgrad=wgrad, bgrad=bgrad))
 
 
 def backward(problem, data, grad, W, bias, want_data=True, want_params=True, wgrad=None, bgrad=None, scale=1.0,
@@ -381,8 +438,8 @@ def _blend_factor(name, value):
 
 def _replayed(what, problem, run, call_key, **arrays):
     """run() of a whole (unsplit) call, replayed where a call of its shape was recorded (replay.py). `what`: the
-    pass and everything its Python reads but the Problem and the arrays. `call_key`: a module's call's key
-    (module_calls.py), which then leads to this replay's key at once."""
+    pass and everything its Python reads but the Problem and the arrays. `call_key`: the whole call's key
+    (call_forms.py), which then leads to this replay's key at once."""
     if problem.N == 0:
         return run()
     queue = problem.queue

@@ -85,7 +85,7 @@ class KernelManager:
         self.builds = 0  # programs compiled from source in this process (tests prove warm caches with it)
         self.cache = cache if cache is not None else disk_cache.DiskCache.from_environment()
         self.replays = {}  # key -> the recorded enqueues of calls of this manager's kernels (replay.py)
-        self.replayed_calls = {}  # a module call's key -> the key of its replay (module_calls.py)
+        self.replayed_calls = {}  # a call's key -> the key of its replay (call_forms.py)
 
     def program(self, queue, key, kernel_source):
         device = queue.device

@@ -21,8 +21,8 @@ A replay is the call's own enqueues by construction:
 A block goes back to the pool where the call would have let it go: before each allocation the recording lets go
 of the blocks no one else refers to any more and records that, and the replay does the same at the same step, so
 neither holds more memory at once than the call worked out anew. Replays are off with DECONVND_CL_REPLAY=0 (the
-switch is read at each call). A module's later calls come here without their Python before the key
-(module_calls.py, remember_call and key_of_call below).
+switch is read at each call). A call of the forms of an earlier replayed one comes here without its Python before the key
+(call_forms.py, remember_call and key_of_call below).
 """
 
 import sys
@@ -80,7 +80,7 @@ def call(key, run, queue, inputs):
 
 
 def remember_call(call_key, key):
-    """A module's call with this `call_key` (module_calls.py) replays `key`: its next calls go there at once."""
+    """A call with this `call_key` (call_forms.py) replays `key`: later calls with that key go there at once."""
     calls = kernel_manager.manager().replayed_calls
     if len(calls) >= CAPACITY:
         calls.clear()

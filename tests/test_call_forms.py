@@ -1,5 +1,5 @@
-"""A module's call whose arguments have the forms of an earlier replayed call goes to that replay at once
-(module_calls.py): it skips the validation, and its results are bit for bit those of the call worked out anew;
+"""A call whose arguments have the forms of an earlier replayed call's goes to that replay at once
+(call_forms.py): it skips the validation, and its results are bit for bit those of the call worked out anew;
 any other form, switch or scalar is validated and worked out, and invalid arguments still raise ModuleError."""
 
 import numpy as np
@@ -7,7 +7,8 @@ import pyopencl.array as cla
 import pytest
 
 import deconvnd_cl as dcl
-from deconvnd_cl import functional, kernel_manager, reference
+from deconvnd_cl import functional, kernel_manager, reference, settings
+from deconvnd_cl.functional import deconvNd, deconvNdBackwardData, deconvNdBackwardParams
 from deconvnd_cl.disk_cache import DiskCache
 from deconvnd_cl.errors import ModuleError
 from conftest import assert_close, to_device
@@ -87,7 +88,8 @@ def test_another_form_scalar_or_switch_is_worked_out(queue, fresh_manager, valid
     layer.backward(to_device(queue, gy3), scale=np.float32(0.5), momentum=0.0)  # no key: validated each time
     layer.backward(to_device(queue, gy3), scale=np.float32(0.5), momentum=0.0)
     assert validated["backward"] == 5
-    monkeypatch.setenv("DECONVND_CL_STRATEGY", "gpu")  # another strategy's kernels
+    other = "cpu" if settings.forced_strategy() == "gpu" else "gpu"
+    monkeypatch.setenv("DECONVND_CL_STRATEGY", other)  # another strategy's kernels
     y = layer(to_device(queue, x3))
     assert validated["forward"] == 3
     assert_close(y.get(), reference.forward(x3, layer.vars["W"].data.get(), layer.vars["b"].data.get(), stride=2,
@@ -121,3 +123,35 @@ def test_a_call_whose_replay_was_refused_is_worked_out_each_time(queue, fresh_ma
         assert_close(y.get(), reference.forward(x[1:], layer.vars["W"].data.get(), layer.vars["b"].data.get(),
                                                 stride=2, pad=1))
     assert validated["forward"] == 3
+
+
+def test_the_functional_api_goes_straight_to_its_replays(queue, fresh_manager, validated):
+    """deconvNd, deconvNdBackwardData and deconvNdBackwardParams: later calls of the same forms are not
+    validated again; a float stride, a bool scale, a wgrad of another shape still raise."""
+    rng = np.random.default_rng(25)
+    x = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
+    W = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal((1, 3, 1, 1)).astype(np.float32)
+    gy = rng.standard_normal((2, 3, 10, 12)).astype(np.float32)
+    dev = {name: to_device(queue, a) for name, a in dict(x=x, W=W, b=b, gy=gy).items()}
+    conv = dict(stride=2, pad=1, postpad=1)
+    dW, db = reference.backward_params(x, gy, W.shape, stride=2, pad=1)
+    for _ in range(3):
+        y = deconvNd(dev["x"], dev["W"], dev["b"], **conv)
+        gx = deconvNdBackwardData(dev["gy"], dev["W"], dev["x"], stride=2, pad=1)
+        wgrad = to_device(queue, np.ones_like(W))
+        wgrad_out, bgrad = deconvNdBackwardParams(dev["x"], dev["gy"], dev["W"], dev["b"], stride=2, pad=1,
+                                                  wgrad=wgrad, scale=0.5, momentum=2.0)
+        assert wgrad_out is wgrad
+        assert_close(y.get(), reference.forward(x, W, b, **conv), what="y")
+        assert_close(gx.get(), reference.backward_data(gy, W, (5, 6), stride=2, pad=1, postpad=1), what="gx")
+        assert_close(wgrad.get(), 0.5 * dW + 2.0, what="wgrad")
+        assert_close(bgrad.get(), 0.5 * db, what="bgrad")
+    assert validated == {"forward": 1, "backward": 2}
+    with pytest.raises(ModuleError):
+        deconvNd(dev["x"], dev["W"], dev["b"], stride=2.0, pad=1, postpad=1)
+    with pytest.raises(ModuleError, match="scale must be a real number"):
+        deconvNdBackwardParams(dev["x"], dev["gy"], dev["W"], dev["b"], stride=2, pad=1, scale=True)
+    with pytest.raises(ModuleError, match="wgrad has shape"):
+        deconvNdBackwardParams(dev["x"], dev["gy"], dev["W"], dev["b"], stride=2, pad=1,
+                               wgrad=to_device(queue, np.ones((4, 3, 3, 2), np.float32)))
