@@ -2,8 +2,8 @@
 
 A training loop calls each layer with arrays of the same forms at every step. A call replayed (replay.py) still
 validated its arrays, made its Problem, chose its implementations and worked out its replay key before its first
-enqueue: on PoCL here 50-80 us of Python a pass with the host's caches warm, 190-330 us right after the step's
-kernels (the caches cold), a tenth to a quarter of a small layer's pass. Here a call (a module's, or one of the
+enqueue: on PoCL here 31-64 us of Python a pass with the host's caches warm, 190-330 us right after the step's
+kernels (the caches cold), up to a quarter of a small layer's pass. Here a call (a module's, or one of the
 functional API's) is keyed by what that work reads of its arguments: each array's shape, dtype, strides, offset and
 context, the layer's parameters, the scratch budget, the variants given or tuned, which gradients, scale and
 momentum by their bits, the queues and the environment switches the replay keys hold. A call whose key an earlier
