@@ -22,7 +22,7 @@ A block goes back to the pool where the call would have let it go: before each a
 of the blocks no one else refers to any more and records that, and the replay does the same at the same step, so
 neither holds more memory at once than the call worked out anew. Replays are off with DECONVND_CL_REPLAY=0 (the
 switch is read at each call). A call of the forms of an earlier replayed one comes here without its Python before the key
-(call_forms.py, remember_call and key_of_call below).
+(call_forms.py, remember_call and replay_of_call below).
 """
 
 import sys
@@ -87,9 +87,15 @@ def remember_call(call_key, key):
     calls[call_key] = key
 
 
-def key_of_call(call_key):
-    """The replay key an earlier call with this `call_key` led to, or None."""
-    return kernel_manager.manager().replayed_calls.get(call_key)
+def replay_of_call(call_key):
+    """The Replay an earlier call with this `call_key` led to, where it was recorded, replays are on and this
+    thread records no call; else None, and the call runs in full. (A key is remembered before its call is
+    recorded: a call that then splits, say, is never recorded, and each later one runs in full too.)"""
+    if not settings.replay_enabled() or recording() is not None:
+        return None
+    manager = kernel_manager.manager()
+    key = manager.replayed_calls.get(call_key)
+    return None if key is None else manager.replays.get(key)
 
 
 _UNRECORDED = object()

@@ -155,3 +155,34 @@ def test_the_functional_api_goes_straight_to_its_replays(queue, fresh_manager, v
     with pytest.raises(ModuleError, match="wgrad has shape"):
         deconvNdBackwardParams(dev["x"], dev["gy"], dev["W"], dev["b"], stride=2, pad=1,
                                wgrad=to_device(queue, np.ones((4, 3, 3, 2), np.float32)))
+
+
+@pytest.fixture
+def chunks(monkeypatch):
+    """The batch chunks calls split into."""
+    seen, real = [], functional.batch_chunk
+    monkeypatch.setattr(functional, "batch_chunk", lambda p, b0, b1: seen.append((b0, b1)) or real(p, b0, b1))
+    return seen
+
+
+def test_calls_split_along_their_batch_are_worked_out_each_time(queue, fresh_manager, monkeypatch, chunks):
+    """A split call's full run tries the whole call first (its key remembered), which gives up for the scratch
+    limit; the chunks it then runs, and the copies that gather them, are never recorded under that key, so a
+    later call of its forms is worked out again (a replay of the chunks without the copies gave wrong
+    gradients)."""
+    rng = np.random.default_rng(27)
+    x = rng.standard_normal((4, 8, 16, 16)).astype(np.float32)
+    W = rng.standard_normal((8, 4, 4, 4)).astype(np.float32)
+    gy = rng.standard_normal((4, 4, 32, 32)).astype(np.float32)
+    monkeypatch.setenv("DECONVND_CL_SCRATCH_LIMIT", "20K")  # the packed batch does not fit, one item does
+    x_dev, W_dev, gy_dev = to_device(queue, x), to_device(queue, W), to_device(queue, gy)
+    y_expected = reference.forward(x, W, stride=2, pad=1)
+    dW, _ = reference.backward_params(x, gy, W.shape, stride=2, pad=1)
+    for _ in range(3):
+        chunks.clear()
+        assert_close(deconvNd(x_dev, W_dev, stride=2, pad=1).get(), y_expected, what="y")
+        assert chunks, "the forward did not split"
+        chunks.clear()
+        wgrad, _ = deconvNdBackwardParams(x_dev, gy_dev, W_dev, stride=2, pad=1)
+        assert_close(wgrad.get(), dW, what="wgrad")
+        assert chunks, "the weight gradient did not split"
