@@ -9,13 +9,18 @@ context, the layer's parameters, the scratch budget, the variants given or tuned
 momentum by their bits, the queues and the environment switches the replay keys hold. A call whose key an earlier
 call led to a replay goes to that replay at once; any other call runs in full (validated, chosen, keyed) and
 remembers where its key led (functional._replayed, replay.remember_call). Keys hold handles, never arrays or
-queues. A call with an argument that has no key here (a list, a NumPy-scalar scale, a device group) runs in full
-every time, as does one whose full run is never replayed (an empty batch, a call split along its batch or rows).
+queues. A call with an argument that has no key here (a list or any other mutable parameter, a NumPy-scalar
+scale, a device group) runs in full every time, as does one whose full run is never replayed (an empty batch, a
+call split along its batch or rows).
 """
 
+from enum import Enum
+
+import numpy as np
 import pyopencl.array as cl_array
 
 from . import replay, settings
+from .variants import Variant
 
 
 def call(kind, queues, arrays, parameters, scalars, anew, inputs):
@@ -33,12 +38,18 @@ def call(kind, queues, arrays, parameters, scalars, anew, inputs):
 
 def _key(kind, queues, arrays, parameters, scalars):
     try:
-        key = (kind, tuple(q.int_ptr for q in queues), tuple(map(_form, arrays)), _hashable(parameters),
+        key = (kind, tuple(map(_queue, queues)), tuple(map(_form, arrays)), _hashable(parameters),
                tuple(map(_bits, scalars)), settings.replay_switches())
         hash(key)
     except (TypeError, OverflowError):
         return None
     return key
+
+
+def _queue(queue):
+    """A queue by its handles and its context's and device's: a freed queue's address can come back as another
+    device's queue, and the validation checks the arrays' context and the dtype against them."""
+    return queue.int_ptr, queue.context.int_ptr, queue.device.int_ptr
 
 
 def _form(array):
@@ -58,13 +69,19 @@ def _bits(value):
     return float(value).hex()
 
 
+# Values keyed as they are: immutable, equal only to what the validation treats alike once typed (2.0 and True
+# are not 2 and 1, which it takes and they are not). Anything else (a list, an iterator, a view of a dict, an
+# array) has no key: its contents could change between calls while its hash stays.
+_KEYED = (int, float, str, bytes, type(None), np.integer, np.floating, np.bool_, Enum, Variant)
+
+
 def _hashable(value):
-    """Dicts (the layer's parameters by name, variants by family) as sorted items, each value with its type (2.0
-    and True are not 2 and 1, which the validation takes and they are not); lists have no key."""
+    """Tuples and dicts (the layer's parameters by name, variants by family, as sorted items) of immutable
+    values, each leaf with its type; TypeError for anything else."""
     if isinstance(value, dict):
         return tuple(sorted((name, _hashable(v)) for name, v in value.items()))
-    if isinstance(value, tuple):
+    if type(value) is tuple:
         return tuple(map(_hashable, value))
-    if isinstance(value, list):
-        raise TypeError("a list has no key")
+    if not isinstance(value, _KEYED):
+        raise TypeError(f"no key for a {type(value).__name__}")
     return type(value), value

@@ -186,3 +186,21 @@ def test_calls_split_along_their_batch_are_worked_out_each_time(queue, fresh_man
         wgrad, _ = deconvNdBackwardParams(x_dev, gy_dev, W_dev, stride=2, pad=1)
         assert_close(wgrad.get(), dW, what="wgrad")
         assert chunks, "the weight gradient did not split"
+
+
+def test_a_parameter_whose_contents_can_change_has_no_key(queue, fresh_manager):
+    """An iterator, or a view of a dict, hashes by identity: keyed, a later call would replay what it held the
+    first time. Such a call is worked out every time: an iterator used up is refused, a view changed is read."""
+    rng = np.random.default_rng(28)
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    W = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    x_dev, W_dev = to_device(queue, x), to_device(queue, W)
+    stride = iter((2, 2))
+    assert_close(deconvNd(x_dev, W_dev, stride=stride).get(), reference.forward(x, W, stride=2))
+    with pytest.raises(ModuleError, match="stride"):
+        deconvNd(x_dev, W_dev, stride=stride)  # used up
+    config = {"h": 2, "w": 2}
+    for h in (2, 2, 3):
+        config["h"] = h
+        y = deconvNd(x_dev, W_dev, stride=config.values())
+        assert_close(y.get(), reference.forward(x, W, stride=(h, 2)))
