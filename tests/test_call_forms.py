@@ -9,6 +9,7 @@ import pytest
 import deconvnd_cl as dcl
 from deconvnd_cl import functional, kernel_manager, reference, settings
 from deconvnd_cl.functional import deconvNd, deconvNdBackwardData, deconvNdBackwardParams
+from deconvnd_cl.strategies import implementation
 from deconvnd_cl.disk_cache import DiskCache
 from deconvnd_cl.errors import ModuleError
 from conftest import assert_close, to_device
@@ -178,6 +179,9 @@ def test_calls_split_along_their_batch_are_worked_out_each_time(queue, fresh_man
     x_dev, W_dev, gy_dev = to_device(queue, x), to_device(queue, W), to_device(queue, gy)
     y_expected = reference.forward(x, W, stride=2, pad=1)
     dW, _ = reference.backward_params(x, gy, W.shape, stride=2, pad=1)
+    # the register-tiled weight gradient's scratch passes the limit here; the GPU strategy's does not
+    problem = functional.backward_problem(gy_dev, W_dev, x.shape, stride=2, pad=1, dilation=1, groups=1)
+    weights_split = implementation("backward_weights", problem).strategy == "cpu"
     for _ in range(3):
         chunks.clear()
         assert_close(deconvNd(x_dev, W_dev, stride=2, pad=1).get(), y_expected, what="y")
@@ -185,7 +189,7 @@ def test_calls_split_along_their_batch_are_worked_out_each_time(queue, fresh_man
         chunks.clear()
         wgrad, _ = deconvNdBackwardParams(x_dev, gy_dev, W_dev, stride=2, pad=1)
         assert_close(wgrad.get(), dW, what="wgrad")
-        assert chunks, "the weight gradient did not split"
+        assert chunks or not weights_split, "the weight gradient did not split"
 
 
 def test_a_parameter_whose_contents_can_change_has_no_key(queue, fresh_manager):
