@@ -27,8 +27,9 @@ def call(kind, queues, arrays, parameters, scalars, anew, inputs):
     """anew(key)'s result, `key` the call's key (None where an argument has none: anew passes it on to
     functional.forward / backward), or the replay an earlier call of this key led to, on `inputs` (the arrays by
     the names functional._replayed gives them). `queues`: those the validation consults, the call's first;
-    `arrays`: every array argument (or None); `parameters`: everything else the full call reads, but `scalars`
-    (scale, momentum), keyed by their bits."""
+    `arrays`: every array argument (or None); `parameters`: everything else the full call reads (a device group,
+    like any mutable value, has no key: that call always runs in full), but `scalars` (scale, momentum), keyed by
+    their bits."""
     key = _key(kind, queues, arrays, parameters, scalars)
     recorded = None if key is None else replay.replay_of_call(key)
     if recorded is None:

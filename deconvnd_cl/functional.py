@@ -97,10 +97,8 @@ def forward_call(data, W, bias, conv, scratch_limit=None, given=None, variants=N
             prepare_layer(problem, variants)
         return forward(problem, data, W, bias, given=given, tuned=variants.get("forward"), devices=devices,
                        call_key=call_key)
-    if devices is not None:
-        return anew(None)
     return call_forms.call("forward", (queue_for(data),), (data, W, bias), (conv, scratch_limit, given, variants,
-                           train), (), anew, dict(data=data, W=W, bias=bias))
+                           train, devices), (), anew, dict(data=data, W=W, bias=bias))
 
 
 def forward_problem(data, W, bias, stride, pad, dilation, postpad, groups, scratch_limit=None):
@@ -249,10 +247,8 @@ def deconvNdBackwardData(grad, W, data=None, stride=1, pad=0, dilation=1, groups
             _check_array("data", data, problem.queue, grad.dtype)
         return backward(problem, None, grad, W, None, want_params=False, given={"backward_data": tile},
                         devices=devices, call_key=call_key)
-    if devices is not None:
-        return anew(None)[0]
     conv = dict(stride=stride, pad=pad, dilation=dilation, groups=groups)
-    gx, _ = call_forms.call("backward_data", (queue_for(grad),), (grad, W, data), (conv, tile), (), anew,
+    gx, _ = call_forms.call("backward_data", (queue_for(grad),), (grad, W, data), (conv, tile, devices), (), anew,
                             dict(grad=grad, data=None, W=W, wgrad=None, bgrad=None))
     return gx
 
@@ -266,11 +262,9 @@ def deconvNdBackwardParams(data, grad, W, bias=None, stride=1, pad=0, dilation=1
     def anew(call_key):
         return _backward_params(data, grad, W, bias, stride, pad, dilation, groups, wgrad, bgrad, scale, momentum,
                                 tile, devices, call_key)
-    if devices is not None:
-        return anew(None)[1]
     conv = dict(stride=stride, pad=pad, dilation=dilation, groups=groups)
     _, params = call_forms.call("backward_params", (queue_for(grad), queue_for(data)),
-                                (data, grad, W, bias, wgrad, bgrad), (conv, tile), (scale, momentum), anew,
+                                (data, grad, W, bias, wgrad, bgrad), (conv, tile, devices), (scale, momentum), anew,
                                 dict(grad=grad, data=data, W=W, wgrad=wgrad, bgrad=bgrad))
     return params
 
@@ -309,10 +303,8 @@ def backward_call(data, grad, W, bias, conv, scratch_limit=None, want_data=True,
         problem = backward_problem(grad, W, data.shape, scratch_limit=scratch_limit, **conv)
         return backward(problem, data, grad, W, bias, want_data, want_params, wgrad, bgrad, scale, momentum,
                         tuned=variants, devices=devices, call_key=call_key)
-    if devices is not None:
-        return anew(None)
     return call_forms.call("backward", (queue_for(grad),), (grad, data, W, bias, wgrad, bgrad),
-                           (conv, scratch_limit, variants, want_data, want_params), (scale, momentum), anew,
+                           (conv, scratch_limit, variants, want_data, want_params, devices), (scale, momentum), anew,
                            dict(grad=grad, data=data, W=W, wgrad=wgrad, bgrad=bgrad))
 
 

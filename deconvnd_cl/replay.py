@@ -21,8 +21,8 @@ A replay is the call's own enqueues by construction:
 A block goes back to the pool where the call would have let it go: before each allocation the recording lets go
 of the blocks no one else refers to any more and records that, and the replay does the same at the same step, so
 neither holds more memory at once than the call worked out anew. Replays are off with DECONVND_CL_REPLAY=0 (the
-switch is read at each call). A call of the forms of an earlier replayed one comes here without its Python before the key
-(call_forms.py, remember_call and replay_of_call below).
+switch is read at each call). A call of the forms of an earlier replayed one comes here without its Python
+before the key (call_forms.py, remember_call and replay_of_call below).
 """
 
 import sys
@@ -59,9 +59,10 @@ def array_form(array):
 def call(key, run, queue, inputs):
     """run()'s result, by replay where this key was recorded; else run() recorded (once per key). `queue`: the
     call's; `inputs`: name -> the call's arrays (or None) whose memory run() passes to its kernels or returns."""
-    if not settings.replay_enabled() or recording() is not None:
+    manager = _replaying_manager()
+    if manager is None:
         return run()
-    replays = kernel_manager.manager().replays
+    replays = manager.replays
     replay = replays.get(key, _UNRECORDED)
     if replay is None:  # refused when recorded
         return run()
@@ -91,11 +92,17 @@ def replay_of_call(call_key):
     """The Replay an earlier call with this `call_key` led to, where it was recorded, replays are on and this
     thread records no call; else None, and the call runs in full. (A key is remembered before its call is
     recorded: a call that then splits, say, is never recorded, and each later one runs in full too.)"""
+    manager = _replaying_manager()
+    key = None if manager is None else manager.replayed_calls.get(call_key)
+    return None if key is None else manager.replays.get(key)
+
+
+def _replaying_manager():
+    """The kernel manager whose replays a call may use or add to: None while replays are off or this thread is
+    recording a call (whose inner calls run in full, into that recording)."""
     if not settings.replay_enabled() or recording() is not None:
         return None
-    manager = kernel_manager.manager()
-    key = manager.replayed_calls.get(call_key)
-    return None if key is None else manager.replays.get(key)
+    return kernel_manager.manager()
 
 
 _UNRECORDED = object()

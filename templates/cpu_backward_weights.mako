@@ -134,6 +134,10 @@ ${c.accumulators(tm, nvec if gy == "channels_last" else tn, "(dcl_accv)(0)")}
         % for mi in range(tm):
         __global const dcl_t* x${mi} = xp${mi} + x_row;
         % endfor
+% else:
+        // gy packed: one index into the TM maps' rows from x_row, not a pointer each, so a row's set-up is short
+        // (DCGAN 512->256's rows are 8 long)
+        const dcl_idx x_end = x_row + in_last;
 % endif
 % if gy == "in_place":
         % for ni in range(tn):
@@ -192,8 +196,6 @@ ${x_channels_last_step(nvec, True)}
             % endfor
         }
 % elif gy == "planar":
-        // indices into the maps' rows, not a pointer each (see below)
-        const dcl_idx x_end = x_row + in_last;
         dcl_idx xi = x_row, yi = g_row;
         for (; xi + ${vw} <= x_end; xi += ${vw}, yi += ${vw}) {
         % if tn < tm:
@@ -244,9 +246,7 @@ ${x_channels_last_step(nvec, True)}
             % endfor
         }
 % else:
-        // one index into the TM maps' rows, not a pointer each, so a row's set-up is short (rows may be 8 long)
         __global const dcl_t* yb = yp + g_row * ${tn};
-        const dcl_idx x_end = x_row + in_last;
         for (dcl_idx xv = x_row; xv < x_end; ++xv, yb += ${tn}) {
             % for j in range(nvec):
             const dcl_accv y${j} = DCL_LOADV(yb + ${j * vw});
