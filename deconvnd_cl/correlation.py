@@ -1,8 +1,9 @@
 """The forward of a stride-1 layer as a correlation: with stride 1, y[o] = sum_k x[o + pad - k*d] W[k] reads x
 the way backward data reads gy, gx[i] = sum_k gy[i + k*d - pad'] W'[k], with pad' = d*(k - 1) - pad and W' = W
 with its taps flipped and its input and output maps swapped. So the register-tiled forward runs the backward-data
-kernel that reads gy in place (gy_in_place.py) on a mirrored call: x read where it lies, no packing pass, and its
-tile measured faster than the forward's over a packed grid (ForwardTile x="in_place"; docs/performance.md).
+kernel on a mirrored call: the one that reads gy in place (gy_in_place.py; ForwardTile x="in_place"), x read
+where it lies with no packing pass, or the one that reads packed planes (x="planar", for rows not a multiple of
+the tile); both measured faster than the forward's own kernel over a packed grid (docs/performance.md).
 
 The mirror needs no postpad (a stride-1 postpad would make the mirror's negative) and pad <= d*(k - 1) on every
 axis (else pad' is negative); everything else about the call carries over."""

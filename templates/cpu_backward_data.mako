@@ -23,7 +23,11 @@ ${c.prelude(dtype, index_bits, vw)}
 ## sl: the last stride, whose taps a vector interleaves (in place), else 1; ntaps: the taps (in place: tap rows) to
 ## unroll, 0 for a loop over the table; in place also kl, the last axis' taps, and per tap group the border lanes
 ## `lefts` and `rights` (the host's `counts`)
-<% nvec = tn // vw %>
+<%
+nvec = tn // vw
+# a stride-1 layer's forward runs here as a correlation (correlation.py), its bias the outputs' start
+with_bias = "(dcl_accv)(has_bias ? (dcl_acc)DCL_LOAD(bias + g * cig + DCL_MIN(ci0 + {mi}, cig - 1)) : (dcl_acc)0)"
+%>
 
 ## The tap loop: `body(t, offset)` for each tap, unrolled with the offsets read once when there are `ntaps`,
 ## else a loop over the table.
@@ -197,8 +201,7 @@ __kernel void ${name}(${c.params(signatures[""])})
     __global const dcl_t* gb = gy + ((dcl_idx)b * cout + (dcl_idx)g * cog) * out_size;
     __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ks * ${tm};
     % if sl == 1:
-    // the forward of a stride-1 layer runs here as a correlation (cpu_forward.py), its bias the outputs' start
-${c.accumulators(tm, nv, "(dcl_accv)(has_bias ? (dcl_acc)DCL_LOAD(bias + g * cig + DCL_MIN(ci0 + {mi}, cig - 1)) : (dcl_acc)0)")}
+${c.accumulators(tm, nv, with_bias)}
     % else:
 ${c.accumulators(tm, nv, "(dcl_accv)(0)")}
     % endif
@@ -318,7 +321,7 @@ __kernel void ${name}(${c.params(signatures[""])})
 
     __global const dcl_t* gb = gyp + ((dcl_idx)b * cout + (dcl_idx)g * cog) * nplanes * plane;
     __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ks * ${tm};
-${c.accumulators(tm, nvec, "(dcl_accv)(0)")}
+${c.accumulators(tm, nvec, with_bias)}
     if (vpr) {
         % for j in range(nvec):
         __global const dcl_t* gb${j};

@@ -1,6 +1,7 @@
-"""The forward of a stride-1 layer run as a correlation (correlation.py: backward data's in-place kernel on the
-mirrored call, ForwardTile(..., x="in_place")): a seeded sweep of layers and tiles against the float64
-reference, with and without a bias, other dtypes, the default's choice, and the layers it refuses."""
+"""The forward of a stride-1 layer run as a correlation (correlation.py: backward data's kernel on the mirrored
+call, x in place or packed into planes, ForwardTile(..., x="in_place" or "planar")): a seeded sweep of layers and
+tiles against the float64 reference, with and without a bias, other dtypes, the default's choice, and the layers
+it refuses."""
 
 import random
 import zlib
@@ -48,9 +49,12 @@ def test_correlation_tiles_against_the_reference(queue, cpu_strategy, config):
     (x, W, bias), (xd, Wd, bd) = operands(queue, config)
     problem = functional.forward_problem(xd, Wd, bd, 1, config.pad, config.dilation, 0, config.groups)
     assert correlation.applies(problem.geo)
-    tiles = [t for t in cpu_tiles.forward_candidates(problem) if t.x is XSource.IN_PLACE]
-    assert tiles, "no in-place tile fits the layer"
-    for tile, with_bias in zip(random.Random(config.id).sample(tiles, min(2, len(tiles))), (True, False)):
+    chosen = []
+    for source in (XSource.IN_PLACE, XSource.PLANAR):
+        tiles = [t for t in cpu_tiles.forward_candidates(problem) if t.x is source]
+        assert tiles, f"no {source.value} tile fits the layer"
+        chosen += random.Random(config.id).sample(tiles, min(2, len(tiles)))
+    for tile, with_bias in zip(chosen, (True, False) * 2):
         want = reference.forward(x, W, bias if with_bias else None, 1, config.pad, config.dilation, 0,
                                  config.groups)
         got = dcl.deconvNd(xd, Wd, bd if with_bias else None, 1, config.pad, config.dilation,
@@ -71,13 +75,15 @@ def test_correlation_in_other_dtypes(queue, cpu_strategy, dtype, request):
     assert_close(got.astype(np.float64), want, dtype)
 
 
-def test_a_stride_1_layer_runs_as_a_correlation_by_default_with_256_bit_tiles(queue):
-    x = to_device(queue, np.ones((1, 8, 4, 40)))
+@pytest.mark.parametrize("row, source", [(48, XSource.IN_PLACE), (40, XSource.PLANAR)])
+def test_a_stride_1_layer_runs_as_a_correlation_by_default_with_256_bit_tiles(queue, row, source):
+    """x in place where rows are a multiple of the tile, else packed planes, whose tiles run across row ends."""
+    x = to_device(queue, np.ones((1, 8, 4, row)))
     W = to_device(queue, np.ones((8, 8, 3, 3)))
     problem = functional.forward_problem(x, W, None, 1, 1, 1, 0, 1)
     if not problem.on_cpu:
         pytest.skip("the register-tiled defaults are for CPU devices")
-    wanted = XSource.IN_PLACE if cpu_tiles.accumulator_budget(problem) <= 12 else XSource.PACKED
+    wanted = source if cpu_tiles.accumulator_budget(problem) <= 12 else XSource.PACKED
     assert cpu_tiles.forward_tile(problem).x is wanted
 
 

@@ -51,7 +51,8 @@ BAD_TILES = [
     ("forward", (6.0, 16, 8), "tm must be an int"),
     ("forward", ("6", 16, 8), "tm must be an int"),
     ("forward", (6, 16, True), "vw must be an int"),
-    ("forward", (6, 16, 8, "planar"), "field x must be one of 'packed', 'in_place'"),
+    ("forward", (6, 16, 8, "planar"), r"a stride of 1 on every axis, no postpad and pad <= dilation \* \(size - 1\) "
+                                      "for x 'planar'"),
     ("forward", (6, 16, 8, "packed", 1), "tuple of 3 to 4 values"),
     ("forward", (2, 6, 3), "vw one of 2, 4, 8, 16"),
     ("forward", (64, 64, 8), "at most 32 vector accumulators"),
@@ -68,7 +69,7 @@ BAD_TILES = [
     ("backward_weights", (4, 3), "tuple of 3 to 5 values"),
     ("backward_weights", (16, 3, 8, "planar", "channels_last"), "gy .in_place. with x .channels_last."),
     ("backward_weights", (12, 3, 8, "in_place", "channels_last"), "tm a multiple of vw"),
-    ("forward", (6, 16, 8, "channels_last"), "x .packed. or .in_place."),
+    ("forward", (6, 16, 8, "channels_last"), "x .packed., .in_place. or .planar."),
 ]
 
 
@@ -105,7 +106,7 @@ def random_tile(rng, family):
     vw = rng.choice([2, 4, 8])
     values = [rng.randint(1, 6), vw * rng.randint(1, 3), vw]
     if rng.random() < 0.6:
-        values.append(rng.choice(["packed", "in_place"] if family == "forward"
+        values.append(rng.choice(["packed", "in_place", "planar"] if family == "forward"
                                  else ["planar", "channels_last", "in_place"]))
     if rng.random() < 0.5:
         odd = rng.choice([0, -2, 3, 5, 24, 1.5, "4", None, "diagonal", 1])

@@ -57,7 +57,8 @@ class RegisterTiledBackwardData(Implementation):
                              Idx("in_size"), Int("in_last"), Int("last_pad"), Int("last_dilation"), Int("in", nd - 1),
                              Idx("is", nd - 1), Idx("os", nd - 1), Int("stride", nd - 1), Int("out", nd - 1))
         else:
-            main = Signature(In("gyp"), In("wp"), Out("gx"), In("tap_offsets", "idx"), *common, Int("vpr"),
+            main = Signature(In("gyp"), In("wp"), Out("gx"), In("tap_offsets", "idx"), In("bias"),  # as above
+                             Int("has_bias"), *common, Int("vpr"),
                              Int("nplanes"), Idx("plane"), Idx("v_count"), Idx("in_size"), Idx("ps", nd - 1),
                              Int("in", nd), Idx("is", nd))
         return {"": main}
@@ -74,8 +75,8 @@ class RegisterTiledBackwardData(Implementation):
 
     def run(self, problem, grad, W, variant, packs=None, bias=None, packed_weights=None):
         """gx of the call. `packed_weights`: W already in the kernel's tile-major layout, and `bias` added to every
-        output (gy in place with a last stride of 1): the forward of a stride-1 layer run as a correlation
-        (correlation.py), whose W is flipped and transposed to it."""
+        output: the forward of a stride-1 layer run as a correlation (correlation.py), whose W is flipped and
+        transposed to it."""
         queue, geo = problem.queue, problem.geo
         gx_shape = (problem.N, problem.cin) + problem.in_sp
         if problem.N == 0:
@@ -98,8 +99,8 @@ class RegisterTiledBackwardData(Implementation):
             wp = repack(problem, W, bits, tm, False,
                         backward_data_slots(geo, tm, in_place and geo.stride[-1] == 2, paired))
         idx = np.int64 if bits == 64 else np.int32
-        common = dict(wp=wp, gx=gx.data, groups=geo.groups, ks=geo.taps, cig=problem.cig, cog=problem.cog,
-                      ci_tiles=ci_tiles)
+        common = dict(wp=wp, gx=gx.data, bias=wp if bias is None else buffer_of(bias), has_bias=int(bias is not None),
+                      groups=geo.groups, ks=geo.taps, cig=problem.cig, cog=problem.cog, ci_tiles=ci_tiles)
         local = cpu_tiles.local_size(problem, program)
         if in_place:
             tiles_per_row = ceil(problem.in_sp[-1] / tn)
@@ -111,7 +112,6 @@ class RegisterTiledBackwardData(Implementation):
             zeros = constant_buffer(queue, ("zeros", problem.dtype, n_zeros), lambda: np.zeros(n_zeros, problem.dtype))
             launch(queue, program, "", (geo.groups * ci_tiles, prod(problem.in_sp[:-1]) * tiles_per_row, problem.N),
                    local, gy=gy, tap_rows=table, zeros=zeros, tap_count=len(rows), tiles_per_row=tiles_per_row,
-                   bias=wp if bias is None else buffer_of(bias), has_bias=int(bias is not None),
                    out_size=prod(problem.out_sp), in_size=prod(problem.in_sp), in_last=problem.in_sp[-1],
                    last_pad=geo.pad[-1], last_dilation=geo.dilation[-1], os=row_major_strides(problem.out_sp)[:-1],
                    stride=geo.stride[:-1], out=problem.out_sp[:-1],

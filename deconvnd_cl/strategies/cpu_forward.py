@@ -100,7 +100,7 @@ class RegisterTiledForward(Implementation):
         return y
 
     def _run_as_correlation(self, problem, data, W, bias, variant):
-        """A stride-1 layer: backward data's in-place kernel on the mirrored call, W flipped and transposed to its
+        """A stride-1 layer: backward data's kernel on the mirrored call, W flipped and transposed to its
         tile-major layout by the repack, the bias its accumulators' start."""
         if problem.N == 0:
             return problem.empty_output()
@@ -133,11 +133,13 @@ class RegisterTiledForward(Implementation):
 
 
 def _runs_as_correlation(problem, variant):
-    """Whether the call's forward runs as backward data's in-place kernel (a stride-1 layer, x in place)."""
-    return variant.x is XSource.IN_PLACE and correlation.applies(problem.geo)
+    """Whether the call's forward runs as backward data's kernel (a stride-1 layer, x in place or planar)."""
+    return variant.x is XSource.PLANAR or (variant.x is XSource.IN_PLACE and correlation.applies(problem.geo))
 
 
 def _as_correlation(problem, variant):
-    """The backward-data call and tile that compute a stride-1 layer's forward (correlation.py)."""
-    tile = cpu_tiles.BackwardDataTile(variant.tm, variant.tn, variant.vw, GySource.IN_PLACE)
+    """The backward-data call and tile that compute a stride-1 layer's forward (correlation.py): x in place, or
+    packed into backward data's zero-bordered planes."""
+    gy = GySource.IN_PLACE if variant.x is XSource.IN_PLACE else GySource.PLANAR
+    tile = cpu_tiles.BackwardDataTile(variant.tm, variant.tn, variant.vw, gy)
     return correlation.mirror_problem(problem), tile

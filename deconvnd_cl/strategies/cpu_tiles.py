@@ -6,8 +6,9 @@ weights, TM input maps x TN output maps, each a vector along the reduction or ov
 device register tiling is the whole game: vectors as wide as the device's (8 floats on AVX2, 16 on AVX-512),
 about 12 accumulators of AVX2's 16 vector registers or 24 of AVX-512's 32, and one
 work-item per work-group lets PoCL run each tile as a plain loop nest. The choice depends on the layer and the
-device, never on the spatial size, so new input sizes reuse builds (one exception: backward data reads an output
-gradient too large to copy in place).
+device, and on the spatial size only where that saves many lanes (phases of a few short rows take one-vector
+tiles; stride-1 rows not a multiple of the tile read packed planes) or memory (backward data reads an output
+gradient too large to copy in place), so most new input sizes reuse builds.
 """
 
 import dataclasses
@@ -44,7 +45,8 @@ def _in_place_weights_rules(problem):
 class ForwardTile(Variant):
     """TM output maps x TN positions of a stride phase, in vectors of VW positions; x read from its packed grid,
     or in place (then TN input positions of a row, with every phase of the last axis; with a stride of 1, TN
-    output positions of a row, the layer run as a correlation: correlation.py)."""
+    output positions of a row, the layer run as a correlation: correlation.py); planar: a stride-1 layer run as a
+    correlation with x packed as backward data packs gy, TN consecutive positions of the padded grid."""
 
     tm: int
     tn: int
@@ -53,8 +55,11 @@ class ForwardTile(Variant):
 
     def constraints(self, problem):
         accumulators = self.tm * self.tn
-        rules = [(self.x in (XSource.PACKED, XSource.IN_PLACE), "x 'packed' or 'in_place'")]
-        if self.x is XSource.IN_PLACE and correlation.applies(problem.geo):
+        rules = [(self.x in (XSource.PACKED, XSource.IN_PLACE, XSource.PLANAR), "x 'packed', 'in_place' or 'planar'")]
+        if self.x is XSource.PLANAR:
+            rules += [(correlation.applies(problem.geo), "a stride of 1 on every axis, no postpad and pad <= dilation "
+                                                         "* (size - 1) for x 'planar' (the layer run as a correlation)")]
+        elif self.x is XSource.IN_PLACE and correlation.applies(problem.geo):
             rules += correlation.constraints(problem, self.tn, self.vw)
         elif self.x is XSource.IN_PLACE:
             accumulators *= problem.geo.stride[-1]
@@ -151,7 +156,11 @@ def forward_tile(problem):
         # 56x56 6.05-6.2 -> 5.8); with 512-bit vectors level or slower (PoCL 3.1: 56x56 5.7 -> 5.9 ms)
         in_place = ForwardTile(tile.tm, tile.tn, tile.vw, XSource.IN_PLACE)
         if in_place.fits(problem):
-            return in_place
+            # rows not a multiple of the tile: x packed, tiles across row ends, as backward data's gy (56x56
+            # kernels with their packs, alternating: in place 5.2 ms, planar 4.9, the forward's packed grid 5.9-6.1)
+            mirrored = _across_row_ends(correlation.mirror_problem(problem), BackwardDataTile(
+                tile.tm, tile.tn, tile.vw, GySource.IN_PLACE))
+            return ForwardTile(mirrored.tm, mirrored.tn, mirrored.vw, XSource.PLANAR) if mirrored else in_place
     if problem.on_cpu and problem.geo.direct:
         sl = problem.geo.stride[-1]
         in_place = ForwardTile(max(1, min(problem.cog, accumulator_budget(problem) // (2 * sl))), 2 * tile.vw,
@@ -227,8 +236,26 @@ def backward_data_tile(problem):
     if gy_in_place.supported(problem.geo):
         tile = BackwardDataTile(tm, tn // problem.geo.stride[-1], vw, GySource.IN_PLACE)
         if tile.fits(problem):  # rows shorter than a tile are read from the packed planes
-            return tile
+            return _across_row_ends(problem, tile) or tile
     return BackwardDataTile(tm, tn, vw)
+
+
+def _across_row_ends(problem, in_place):
+    """With a last stride of 1 and rows not a multiple of the in-place tile, the tile of packed planes whose
+    tiles run across row ends: in place, a row's last tile is moved back and recomputes the positions it shares
+    with the one before (rows of 56 = 3.5 tiles compute 64), and half the tiles are at a border. Packed planes
+    pay a copy of gy and compute their borders' junk lanes (58 a row of 56, k3 p1); 4 maps x 3 vectors, where
+    those lanes are at most 5% more than in place's. Kernels with their packs, alternating, PoCL 3.0 AVX2, 64->64
+    k3 p1 b4: 56x56 5.13 -> 4.75 ms (6 maps x 2 vectors 4.9), 40x40 2.71 -> 2.41, 28x28 1.28 -> 1.22; rows of
+    64, a multiple, 5.81 in place against 5.85-6.0 planar."""
+    rows, last = prod(problem.in_sp[:-1]), problem.in_sp[-1]
+    if problem.geo.stride[-1] != 1 or last % in_place.tn == 0 or problem.cig < 4 or _too_large_to_pack(problem):
+        return None
+    planar = BackwardDataTile(4, 3 * in_place.vw, in_place.vw)
+    in_place_lanes = rows * ceil(last / in_place.tn) * in_place.tn
+    if planar.fits(problem) and _data_lanes(problem, planar) <= 1.05 * in_place_lanes:
+        return planar
+    return None
 
 
 def _packs_x_for_weights(geo):
@@ -285,6 +312,7 @@ def forward_candidates(problem):
         for tm, nvec in TILE_SHAPES:
             found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw))
             found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw, XSource.IN_PLACE))
+            found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw, XSource.PLANAR))
     return sorted((t for t in found if t.fits(problem)), key=Variant.key)
 
 
