@@ -77,8 +77,10 @@ IN_PLACE_TILES = {"backward_data": (6, 8, 8, "in_place"), "backward_weights": (3
 # the weight gradient from x packed channels-last with gy in place (blocks of 8 maps: dead lanes where fewer), on
 # every shape: taps past gy's borders and tap rows outside it are checked
 X_CHANNELS_LAST_TILE = (8, 2, 8, "in_place", "channels_last")
-# a stride-1 forward as a correlation: backward data's in-place kernel on the mirrored call, with a bias
+# a stride-1 forward as a correlation: backward data's in-place kernel on the mirrored call, with a bias; and its
+# kernel over packed planes (x "planar"), every stride-1 shape
 CORRELATION_TILE = (6, 16, 8, "in_place")
+PLANAR_CORRELATION_TILE = (6, 16, 8, "planar")
 
 SCRIPT = r"""
 import json, os, sys
@@ -87,7 +89,7 @@ sys.path.insert(0, {tests!r})
 import deconvnd_cl as dcl
 from deconvnd_cl import reference
 from test_oclgrind import (SHAPES, CPU_TILES, WEIGHT_TILES, IN_PLACE_TILES, GPU_TAP_TILES, X_CHANNELS_LAST_TILE,
-                           CORRELATION_TILE)
+                           CORRELATION_TILE, PLANAR_CORRELATION_TILE)
 from deconvnd_cl import correlation
 from deconvnd_cl import gy_in_place
 from deconvnd_cl.geometry import Geometry
@@ -118,6 +120,8 @@ for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
             variants.append((None, data_tile if data_in_place else None,
                              IN_PLACE_TILES["backward_weights"] if geo.direct else None))
         variants.append((None, None, X_CHANNELS_LAST_TILE))
+        if correlation.applies(geo):
+            variants.append((PLANAR_CORRELATION_TILE, None, None))
         if correlation.applies(geo) and all(holds for holds, _ in gy_in_place.constraints(
                 correlation.mirror_geometry(geo), out[-1], sp[-1], *CORRELATION_TILE[1:3])):
             variants.append((CORRELATION_TILE, None, None))
