@@ -123,9 +123,7 @@ class Problem:
         the call along the batch."""
         nbytes = elements * (itemsize or self.dtype.itemsize)
         device_limit = self.queue.device.max_mem_alloc_size
-        limit = device_limit
-        if scratch:
-            limit = min([limit] + [v for v in (settings.scratch_limit(), self.scratch_limit) if v])
+        limit = self.scratch_budget() if scratch else device_limit
         if nbytes > limit:
             device = self.queue.device.name.strip()
             if scratch and not per_batch:
@@ -136,6 +134,12 @@ class Problem:
                                       f"({device}) even for a batch of one")
             raise ModuleError(f"{what} needs {nbytes} bytes, over the device's max_mem_alloc_size of {device_limit} "
                               f"bytes ({device}): no allocation can hold it")
+
+    def scratch_budget(self):
+        """Bytes one scratch buffer of the call may take: the device's max_mem_alloc_size, or less where
+        settings.scratch_limit or the module's memlimit says so."""
+        return min([self.queue.device.max_mem_alloc_size]
+                   + [v for v in (settings.scratch_limit(), self.scratch_limit) if v])
 
     def empty_output(self):
         """A fresh array for the call's output, from the queue's memory pool; ModuleError first when no

@@ -87,6 +87,24 @@ def test_a_stride_1_layer_runs_as_a_correlation_by_default_with_256_bit_tiles(qu
     assert cpu_tiles.forward_tile(problem).x is wanted
 
 
+def test_a_scratch_budget_too_small_for_a_pack_reads_in_place(queue, cpu_strategy, monkeypatch):
+    """Rows of 40 take packed planes by default, but under a scratch budget smaller than the pack both passes read
+    in place, as they did before packed planes were a default: results, not a ScratchTooLarge."""
+    config = Config(2, 16, 16, (4, 40), (3, 3), (1, 1), (1, 1), (1, 1), (0, 0), 1)
+    (x, W, bias), (xd, Wd, bd) = operands(queue, config)
+    problem = functional.forward_problem(xd, Wd, bd, 1, 1, 1, 0, 1)
+    if cpu_tiles.accumulator_budget(problem) > 12:
+        pytest.skip("packed planes are the default with 256-bit tiles")
+    assert cpu_tiles.forward_tile(problem).x is XSource.PLANAR
+    monkeypatch.setenv("DECONVND_CL_SCRATCH_LIMIT", "16K")  # the weights fit, x's or gy's planes for one item not
+    assert cpu_tiles.forward_tile(problem).x is XSource.IN_PLACE
+    y = dcl.deconvNd(xd, Wd, bd, 1, 1).get()
+    assert_close(y, reference.forward(x, W, bias, 1, 1), what="forward")
+    gy = np.random.default_rng(5).standard_normal(y.shape)
+    gx = dcl.deconvNdBackwardData(to_device(queue, gy), Wd, xd, 1, 1).get()
+    assert_close(gx, reference.backward_data(gy, W, x.shape[2:], 1, 1), what="backward data")
+
+
 def test_correlation_needs_a_fitting_layer(queue, cpu_strategy, no_launch):
     x = to_device(queue, np.ones((1, 2, 8, 40)))
     W = to_device(queue, np.ones((2, 3, 3, 3)))

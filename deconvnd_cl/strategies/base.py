@@ -52,7 +52,10 @@ class Implementation:
         if isinstance(tuned, self.variant_type) and _fitting.get((tuned, problem.shape_key),
                                                                  lambda: tuned.fits(problem)):
             return tuned
-        return _defaults.get((self, problem.shape_key), lambda: self.default_variant(problem))
+        # the scratch budget too: a default that packs an operand gives way to one that reads it in place where
+        # the pack would not fit (cpu_tiles._across_row_ends)
+        return _defaults.get((self, problem.shape_key, problem.scratch_budget()),
+                             lambda: self.default_variant(problem))
 
     # -- the kernel source (kernel_manager's KernelSource)
     def key(self, problem, variant, index_bits):

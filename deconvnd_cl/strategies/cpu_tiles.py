@@ -16,7 +16,7 @@ from math import ceil, prod
 
 
 from .. import correlation, device_kind, gy_in_place, settings
-from ..layouts import backward_grid, forward_layout, input_tiling
+from ..layouts import backward_grid, backward_layout, forward_layout, input_tiling
 from ..variants import GySource, Variant, XSource
 
 MAX_ACCUMULATORS = 32  # beyond this the tile spills on every device we know, and its code grows without bound
@@ -245,17 +245,22 @@ def _across_row_ends(problem, in_place):
     tiles run across row ends: in place, a row's last tile is moved back and recomputes the positions it shares
     with the one before (rows of 56 = 3.5 tiles compute 64), and half the tiles are at a border. Packed planes
     pay a copy of gy and compute their borders' junk lanes (58 a row of 56, k3 p1); 4 maps x 3 vectors, where
-    those lanes are at most 5% more than in place's. Kernels with their packs, alternating, PoCL 3.0 AVX2, 64->64
-    k3 p1 b4: 56x56 5.13 -> 4.75 ms (6 maps x 2 vectors 4.9), 40x40 2.71 -> 2.41, 28x28 1.28 -> 1.22; rows of
-    64, a multiple, 5.81 in place against 5.85-6.0 planar."""
+    those lanes are at most 5% more than in place's, and where the call's pack fits its scratch budget (in place
+    needs none, and serves a budget too small for a pack without splitting the call). Kernels with their packs,
+    alternating, PoCL 3.0 AVX2, 64->64 k3 p1 b4: 56x56 5.13 -> 4.75 ms (6 maps x 2 vectors 4.9), 40x40 2.71 ->
+    2.41, 28x28 1.28 -> 1.22; rows of 64, a multiple, 5.81 in place against 5.85-6.0 planar."""
     rows, last = prod(problem.in_sp[:-1]), problem.in_sp[-1]
     if problem.geo.stride[-1] != 1 or last % in_place.tn == 0 or problem.cig < 4 or _too_large_to_pack(problem):
         return None
     planar = BackwardDataTile(4, 3 * in_place.vw, in_place.vw)
     in_place_lanes = rows * ceil(last / in_place.tn) * in_place.tn
-    if planar.fits(problem) and _data_lanes(problem, planar) <= 1.05 * in_place_lanes:
-        return planar
-    return None
+    if not planar.fits(problem) or _data_lanes(problem, planar) > 1.05 * in_place_lanes:
+        return None
+    v_count = backward_grid(problem.geo, problem.in_sp, problem.out_sp)[2]
+    pack = backward_layout(problem.geo, problem.in_sp, problem.out_sp, ceil(v_count / planar.tn) * planar.tn,
+                           problem.dtype.itemsize).gy_pack
+    pack_bytes = problem.N * problem.cout * pack.nsplit * pack.plane * problem.dtype.itemsize
+    return planar if pack_bytes <= problem.scratch_budget() else None
 
 
 def _packs_x_for_weights(geo):
