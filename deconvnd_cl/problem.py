@@ -88,7 +88,8 @@ class Problem:
     @cached_property
     def shape_key(self):
         """What the call's choices (implementation, default variant) depend on, as a tuple that holds no queue:
-        the device, the layer, the maps, the extents, the dtype. A key of the host's per-call caches (plans.py)."""
+        the device, the layer, the maps, the extents, the dtype (the default variant also on the scratch budget,
+        which its cache adds). A key of the host's per-call caches (plans.py)."""
         return (self.queue.device.int_ptr, self.geo, self.N, self.cin, self.cout, self.in_sp, self.dtype)
 
     def describe(self):

@@ -210,7 +210,8 @@ def backward_data_tile(problem):
     dilation) where the tile with as many accumulators fits (with a last stride of 2 a vector holds VW/2
     positions, each with its two taps): no packing pass, and kernels level or faster (alternating runs, PoCL 3.0
     AVX2: DCGAN 512->256 24-25 -> 20 ms a pass, grouped 2.1-2.3 -> 1.3, depthwise 0.96 -> 0.7, 3d k3 2.4 -> 2.2,
-    dilated kernel 1.55 -> 1.42). With 512-bit vectors, tiles of their own (below)."""
+    dilated kernel 1.55 -> 1.42), but for stride-1 rows not a multiple of the tile (_across_row_ends). With
+    512-bit vectors, tiles of their own (below)."""
     base = gemm_tile(problem, problem.cig)
     tm, tn, vw = base.tm, base.tn, base.vw
     if problem.on_cpu and accumulator_budget(problem) > 12 and not _too_large_to_pack(problem):
@@ -235,7 +236,7 @@ def backward_data_tile(problem):
         return wide
     if gy_in_place.supported(problem.geo):
         tile = BackwardDataTile(tm, tn // problem.geo.stride[-1], vw, GySource.IN_PLACE)
-        if tile.fits(problem):  # rows shorter than a tile are read from the packed planes
+        if tile.fits(problem):  # rows shorter than a tile are read from the packed planes, and so may others
             return _across_row_ends(problem, tile) or tile
     return BackwardDataTile(tm, tn, vw)
 
@@ -256,9 +257,10 @@ def _across_row_ends(problem, in_place):
     in_place_lanes = rows * ceil(last / in_place.tn) * in_place.tn
     if not planar.fits(problem) or _data_lanes(problem, planar) > 1.05 * in_place_lanes:
         return None
+    # the reach a training step packs gy with: this tile's, or the weight gradient's (v_count + vw) if longer
     v_count = backward_grid(problem.geo, problem.in_sp, problem.out_sp)[2]
-    pack = backward_layout(problem.geo, problem.in_sp, problem.out_sp, ceil(v_count / planar.tn) * planar.tn,
-                           problem.dtype.itemsize).gy_pack
+    reach = max(ceil(v_count / planar.tn) * planar.tn, v_count + planar.vw)
+    pack = backward_layout(problem.geo, problem.in_sp, problem.out_sp, reach, problem.dtype.itemsize).gy_pack
     pack_bytes = problem.N * problem.cout * pack.nsplit * pack.plane * problem.dtype.itemsize
     return planar if pack_bytes <= problem.scratch_budget() else None
 
