@@ -221,6 +221,24 @@ ${tile_mac(wm, wn, tm, tn, f"As + kk * {M} + lm", f"Bs + kk * {N} + ln")}
             }
 </%def>
 
+## The GPU kernels' reduction of `k_total` steps into the caller's accumulators: staged in __local memory (`As`
+## [KC][M], `Bs` [KC][N]) by workgroup_gemm, or with `subgroup` passed between a subgroup's lanes by
+## subgroup_gemm, after a barrier that publishes the caller's tables. `tables_after`: the caller reads its tables
+## after the reduction, so a barrier follows it (a layer with no taps has no slab, whose barriers would do).
+<%def name="reduction(wm, wn, tm, tn, kc, subgroup, k_total, load_a, load_b, tables_after)">
+    __local dcl_acc* As = scratch;            // [KC][M]
+    __local dcl_acc* Bs = scratch + ${kc * wm * tm};  // [KC][N]
+% if subgroup:
+    barrier(CLK_LOCAL_MEM_FENCE);  // the tables
+${subgroup_gemm(wm, tm, tn, k_total, load_a, load_b)}
+% else:
+${workgroup_gemm(wm, wn, tm, tn, kc, k_total, load_a, load_b)}
+    % if tables_after:
+    barrier(CLK_LOCAL_MEM_FENCE);  // the tables, for a layer whose reduction had no slab
+    % endif
+% endif
+</%def>
+
 ## The GPU backward kernels' tables in __local memory, loaded once by the work-group (`items` work-items): t_tap,
 ## per tap its residue plane and its shift; t_res, per residue plane its residue per axis.
 <%def name="residue_tables(items, nd)">

@@ -63,15 +63,7 @@ ${c.tile_mac(wm, wn, tm, tn, f"As + (co * ks + t) * {M} + lm", "Bs + (co * nplan
         }
     }
 % else:
-    __local dcl_acc* As = scratch;            // [KC][M]
-    __local dcl_acc* Bs = scratch + ${kc * M};  // [KC][N]
-% if subgroup:
-    barrier(CLK_LOCAL_MEM_FENCE);  // the tables
-${c.subgroup_gemm(wm, tm, tn, "cog * ks", load_w, load_gy)}
-% else:
-${c.workgroup_gemm(wm, wn, tm, tn, kc, "cog * ks", load_w, load_gy)}
-    barrier(CLK_LOCAL_MEM_FENCE);  // the tables, for a layer whose reduction had no slab
-% endif
+${c.reduction(wm, wn, tm, tn, kc, subgroup, "cog * ks", load_w, load_gy, True)}
 % endif
 
     // Epilogue: grid position v is input position c when every c < in.

@@ -46,15 +46,8 @@ void ${name}(${c.params(signatures[""])})
 
 ${c.residue_tables(wm * wn, nd)}
 
-    __local dcl_acc* As = scratch;            // [KC][M]
-    __local dcl_acc* Bs = scratch + ${kc * M};  // [KC][N]
 ${c.tile_accumulators(tm, tn)}
-% if subgroup:
-    barrier(CLK_LOCAL_MEM_FENCE);  // the tables
-${c.subgroup_gemm(wm, tm, tn, "k_count", load_x, load_gy)}
-% else:
-${c.workgroup_gemm(wm, wn, tm, tn, kc, "k_count", load_x, load_gy)}
-% endif
+${c.reduction(wm, wn, tm, tn, kc, subgroup, "k_count", load_x, load_gy, False)}
 
     // part[chunk][g * cig + ci][col], col = co * ks + t: W's layout
     __global dcl_acc* pb = part + (dcl_idx)chunk * w_size + ((dcl_idx)g * cig) * cog * ks;

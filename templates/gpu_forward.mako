@@ -80,15 +80,7 @@ ${c.tile_mac(wm, wn, tm, tn, f"As + (ci * ntaps + t) * {M} + lm", "Bs + ci * wid
         }
     }
 % else:
-    __local dcl_acc* As = scratch;            // [KC][M]
-    __local dcl_acc* Bs = scratch + ${kc * M};  // [KC][N]
-% if subgroup:
-    barrier(CLK_LOCAL_MEM_FENCE);  // the tables
-${c.subgroup_gemm(wm, tm, tn, "cig * ntaps", load_w, load_x)}
-% else:
-${c.workgroup_gemm(wm, wn, tm, tn, kc, "cig * ntaps", load_w, load_x)}
-    barrier(CLK_LOCAL_MEM_FENCE);  // the tables, for a layer with no taps (the reduction had no slab)
-% endif
+${c.reduction(wm, wn, tm, tn, kc, subgroup, "cig * ntaps", load_w, load_x, True)}
 % endif
 
     // Epilogue: position v's grid coordinates c (one decomposition for every phase: their output boxes lie in the
