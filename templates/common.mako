@@ -60,17 +60,33 @@ typedef struct __attribute__((packed)) { dcl_acc2 v; } dcl_unaligned_pair;
 ## One multiply-accumulate step of the register tile: NVEC vectors of the streamed operand from `x` (a pointer
 ## expression; vector j at x + j*VW, or where x with "{j}" replaced by j points), TM scalars of the other from
 ## `w` (map mi at w + mi), a*b+c written out so the compiler contracts it (the fma()/mad() builtins are
-## out-of-line calls on PoCL).
+## out-of-line calls on PoCL). The operand there are fewer of is held in registers while the other is loaded one
+## at a time, so the step needs TM*NVEC accumulators + min(TM, NVEC) + 1 registers: 3 maps x 4 vectors holding
+## the 4 vectors took 17 of AVX2's 16 and spilled an accumulator to the stack in the inner loop (DCGAN out's
+## forward, PoCL 3.0); holding the 3 weights it takes 16 and spills none.
 <%def name="mac_block(tm, nvec, vw, x, w)">
+<%
+def load_x(j):
+    return f"const dcl_accv x{j} = DCL_LOADV({x.replace('{j}', str(j)) if '{j}' in x else f'{x} + {j * vw}'});"
+
+def load_w(mi):
+    return f"const dcl_acc w{mi}v = DCL_LOAD({w} + {mi});"
+
+hold_x = nvec <= tm
+held, streamed = ((range(nvec), load_x), (range(tm), load_w)) if hold_x else ((range(tm), load_w), (range(nvec), load_x))
+%>\
             {
-                % for j in range(nvec):
-                const dcl_accv x${j} = DCL_LOADV(${x.replace("{j}", str(j)) if "{j}" in x else f"{x} + {j * vw}"});
+                % for h in held[0]:
+                ${held[1](h)}
                 % endfor
-                % for mi in range(tm):
-                const dcl_acc w${mi}v = DCL_LOAD(${w} + ${mi});
-                % for j in range(nvec):
-                acc${mi}_${j} = w${mi}v * x${j} + acc${mi}_${j};
-                % endfor
+                % for s in streamed[0]:
+                {
+                    ${streamed[1](s)}
+                    % for h in held[0]:
+<% mi, j = (s, h) if hold_x else (h, s) %>\
+                    acc${mi}_${j} = w${mi}v * x${j} + acc${mi}_${j};
+                    % endfor
+                }
                 % endfor
             }
 </%def>
