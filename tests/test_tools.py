@@ -1,10 +1,14 @@
-"""The profiling tools run: every pass of a layer with its kernels, and a layer's cold start (tools/ print
-tables; they are run here so they do not rot, never timed)."""
+"""The profiling tools run: every pass of a layer with its kernels, a layer's cold start, and its kernels' inner
+loops (tools/ print tables; they are run here so they do not rot, never timed)."""
 
 import os
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,3 +32,20 @@ def test_cold_start_reports_a_row_per_layer():
     assert len(rows) == 1, result.stdout
     times = [float(cell) for cell in rows[0].strip("| ").split(" | ")[1:]]
     assert len(times) == 5 and all(t > 0 for t in times), rows
+
+
+def test_hot_loops_reports_each_register_tiled_kernels_inner_loop(queue):
+    cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "portable computing language" not in queue.device.platform.name.lower() or platform.machine() != "x86_64" \
+            or " fma " not in cpu_flags or shutil.which("objdump") is None:
+        pytest.skip("hot_loops disassembles PoCL's x86-64 kernels (with FMA) with objdump")
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "hot_loops.py"),
+                             "nd=2,inmaps=8,outmaps=3,size=4,stride=2,pad=1,batch=2,spatial=16x16", "--repeats", "1"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.strip("| ").split(" | ") for line in result.stdout.splitlines()[2:]]
+    for prefix in ("cpu_fwd2d", "cpu_bwdd2d", "cpu_bwdw2d"):
+        row = next((cells for cells in rows if cells[1].startswith(prefix)), None)
+        assert row is not None, result.stdout
+        instructions, fmas, loads, stack = map(int, row[2:6])
+        assert instructions >= fmas > 0 and loads > 0 and stack >= 0, row
