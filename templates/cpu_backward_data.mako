@@ -378,12 +378,6 @@ ${c.spill(tm, nvec)}
 ${c.store_from(tn, "skip", "xb + xo", "in_size")}
         return;
     }
-    // lane by lane: the offset moves on by one along a row and is worked out anew where the lanes wrap
-    for (int n = 0; n < ${tn} && v0 + n < v_count; ++n) {
-        if (${" && ".join(f"i{a} < in{a}" for a in range(nd))}) {
-            ${c.store_lane(tm, tn, "xb", "in_size", "xo")}
-        }
-${c.next_position("i", nd, "xo", offset, "1")}
-    }
+${c.store_rows(tm, tn, "i", nd, lambda a: f"in{a}", "xb", "in_size", offset, "1")}
 }
 % endif

@@ -150,31 +150,9 @@ ${row_vector(j)}
                 return;
             }
 ${c.split_position("qq", "v0", nd)}
-<%
-last = nd - 1
-offset = " + ".join(f"((q0_{a} + qq{a}) * stride{a} + shift_{a}) * os{a}" for a in range(nd))
-row_inside = " && ".join(f"qq{a} < qe_{a}" for a in range(last)) or "true"
-%>\
-            // the tile's lanes a run of one grid row at a time: the run's lanes inside the phase's outputs are
-            // stored without a test each (the rest are the row's padding columns)
-            const int lanes = (int)DCL_MIN((dcl_idx)${tn}, v_count - v0);
-            for (int n0 = 0; n0 < lanes; ) {
-                const int run = ${f"(int)DCL_MIN((dcl_idx)(lanes - n0), ps{last - 1} - qq{last})" if nd > 1 else "lanes - n0"};
-                const int stored = ${row_inside} ? (int)DCL_MAX((dcl_idx)0, DCL_MIN((dcl_idx)run, qe_${last} - qq${last})) : 0;
-                dcl_idx yo = ${offset};
-                for (int n = n0; n < n0 + stored; ++n) {
-                    ${c.store_lane(tm, tn, "yb", "out_size", "yo")}
-                    yo += stride${last} * os${last};
-                }
-                n0 += run;
-                % if nd > 1:
-                qq${last} += run;
-                if (qq${last} == ps${last - 1}) {
-                    qq${last} = 0;
-                    ${c.odometer([f"qq{a}" for a in range(1, last)], [f"ps{a - 1} / ps{a}" for a in range(1, last)], "++qq0;")}
-                }
-                % endif
-            }
+${c.store_rows(tm, tn, "qq", nd, lambda a: f"qe_{a}", "yb", "out_size",
+               " + ".join(f"((q0_{a} + qq{a}) * stride{a} + shift_{a}) * os{a}" for a in range(nd)),
+               f"stride{nd - 1} * os{nd - 1}")}
         }
 </%def>
 ## The tap loops over the input maps: an unrolled case per tap count of the layer, else a loop over the table;
