@@ -39,6 +39,18 @@ def suite_specs():
     return [layer_spec.from_dict(dict(layer_spec.parse(text).to_dict(), name=name)) for name, text in SUITE]
 
 
+def add_layer_arguments(parser):
+    """The profiling tools' choice of layers (tools/): configs given, else the suite's, `--only` some of them."""
+    parser.add_argument("layers", nargs="*", help="layer configs with batch= and spatial= (default: the suite)")
+    parser.add_argument("--only", nargs="+", default=(), help="suite layers whose name contains one of these")
+
+
+def chosen_specs(args):
+    """The layer specs that add_layer_arguments' arguments choose."""
+    return [layer_spec.parse(text) for text in args.layers] or [
+        s for s in suite_specs() if not args.only or any(word in s.name for word in args.only)]
+
+
 def flops(spec):
     shape = spec.input_shape()
     return 2 * shape[0] * spec.inmaps * (spec.outmaps // spec.groups) * prod(shape[2:]) * prod(

@@ -60,10 +60,10 @@ typedef struct __attribute__((packed)) { dcl_acc2 v; } dcl_unaligned_pair;
 ## One multiply-accumulate step of the register tile: NVEC vectors of the streamed operand from `x` (a pointer
 ## expression; vector j at x + j*VW, or where x with "{j}" replaced by j points), TM scalars of the other from
 ## `w` (map mi at w + mi), a*b+c written out so the compiler contracts it (the fma()/mad() builtins are
-## out-of-line calls on PoCL). The operand there are fewer of is held in registers while the other is loaded one
-## at a time, so the step needs TM*NVEC accumulators + min(TM, NVEC) + 1 registers: 3 maps x 4 vectors holding
-## the 4 vectors took 17 of AVX2's 16 and spilled an accumulator to the stack in the inner loop (DCGAN out's
-## forward, PoCL 3.0); holding the 3 weights it takes 16 and spills none.
+## out-of-line calls on PoCL). Of the two operands, the one with fewer values (the NVEC vectors or the TM weights)
+## is held in registers while the other is loaded one at a time, so a step needs TM*NVEC accumulators +
+## min(TM, NVEC) + 1 registers: 3 maps x 4 vectors holding the 4 vectors took 17 of AVX2's 16 and spilled an
+## accumulator to the stack in the inner loop (DCGAN out's forward, PoCL 3.0); holding the 3 weights it takes 16.
 <%def name="mac_block(tm, nvec, vw, x, w)">
 <%
 def load_x(j):

@@ -47,5 +47,5 @@ def test_hot_loops_reports_each_register_tiled_kernels_inner_loop(queue):
     for prefix in ("cpu_fwd2d", "cpu_bwdd2d", "cpu_bwdw2d"):
         row = next((cells for cells in rows if cells[1].startswith(prefix)), None)
         assert row is not None, result.stdout
-        instructions, fmas, loads, stack = map(int, row[2:6])
-        assert instructions >= fmas > 0 and loads > 0 and stack >= 0, row
+        instructions, fmas, loads, _stack = map(int, row[2:6])
+        assert instructions >= fmas > 0 and loads > 0, row

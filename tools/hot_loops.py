@@ -15,6 +15,7 @@ x86-64 with PoCL's CPU device only (the default device there). Reports; never as
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -24,9 +25,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from deconvnd_cl.bench import add_layer_arguments, chosen_specs  # noqa: E402
 
 CHILD = r"""
-import sys
+import json, sys
 sys.path.insert(0, sys.argv[1])
 import deconvnd_cl as dcl
 from deconvnd_cl import layer_spec
@@ -34,7 +37,7 @@ from deconvnd_cl.bench import OurLayer
 queue = dcl.default_queue()
 if "portable computing language" not in queue.device.platform.name.lower():
     sys.exit(f"hot_loops reads PoCL's kernel cache; the default device is {queue.device.platform.name}")
-layer = OurLayer(layer_spec.parse(sys.argv[2]), queue)
+layer = OurLayer(layer_spec.from_dict(json.loads(sys.argv[2])), queue)
 for name in ("fwd", "bwd_data", "bwd_weights"):
     for _ in range(int(sys.argv[3])):
         layer.run(name)
@@ -102,12 +105,12 @@ def perf_samples(data, symbol):
     return samples
 
 
-def report(label, spec_text, repeats, use_perf, out=print):
+def report(spec, repeats, use_perf, out=print):
     with tempfile.TemporaryDirectory() as directory:
         cache = Path(directory)
         env = dict(os.environ, POCL_CACHE_DIR=str(cache / "pocl"), DECONVND_CL_CACHE_DIR=str(cache / "library"),
                    POCL_KERNEL_CACHE="1")
-        command = [sys.executable, "-c", CHILD, str(ROOT), spec_text, str(repeats)]
+        command = [sys.executable, "-c", CHILD, str(ROOT), json.dumps(spec.to_dict()), str(repeats)]
         if use_perf:
             command = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-o", str(cache / "perf.data"),
                        "--"] + command
@@ -125,14 +128,13 @@ def report(label, spec_text, repeats, use_perf, out=print):
                 continue
             hot = min(_hottest(found, use_perf), key=lambda loop: loop["insns"])
             share = f" {hot['share']:.1f} |" if use_perf else ""
-            out(f"| {label} | {name.removeprefix('dcl_')} | {hot['insns']} | {hot['fma']} | {hot['loads']} | "
+            out(f"| {spec.label()} | {name.removeprefix('dcl_')} | {hot['insns']} | {hot['fma']} | {hot['loads']} | "
                 f"{hot['stack']} |{share}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("layers", nargs="*", help="layer configs with batch= and spatial= (default: the suite)")
-    parser.add_argument("--only", nargs="+", default=(), help="suite layers whose name contains one of these")
+    add_layer_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3, help="calls of each pass (more samples with --perf)")
     parser.add_argument("--perf", action="store_true", help="rank each kernel's loops by perf's samples")
     args = parser.parse_args(argv)
@@ -140,15 +142,11 @@ def main(argv=None):
         if shutil.which(tool) is None:
             raise SystemExit(f"hot_loops needs {tool} (Debian: apt-get install "
                              f"{'binutils' if tool == 'objdump' else 'linux-perf'})")
-    sys.path.insert(0, str(ROOT))
-    from deconvnd_cl.bench import SUITE
-    layers = [(text, text) for text in args.layers] or [
-        (name, text) for name, text in SUITE if not args.only or any(word in name for word in args.only)]
     print("| layer | kernel | its loop's instructions | FMAs | loads | vector stack accesses |"
           + (" % of the kernel's samples |" if args.perf else ""))
     print("|---|---|---|---|---|---|" + ("---|" if args.perf else ""))
-    for label, text in layers:
-        report(label, text, args.repeats, args.perf)
+    for spec in chosen_specs(args):
+        report(spec, args.repeats, args.perf)
 
 
 if __name__ == "__main__":

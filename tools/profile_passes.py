@@ -22,8 +22,7 @@ import pyopencl as cl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import deconvnd_cl as dcl  # noqa: E402
-from deconvnd_cl import layer_spec  # noqa: E402
-from deconvnd_cl.bench import OurLayer, suite_specs  # noqa: E402
+from deconvnd_cl.bench import OurLayer, add_layer_arguments, chosen_specs  # noqa: E402
 
 PASSES = ("fwd", "bwd_data", "bwd_weights")
 
@@ -78,12 +77,10 @@ def profile(spec, queue, repeats, out=print):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("layers", nargs="*", help="layer configs with batch= and spatial= (default: the suite)")
-    parser.add_argument("--only", nargs="+", default=(), help="suite layers whose name contains one of these")
+    add_layer_arguments(parser)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args(argv)
-    specs = [layer_spec.parse(text) for text in args.layers] or [
-        s for s in suite_specs() if not args.only or any(word in s.name for word in args.only)]
+    specs = chosen_specs(args)
     home = dcl.default_queue()
     queue = cl.CommandQueue(home.context, home.device, properties=cl.command_queue_properties.PROFILING_ENABLE)
     dcl.set_default_queue(queue)
