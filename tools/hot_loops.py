@@ -4,8 +4,8 @@ function is compiled to a shared object in PoCL's kernel cache; this runs every 
 process on an empty cache, disassembles those objects (objdump) and reports, per kernel, its loops that
 multiply-add: instructions, FMAs, loads, and vector registers stored to or reloaded from the stack (a register
 tile that does not fit the registers spills there, in the loop that should be all arithmetic). With `--perf` the
-child runs under Linux perf (`perf record -e cpu-clock`, no hardware counters needed) and each kernel's loops
-are ranked by their share of the kernel's samples, so the loop reported first is the one the time goes to.
+child runs under Linux perf (`perf record -e cpu-clock`, no hardware counters needed) and the loop reported for
+each kernel is the one its samples, and so its time, went to (with its share of them).
 
     python tools/hot_loops.py                                # the benchmark suite's layers
     python tools/hot_loops.py --only DCGAN --perf            # suite layers whose name contains a word
@@ -76,8 +76,8 @@ def describe(body, samples):
     operands = [t.split(None, 1)[1] if " " in t else "" for t in texts]
     loads = sum(bool(MEMORY.search(o.rsplit(",", 1)[0])) for o in operands if "," in o)
     stack = sum(bool(STACK.search(o)) and bool(VECTOR.search(o)) for o in operands)
-    return dict(start=body[0][0], end=body[-1][0], insns=len(texts), fma=sum(t.startswith("vfmadd") for t in texts), loads=loads, stack=stack,
-                share=sum(samples.get(a, 0.0) for a, _ in body))
+    return dict(start=body[0][0], end=body[-1][0], insns=len(texts), fma=sum(t.startswith("vfmadd") for t in texts),
+                loads=loads, stack=stack, share=sum(samples.get(a, 0.0) for a, _ in body))
 
 
 def _hottest(found, use_perf):
