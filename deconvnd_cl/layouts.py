@@ -8,6 +8,7 @@ These functions compute those grids; they depend on the shape, never on the devi
 
 from dataclasses import dataclass, fields
 from functools import lru_cache
+from itertools import product
 from math import ceil, prod
 
 import numpy as np
@@ -179,6 +180,98 @@ def forward_layout(geo, in_sp, out_sp, tn, itemsize, outputs_inside=False, vw=0)
     pack = PackSpec(grid, tuple(lo), (1,) * nd, tuple(in_sp), unaliased_plane(plane, itemsize))
     tap_offsets = tuple(-sum(mm * s for mm, s in zip(m, strides)) for _, taps in geo.forward_phases() for _, m in taps)
     return ForwardLayout(pack, strides, tuple(phases), geo.forward_tap_order()[1], tap_offsets)
+
+
+def interleaved_columns(nd):
+    """Column index of each entry in a row of the interleaved forward's table (InterleavedLayout.phase_table):
+    per last-axis phase h its taps, per leading axis the phase's first q, q extent and shift, and the row's
+    length in u."""
+    names = ["v_tiles", "base", "vpr", "tap_start_0", "tap_count_0", "tap_start_1", "tap_count_1"]
+    for a in range(nd - 1):
+        names += [f"q0_{a}", f"qe_{a}", f"shift_{a}"]
+    return {name: i for i, name in enumerate(names + [f"qe_{nd - 1}"])}
+
+
+@dataclass(frozen=True)
+class InterleavedRow:
+    phases: tuple    # per last-axis phase h, its index in Geometry.forward_phases
+    q0: tuple        # first q of each leading axis
+    extents: tuple   # q per leading axis, then u per row
+    shift: tuple     # r - pad per leading axis
+    base: int        # padded-grid offset of (q0, u = 0)
+    v_tiles: int
+
+
+@dataclass(frozen=True)
+class InterleavedLayout:
+    """The forward with both phases of a last stride of 2 in one work-item (XSource.INTERLEAVED). A row's
+    positions u cover outputs 2u and 2u + 1, so a work-item's two phases' outputs interleave into whole vectors.
+    Last-axis phase h (output 2u + h) is stride residue r = (h + pad) % 2 and reads x[u + (h + pad) // 2 - m],
+    which its taps' offsets include; the leading axes keep their phases, a table row each. A tile is row vectors
+    (vpr a row, the row's last moved back to end at its end), so its lanes never run past a row."""
+
+    pack: PackSpec
+    strides: tuple       # row pitch of the padded grid
+    vpr: int             # vectors per row
+    rows: tuple          # InterleavedRow per leading phase with outputs
+    tap_offsets: tuple   # per tap in phase order: its input offset in the padded grid from u's position
+    tap_starts: tuple    # as ForwardLayout's
+
+    __hash__ = hashed_once
+
+    def phase_table(self, dtype):
+        nd = len(self.strides)
+        columns = interleaved_columns(nd)
+        table = np.zeros((len(self.rows), len(columns)), dtype)
+        for entries, row in zip(table, self.rows):
+            entries[[columns["v_tiles"], columns["base"], columns["vpr"]]] = row.v_tiles, row.base, self.vpr
+            for h, index in enumerate(row.phases):
+                entries[[columns[f"tap_start_{h}"], columns[f"tap_count_{h}"]]] = (
+                    self.tap_starts[index], self.tap_starts[index + 1] - self.tap_starts[index])
+            for a in range(nd - 1):
+                entries[[columns[f"q0_{a}"], columns[f"shift_{a}"]]] = row.q0[a], row.shift[a]
+            for a in range(nd):
+                entries[columns[f"qe_{a}"]] = row.extents[a]
+        return table
+
+
+@lru_cache(maxsize=256)
+def interleaved_layout(geo, in_sp, out_sp, tn, vw, itemsize):
+    """The grid and table of the interleaved forward (a last stride of 2, output rows of at least 2 * vw)."""
+    nd, last = geo.nd, geo.nd - 1
+    phases = geo.forward_phases()
+    index_of = {r: i for i, (r, _) in enumerate(phases)}
+    pad = geo.pad[last]
+    delta = tuple((h + pad) // 2 for h in range(2))
+    u_count = ceil(out_sp[last] / 2)
+    lo, hi = [0] * nd, [i - 1 for i in in_sp]
+    live = []
+    for lead in product(*(range(s) for s in geo.stride[:last])):
+        q0 = tuple(-((r - p) // s) for r, p, s in zip(lead, geo.pad, geo.stride))
+        q1 = tuple((o - 1 + p - r) // s for o, p, r, s in zip(out_sp, geo.pad, lead, geo.stride))
+        extents = tuple(b - a + 1 for a, b in zip(q0, q1))
+        if any(e <= 0 for e in extents):
+            continue  # no output position falls in this leading phase
+        indices = tuple(index_of[lead + ((h + pad) % 2,)] for h in range(2))
+        live.append((indices, q0, extents, tuple(r - p for r, p in zip(lead, geo.pad))))
+        for h, index in enumerate(indices):
+            for _, m in phases[index][1]:
+                for a in range(last):
+                    lo[a] = min(lo[a], q0[a] - m[a])
+                    hi[a] = max(hi[a], q0[a] + extents[a] - 1 - m[a])
+                lo[last] = min(lo[last], delta[h] - m[last])
+                hi[last] = max(hi[last], u_count - 1 + delta[h] - m[last])
+    grid = tuple(h - l + 1 for l, h in zip(lo, hi))
+    strides = row_major_strides(grid)
+    vpr = ceil(u_count / vw)
+    rows = tuple(InterleavedRow(indices, q0, extents + (u_count,), shift,
+                                sum((q - l) * s for q, l, s in zip(q0 + (0,), lo, strides)),
+                                ceil(prod(extents) * vpr * vw / tn))
+                 for indices, q0, extents, shift in live)
+    pack = PackSpec(grid, tuple(lo), (1,) * nd, tuple(in_sp), unaliased_plane(prod(grid), itemsize))
+    tap_offsets = tuple(delta[(r[last] - pad) % 2] - sum(mm * s for mm, s in zip(m, strides))
+                        for r, taps in phases for _, m in taps)
+    return InterleavedLayout(pack, strides, vpr, rows, tap_offsets, geo.forward_tap_order()[1])
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class XSource(Enum):
     PACKED = "packed"                # packed into a zero-bordered grid, one plane per map (the forward)
     IN_PLACE = "in_place"            # x as it lies
     PLANAR = "planar"                # a stride-1 forward run as a correlation, x packed as backward data packs gy
+    INTERLEAVED = "interleaved"      # packed, both phases of a last stride of 2 a work-item, stored interleaved
     CHANNELS_LAST = "channels_last"  # packed with its maps interleaved in blocks (the weight gradient)
 
 

@@ -17,15 +17,16 @@
 ## phases' accumulators interleaved lane by lane), where the phases apart would each store every other element.
 <%namespace name="c" file="common.mako"/>\
 ${c.prelude(dtype, index_bits, vw)}
-<% nvec = tn // vw %>
-% if x_in_place:
 <%
+nvec = tn // vw
 lanes = [f"s{l:x}" for l in range(vw)]
 
 def interleaved(a, b, half):
     """Lanes half*VW/2 .. of a and b, alternating: the outputs of two last-axis phases in output order."""
     return "(dcl_accv)(" + ", ".join(f"{v}.{lanes[half * vw // 2 + l]}" for l in range(vw // 2) for v in (a, b)) + ")"
-
+%>\
+% if x_in_place:
+<%
 def out_vector(mi, j, h):
     """Vector h of the TN * sl outputs of map mi that accumulator vector j holds."""
     return f"acc{mi}_{j}_0" if sl == 1 else interleaved(f"acc{mi}_{j}_0", f"acc{mi}_{j}_1", h)
@@ -184,6 +185,80 @@ ${c.mac_block(tm, tn // vw, vw, f"{x} + offsets[t]", f"wb + t * {tm}")}
         }
     }
 </%def>
+% if interleaved_phases:
+## Both phases of a last stride of 2 in one work-item (x 'interleaved', layouts.InterleavedLayout): a tile of row
+## vectors over positions u, output 2u + h of phase h. Each phase's taps run into accumulators of their own, kept
+## as o{h}_{mi}_{j}; a vector whose outputs are all real is stored as two whole vectors of the phases' lanes
+## interleaved, where the phases apart would each store every other element, one at a time. A table row per
+## phase of the leading axes: dimension 0 runs over (row, map tile), map tiles fastest.
+__kernel void ${name}(${c.params(signatures[""])})
+{
+    const int map_tiles = co_tiles * groups;
+    if (get_global_id(0) >= nrows * map_tiles) return;
+    const int p = get_global_id(0) / map_tiles, mt = get_global_id(0) % map_tiles;
+    __global const dcl_idx* info = phase_info + p * ${len(columns)};
+    const int vt = get_global_id(1);
+    if (vt >= info[${columns["v_tiles"]}]) return;
+    const int b = get_global_id(2);
+    const int g = mt / co_tiles;
+    const int co0 = (mt % co_tiles) * ${tm};
+    const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
+    const int vpr = info[${columns["vpr"]}];
+    const dcl_idx row_vectors = ${" * ".join(f"info[{columns[f'qe_{a}']}]" for a in range(nd - 1)) or "1"} * (dcl_idx)vpr;
+    __global const dcl_t* xrow = xp + ((dcl_idx)b * cin + (dcl_idx)g * cig) * x_plane + info[${columns["base"]}];
+    % for j in range(nvec):
+    dcl_idx vo${j};
+${row_vector(j)}
+    % endfor
+    % for h in range(2):
+    % for mi in range(tm):
+    dcl_accv ${", ".join(f"o{h}_{mi}_{j}" for j in range(nvec))};
+    % endfor
+    {
+        const int tap0 = info[${columns[f"tap_start_{h}"]}], ntaps = info[${columns[f"tap_count_{h}"]}];
+        __global const dcl_t* wb = wp + ((dcl_idx)mt * cig * ks + tap0) * ${tm};
+        __global const dcl_idx* offsets = tap_offsets + tap0;
+        % for j in range(nvec):
+        __global const dcl_t* xb${j} = xrow + vo${j};
+        % endfor
+${c.accumulators(tm, nvec, "(dcl_accv)(has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + DCL_MIN(co0 + {mi}, cog - 1)) : (dcl_acc)0)")}
+${tap_loops("xb{j}", "".join(f"xb{j} += x_plane; " for j in range(nvec)))}
+        % for mi in range(tm):
+        % for j in range(nvec):
+        o${h}_${mi}_${j} = acc${mi}_${j};
+        % endfor
+        % endfor
+    }
+    % endfor
+    __global dcl_t* yb = y + ((dcl_idx)b * cout + (dcl_idx)g * cog + co0) * out_size;
+    const int m_count = DCL_MIN(${tm}, cog - co0);
+    % for j in range(nvec):
+    if (live${j}) {
+        const dcl_idx yo = ${" + ".join([f"((info[{columns[f'q0_{a}']}] + r{j}_{a}) * stride{a} + info[{columns[f'shift_{a}']}]) * os{a}" for a in range(nd - 1)] + [f"2 * (dcl_idx)c{j}"])};
+        if (skip${j} == 0 && m_count == ${tm} && 2 * (c${j} + ${vw}) <= out_last) {
+            % for mi in range(tm):
+            DCL_STOREV(${interleaved(f"o0_{mi}_{j}", f"o1_{mi}_{j}", 0)}, yb + ${mi} * out_size + yo);
+            DCL_STOREV(${interleaved(f"o0_{mi}_{j}", f"o1_{mi}_{j}", 1)}, yb + ${mi} * out_size + yo + ${vw});
+            % endfor
+        } else {
+            // the row's last vector where it overlaps the one before it or passes an odd row's end, or a tile of
+            // fewer real maps: lane by lane
+            dcl_accv tile_v[${2 * tm}];
+            % for mi in range(tm):
+            tile_v[${2 * mi}] = o0_${mi}_${j};
+            tile_v[${2 * mi + 1}] = o1_${mi}_${j};
+            % endfor
+            const dcl_acc* tile = (const dcl_acc*)tile_v;
+            for (int n = skip${j}; n < ${vw}; ++n)
+                for (int h = 0; h < 2; ++h)
+                    if (2 * (c${j} + n) + h < out_last)
+                        for (int mi = 0; mi < m_count; ++mi)
+                            DCL_STORE(tile[(2 * mi + h) * ${vw} + n], yb + mi * out_size + yo + 2 * n + h);
+        }
+    }
+    % endfor
+}
+% else:
 ## One launch covers every phase: dimension 0 runs over (phase, map tile) with map tiles fastest, so the
 ## work-groups that read overlapping input tiles run back to back.
 __kernel void ${name}(${c.params(signatures[""])})
@@ -225,4 +300,5 @@ ${tap_loops("xb", "xb += x_plane;")}
     }
 ${store_tile()}
 }
+% endif
 % endif

@@ -81,6 +81,9 @@ X_CHANNELS_LAST_TILE = (8, 2, 8, "in_place", "channels_last")
 # kernel over packed planes (x "planar"), every stride-1 shape
 CORRELATION_TILE = (6, 16, 8, "in_place")
 PLANAR_CORRELATION_TILE = (6, 16, 8, "planar")
+# both phases of a last stride of 2 in one work-item, on shapes with output rows of 7 or more: rows' last vectors
+# moved back, odd rows, a tile's maps past the group's
+INTERLEAVED_TILE = (2, 8, 4, "interleaved")
 
 SCRIPT = r"""
 import json, os, sys
@@ -89,7 +92,7 @@ sys.path.insert(0, {tests!r})
 import deconvnd_cl as dcl
 from deconvnd_cl import reference
 from test_oclgrind import (SHAPES, CPU_TILES, WEIGHT_TILES, IN_PLACE_TILES, GPU_TAP_TILES, X_CHANNELS_LAST_TILE,
-                           CORRELATION_TILE, PLANAR_CORRELATION_TILE)
+                           CORRELATION_TILE, PLANAR_CORRELATION_TILE, INTERLEAVED_TILE)
 from deconvnd_cl import correlation
 from deconvnd_cl import gy_in_place
 from deconvnd_cl.geometry import Geometry
@@ -122,6 +125,8 @@ for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
         variants.append((None, None, X_CHANNELS_LAST_TILE))
         if correlation.applies(geo):
             variants.append((PLANAR_CORRELATION_TILE, None, None))
+        if s[-1] == 2 and out[-1] >= 2 * INTERLEAVED_TILE[2] - 1:
+            variants.append((INTERLEAVED_TILE, None, None))
         if correlation.applies(geo) and all(holds for holds, _ in gy_in_place.constraints(
                 correlation.mirror_geometry(geo), out[-1], sp[-1], *CORRELATION_TILE[1:3])):
             variants.append((CORRELATION_TILE, None, None))

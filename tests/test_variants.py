@@ -69,7 +69,9 @@ BAD_TILES = [
     ("backward_weights", (4, 3), "tuple of 3 to 5 values"),
     ("backward_weights", (16, 3, 8, "planar", "channels_last"), "gy .in_place. with x .channels_last."),
     ("backward_weights", (12, 3, 8, "in_place", "channels_last"), "tm a multiple of vw"),
-    ("forward", (6, 16, 8, "channels_last"), "x .packed., .in_place. or .planar."),
+    ("forward", (6, 16, 8, "channels_last"), "x .packed., .in_place., .planar. or .interleaved."),
+    ("forward", (6, 16, 8, "interleaved"), r"output rows of at least 2 \* vw - 1 = 15 positions for x 'interleaved'"),
+    ("forward", (4, 32, 4, "interleaved"), "at most 32 vector accumulators"),
 ]
 
 
@@ -106,7 +108,7 @@ def random_tile(rng, family):
     vw = rng.choice([2, 4, 8])
     values = [rng.randint(1, 6), vw * rng.randint(1, 3), vw]
     if rng.random() < 0.6:
-        values.append(rng.choice(["packed", "in_place", "planar"] if family == "forward"
+        values.append(rng.choice(["packed", "in_place", "planar", "interleaved"] if family == "forward"
                                  else ["planar", "channels_last", "in_place"]))
     if rng.random() < 0.5:
         odd = rng.choice([0, -2, 3, 5, 24, 1.5, "4", None, "diagonal", 1])
@@ -127,7 +129,7 @@ def test_any_tile_is_an_error_or_a_correct_result(queue, cpu_strategy, family, l
     assert_errors_or_correct([random_tile(rng, family) for _ in range(16)], family, (xd, Wd, gyd), want, stride, pad)
 
 
-TWO_LANE_TILES = [("forward", (2, 4, 2)), ("backward_data", (2, 4, 2)), ("backward_data", (2, 4, 2, "in_place")),
+TWO_LANE_TILES = [("forward", (2, 4, 2)), ("forward", (2, 4, 2, "interleaved")), ("backward_data", (2, 4, 2)), ("backward_data", (2, 4, 2, "in_place")),
                   ("backward_weights", (2, 3, 2)), ("backward_weights", (2, 4, 2, "channels_last"))]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from .. import correlation
 from ..geometry import row_major_strides
 from ..launch import launch
-from ..layouts import forward_layout, phase_columns
+from ..layouts import forward_layout, interleaved_columns, interleaved_layout, phase_columns
 from ..packing import buffer_of, pack
 from ..signatures import Idx, In, Int, Out, Signature
 from ..variants import GySource, XSource
@@ -40,6 +40,11 @@ class RegisterTiledForward(Implementation):
                              Int("cig"), Int("cog"), Int("co_tiles"), Idx("in_size"), Idx("out_size"), Int("in_last"),
                              Int("tiles_per_row"), Int("lead_phases"), Int("in", nd - 1), Idx("is", nd - 1),
                              Idx("os", nd - 1), Int("stride", nd - 1))
+        elif key.variant[3] == XSource.INTERLEAVED.value:
+            main = Signature(In("xp"), In("wp"), In("bias"), Out("y"), In("phase_info", "idx"),
+                             In("tap_offsets", "idx"), Int("has_bias"), Int("groups"), Int("nrows"), Int("ks"),
+                             Int("cig"), Int("cog"), Int("co_tiles"), Idx("x_plane"), Idx("out_size"),
+                             Int("out_last"), Idx("ps", nd - 1), Idx("os", nd - 1), Int("stride", nd - 1))
         else:
             main = Signature(In("xp"), In("wp"), In("bias"), Out("y"), In("phase_info", "idx"),
                              In("tap_offsets", "idx"), Int("has_bias"), Int("groups"), Int("nphases"), Int("ks"),
@@ -56,8 +61,9 @@ class RegisterTiledForward(Implementation):
 
     def template_args(self, key):
         tm, tn, vw, x = key.variant
-        in_place = x == XSource.IN_PLACE.value
-        return dict(tm=tm, tn=tn, vw=vw, columns=phase_columns(key.nd), x_in_place=in_place,
+        in_place, interleaved = x == XSource.IN_PLACE.value, x == XSource.INTERLEAVED.value
+        columns = interleaved_columns(key.nd) if interleaved else phase_columns(key.nd)
+        return dict(tm=tm, tn=tn, vw=vw, columns=columns, x_in_place=in_place, interleaved_phases=interleaved,
                     sl=key.counts[0] if in_place else 1)
 
     def planned_programs(self, problem, variant):
@@ -74,6 +80,8 @@ class RegisterTiledForward(Implementation):
             return y
         if variant.x is XSource.IN_PLACE:
             return self._run_in_place(problem, data, W, bias, variant, y)
+        if variant.x is XSource.INTERLEAVED:
+            return self._run_interleaved(problem, data, W, bias, variant, y)
         tm, tn = variant.tm, variant.tn
         layout = forward_layout(geo, problem.in_sp, problem.out_sp, tn, problem.dtype.itemsize, vw=variant.vw)
         planes = problem.N * problem.cin
@@ -97,6 +105,34 @@ class RegisterTiledForward(Implementation):
                nphases=nphases, ks=geo.taps, cig=problem.cig,
                cog=problem.cog, co_tiles=co_tiles, x_plane=layout.pack.plane, out_size=prod(problem.out_sp),
                ps=layout.strides[:-1], os=row_major_strides(problem.out_sp), stride=geo.stride)
+        return y
+
+    def _run_interleaved(self, problem, data, W, bias, variant, y):
+        """Both phases of a last stride of 2 in one work-item (layouts.InterleavedLayout): x packed into its
+        grid, W repacked as for the packed grid, one launch over the leading axes' phases."""
+        queue, geo, tm, tn = problem.queue, problem.geo, variant.tm, variant.tn
+        layout = interleaved_layout(geo, problem.in_sp, problem.out_sp, tn, variant.vw, problem.dtype.itemsize)
+        planes = problem.N * problem.cin
+        co_tiles = ceil(problem.cog / tm)
+        bits = problem.index_bits(planes * layout.pack.plane, y.size, geo.groups * co_tiles * tm * problem.cig
+                                  * geo.taps)
+        xp = pack(problem, buffer_of(data), planes, layout.pack, bits)
+        program = self.program(problem, variant, bits)
+        idx = np.int64 if bits == 64 else np.int32
+        wp = repack(problem, W, bits, tm, True, forward_slots(geo, tm))
+        phase_info = constant_buffer(queue, ("interleaved rows", geo, layout, bits), lambda: layout.phase_table(idx))
+        tap_offsets = constant_buffer(queue, ("interleaved tap offsets", geo, layout, bits),
+                                      lambda: np.array(layout.tap_offsets, idx))
+        nrows = len(layout.rows)
+        out_strides = row_major_strides(problem.out_sp)
+        launch(queue, program, "", (nrows * geo.groups * co_tiles, max(row.v_tiles for row in layout.rows),
+                                    problem.N),
+               cpu_tiles.local_size(problem, program),
+               xp=xp, wp=wp, bias=buffer_of(bias) if bias is not None else wp, y=y.data,
+               phase_info=phase_info, tap_offsets=tap_offsets, has_bias=int(bias is not None), groups=geo.groups,
+               nrows=nrows, ks=geo.taps, cig=problem.cig, cog=problem.cog, co_tiles=co_tiles,
+               x_plane=layout.pack.plane, out_size=prod(problem.out_sp), out_last=problem.out_sp[-1],
+               ps=layout.strides[:-1], os=out_strides[:-1], stride=geo.stride[:-1])
         return y
 
     def _run_as_correlation(self, problem, data, W, bias, variant):

@@ -46,7 +46,9 @@ class ForwardTile(Variant):
     """TM output maps x TN positions of a stride phase, in vectors of VW positions; x read from its packed grid,
     or in place (then TN input positions of a row, with every phase of the last axis; with a stride of 1, TN
     output positions of a row, the layer run as a correlation: correlation.py); planar: a stride-1 layer run as a
-    correlation with x packed as backward data packs gy, TN consecutive positions of the padded grid."""
+    correlation with x packed as backward data packs gy, TN consecutive positions of the padded grid; interleaved:
+    x packed, a last stride of 2, TN positions u of rows (as row vectors) with both last-axis phases, outputs 2u
+    and 2u + 1."""
 
     tm: int
     tn: int
@@ -55,8 +57,14 @@ class ForwardTile(Variant):
 
     def constraints(self, problem):
         accumulators = self.tm * self.tn
-        rules = [(self.x in (XSource.PACKED, XSource.IN_PLACE, XSource.PLANAR), "x 'packed', 'in_place' or 'planar'")]
-        if self.x is XSource.PLANAR:
+        rules = [(self.x in (XSource.PACKED, XSource.IN_PLACE, XSource.PLANAR, XSource.INTERLEAVED),
+                  "x 'packed', 'in_place', 'planar' or 'interleaved'")]
+        if self.x is XSource.INTERLEAVED:
+            accumulators *= 2
+            rules += [(problem.geo.stride[-1] == 2, "a last stride of 2 for x 'interleaved'"),
+                      (problem.out_sp[-1] >= 2 * self.vw - 1, f"output rows of at least 2 * vw - 1 = "
+                                                               f"{2 * self.vw - 1} positions for x 'interleaved'")]
+        elif self.x is XSource.PLANAR:
             rules += [(correlation.applies(problem.geo), "a stride of 1 on every axis, no postpad and pad <= dilation "
                                                          "* (size - 1) for x 'planar' (the layer run as a correlation)")]
         elif self.x is XSource.IN_PLACE and correlation.applies(problem.geo):
@@ -71,7 +79,8 @@ class ForwardTile(Variant):
                                                      "in place")]
         return rules + _vector_rules(self, self.tn) + [
             (accumulators <= MAX_ACCUMULATORS * self.vw, f"at most {MAX_ACCUMULATORS} vector accumulators "
-                                                         "(tm * tn / vw, times the last stride in place)")]
+                                                         "(tm * tn / vw, times the last stride in place or "
+                                                         "interleaved)")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,10 +156,16 @@ def forward_tile(problem):
     of the whole accumulator budget: a work-item's reduction is then only one phase's taps of one map, so its fixed
     cost (set-up, epilogue) outweighs it, and a longer tile spreads that cost over more positions (depthwise
     64->64 k4 s2 32x32: 1.39-1.40 ms with 4 vectors, 1.12-1.13 with 12). Backward data's reduction runs over every
-    tap, and there 4 vectors measured fastest (0.76-0.77 ms against 0.93-1.0 with 6 to 12)."""
+    tap, and there 4 vectors measured fastest (0.76-0.77 ms against 0.93-1.0 with 6 to 12). Either tile runs
+    both phases of a last stride of 2 at once where outputs are short sums (_interleaved)."""
     tile = gemm_tile(problem, problem.cog)
     if problem.on_cpu and tile.tm == 1 and problem.cig == 1:
-        return ForwardTile(1, tile.vw * accumulator_budget(problem), tile.vw)
+        tile = ForwardTile(1, tile.vw * accumulator_budget(problem), tile.vw)
+    interleaved = _interleaved(problem, tile)
+    if interleaved:
+        return interleaved
+    if problem.on_cpu and tile.tm == 1 and problem.cig == 1:
+        return tile
     if problem.on_cpu and correlation.applies(problem.geo) and accumulator_budget(problem) <= 12:
         # a stride-1 layer as a correlation, x in place (walls, alternating: dilated 2.15-2.35 -> 1.8-2.0 ms,
         # 56x56 6.05-6.2 -> 5.8); with 512-bit vectors level or slower (PoCL 3.1: 56x56 5.7 -> 5.9 ms)
@@ -181,6 +196,28 @@ def forward_tile(problem):
 
 # A tile of one vector is taken where it computes at most this share of the lanes of the default's.
 NARROW_AT_MOST = 0.85
+
+# The interleaved forward is taken where an output sums at most this many products (input maps of a group x the
+# most taps of a phase), its epilogue then being a large share of a work-item's time.
+INTERLEAVED_REDUCTION_AT_MOST = 128
+
+
+def _interleaved(problem, tile):
+    """`tile` with both phases of a last stride of 2 in one work-item (x 'interleaved') where it fits and its
+    outputs are short sums on a CPU, else None. Forward walls, alternating with the packed default, medians
+    (AVX2, PoCL 3.0): 2d k4 s2 32x32 depthwise 64 maps 1.79 -> 1.58 ms, 8 maps a group 3.29 -> 2.00, 32 a group
+    (the suite's grouped) 5.38 -> 3.45, 16 a group 3.41 -> 2.71, 2 groups of 32 3.83 -> 3.05; 3d depthwise
+    5.35 -> 3.0, 1d depthwise 1.27 -> 1.06. Longer sums were level (64 -> 64, 128 -> 3) or lost (DCGAN 512->256,
+    whose 8x8 rows leave no room for the whole tile's vectors either); a layer with kernel size = stride keeps
+    its in-place kernel."""
+    if not problem.on_cpu or problem.geo.stride[-1] != 2 or problem.geo.direct:
+        return None
+    longest = max(len(taps) for _, taps in problem.geo.forward_phases())
+    if problem.cig * longest > INTERLEAVED_REDUCTION_AT_MOST:
+        return None
+    nvec = max(1, min(tile.tn // tile.vw, MAX_ACCUMULATORS // (2 * tile.tm)))  # two phases' accumulators
+    interleaved = ForwardTile(tile.tm, nvec * tile.vw, tile.vw, XSource.INTERLEAVED)
+    return interleaved if interleaved.fits(problem) else None
 
 
 def _data_lanes(problem, tile):
@@ -320,6 +357,7 @@ def forward_candidates(problem):
             found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw))
             found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw, XSource.IN_PLACE))
             found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw, XSource.PLANAR))
+            found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw, XSource.INTERLEAVED))
     return sorted((t for t in found if t.fits(problem)), key=Variant.key)
 
 
