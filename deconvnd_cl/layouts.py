@@ -237,7 +237,7 @@ class InterleavedLayout:
 
 @lru_cache(maxsize=256)
 def interleaved_layout(geo, in_sp, out_sp, tn, vw, itemsize):
-    """The grid and table of the interleaved forward (a last stride of 2, output rows of at least 2 * vw)."""
+    """The grid and table of the interleaved forward (a last stride of 2, rows of at least vw positions u)."""
     nd, last = geo.nd, geo.nd - 1
     phases = geo.forward_phases()
     index_of = {r: i for i, (r, _) in enumerate(phases)}

@@ -15,6 +15,8 @@
 ## output maps x TN input positions of one row, for one phase of the leading axes and all sl phases of the last:
 ## its outputs are then one contiguous run of TN * sl per map, stored as whole vectors (with sl == 2, the two
 ## phases' accumulators interleaved lane by lane), where the phases apart would each store every other element.
+## interleaved_phases (XSource.INTERLEAVED, a last stride of 2): the same stores for any kernel, over x packed into
+## a grid of its own (layouts.InterleavedLayout), both last-axis phases of a row vector in one work-item.
 <%namespace name="c" file="common.mako"/>\
 ${c.prelude(dtype, index_bits, vw)}
 <%

@@ -6,7 +6,9 @@ directory unless DECONVND_CL_CACHE_DIR is set, so tests never touch a user's cac
 """
 
 import os
+import random
 import tempfile
+import zlib
 
 import numpy as np
 import pyopencl as cl
@@ -17,7 +19,9 @@ os.environ.setdefault("DECONVND_CL_CACHE_DIR", tempfile.mkdtemp(prefix="deconvnd
 
 import deconvnd_cl as dcl  # noqa: E402  (after the cache directory is chosen)
 from deconvnd_cl.device import create_queue, find_device  # noqa: E402
+from deconvnd_cl import functional, reference  # noqa: E402
 from deconvnd_cl.reference import rel_l2  # noqa: E402
+from deconvnd_cl.strategies import cpu_tiles  # noqa: E402
 
 # Relative L2 error allowed against the float64 reference, per dtype.
 REL_L2 = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12, np.dtype(np.float16): 1e-3}
@@ -85,3 +89,32 @@ def assert_close(actual, expected, dtype=np.float32, what="result"):
     assert np.all(np.isfinite(actual)), f"{what}: non-finite values (unwritten output?)"
     err = rel_l2(actual, expected)
     assert err <= REL_L2[np.dtype(dtype)], f"{what}: relative L2 error {err:.3g} > {REL_L2[np.dtype(dtype)]}"
+
+
+def assert_sampled_forward_tiles(queue, config, source, conv):
+    """Two of the forward's candidate tiles that read x from `source` (configs.Config's layer, seeded by its id),
+    one with a bias and one without, against the float64 reference; `conv`: (stride, pad, dilation, postpad,
+    groups) as deconvNd takes them."""
+    rng = np.random.default_rng(zlib.crc32(config.id.encode()))
+    x = rng.standard_normal((config.batch, config.cin) + config.spatial)
+    W = rng.standard_normal((config.cin, config.cout // config.groups) + config.size)
+    bias = rng.standard_normal((1, config.cout) + (1,) * config.nd)
+    xd, Wd, bd = to_device(queue, x), to_device(queue, W), to_device(queue, bias)
+    problem = functional.forward_problem(xd, Wd, bd, *conv)
+    tiles = [t for t in cpu_tiles.forward_candidates(problem) if t.x is source]
+    assert tiles, f"no {source.value} tile fits the layer"
+    for tile, with_bias in zip(random.Random(config.id).sample(tiles, min(2, len(tiles))), (True, False)):
+        want = reference.forward(x, W, bias if with_bias else None, *conv)
+        got = dcl.deconvNd(xd, Wd, bd if with_bias else None, *conv, tile=tile).get()
+        assert_close(got, want, what=f"tile {tile.key()}")
+
+
+def assert_forward_tile_in_dtype(queue, dtype, x_shape, w_shape, tile, stride, pad=0):
+    """A forward tile on seeded operands stored as `dtype`, against the float64 reference on the same values."""
+    rng = np.random.default_rng(1)
+    x, W = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    bias = rng.standard_normal((1, w_shape[1]) + (1,) * (len(x_shape) - 2))
+    xd, Wd, bd = (to_device(queue, a, dtype) for a in (x, W, bias))
+    want = reference.forward(*(a.get().astype(np.float64) for a in (xd, Wd, bd)), stride, pad)
+    got = dcl.deconvNd(xd, Wd, bd, stride=stride, pad=pad, tile=tile).get()
+    assert_close(got.astype(np.float64), want, dtype)

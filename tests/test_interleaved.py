@@ -2,7 +2,6 @@
 layers and tiles against the float64 reference, the layers it refuses, and where it is the default."""
 
 import random
-import zlib
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from deconvnd_cl import functional, reference
 from deconvnd_cl.strategies import cpu_tiles
 from deconvnd_cl.variants import XSource
 from configs import Config
-from conftest import assert_close, to_device
+from conftest import assert_close, assert_forward_tile_in_dtype, assert_sampled_forward_tiles, to_device
 
 
 def random_layer(rng):
@@ -35,19 +34,8 @@ CONFIGS = [random_layer(random.Random(3000 + seed)) for seed in range(20)]
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.id for c in CONFIGS])
 def test_interleaved_forward_tiles_against_the_reference(queue, cpu_strategy, config):
-    rng = np.random.default_rng(zlib.crc32(config.id.encode()))
-    x = rng.standard_normal((config.batch, config.cin) + config.spatial)
-    W = rng.standard_normal((config.cin, config.cout // config.groups) + config.size)
-    bias = rng.standard_normal((1, config.cout) + (1,) * config.nd)
-    xd, Wd, bd = to_device(queue, x), to_device(queue, W), to_device(queue, bias)
-    conv = (config.stride, config.pad, config.dilation, config.postpad, config.groups)
-    problem = functional.forward_problem(xd, Wd, bd, *conv)
-    tiles = [t for t in cpu_tiles.forward_candidates(problem) if t.x is XSource.INTERLEAVED]
-    assert tiles, "no interleaved tile fits the layer"
-    for tile, with_bias in zip(random.Random(config.id).sample(tiles, min(2, len(tiles))), (True, False)):
-        want = reference.forward(x, W, bias if with_bias else None, *conv)
-        got = dcl.deconvNd(xd, Wd, bd if with_bias else None, *conv, tile=tile).get()
-        assert_close(got, want, what=f"tile {tile.key()}")
+    assert_sampled_forward_tiles(queue, config, XSource.INTERLEAVED,
+                                 (config.stride, config.pad, config.dilation, config.postpad, config.groups))
 
 
 @pytest.mark.parametrize("tile", [(2, 8, 4, "interleaved"), (3, 16, 8, "interleaved"), (1, 4, 2, "interleaved")])
@@ -91,10 +79,4 @@ def test_short_sums_default_to_the_interleaved_forward(queue):
 def test_interleaved_forward_in_other_dtypes(queue, cpu_strategy, dtype, request):
     if dtype == np.float64:
         request.getfixturevalue("fp64")
-    rng = np.random.default_rng(1)
-    x, W = rng.standard_normal((2, 5, 3, 12)), rng.standard_normal((5, 7, 4, 4))
-    bias = rng.standard_normal((1, 7, 1, 1))
-    xd, Wd, bd = (to_device(queue, a, dtype) for a in (x, W, bias))
-    want = reference.forward(*(a.get().astype(np.float64) for a in (xd, Wd, bd)), 2, 1)
-    got = dcl.deconvNd(xd, Wd, bd, stride=2, pad=1, tile=(3, 16, 8, "interleaved")).get()
-    assert_close(got.astype(np.float64), want, dtype)
+    assert_forward_tile_in_dtype(queue, dtype, (2, 5, 3, 12), (5, 7, 4, 4), (3, 16, 8, "interleaved"), 2, 1)

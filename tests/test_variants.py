@@ -129,7 +129,8 @@ def test_any_tile_is_an_error_or_a_correct_result(queue, cpu_strategy, family, l
     assert_errors_or_correct([random_tile(rng, family) for _ in range(16)], family, (xd, Wd, gyd), want, stride, pad)
 
 
-TWO_LANE_TILES = [("forward", (2, 4, 2)), ("forward", (2, 4, 2, "interleaved")), ("backward_data", (2, 4, 2)), ("backward_data", (2, 4, 2, "in_place")),
+TWO_LANE_TILES = [("forward", (2, 4, 2)), ("forward", (2, 4, 2, "interleaved")), ("backward_data", (2, 4, 2)),
+                  ("backward_data", (2, 4, 2, "in_place")),
                   ("backward_weights", (2, 3, 2)), ("backward_weights", (2, 4, 2, "channels_last"))]
 
 

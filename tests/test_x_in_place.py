@@ -2,17 +2,16 @@
 tiles against the float64 reference, and the layers it refuses."""
 
 import random
-import zlib
 
 import numpy as np
 import pytest
 
 import deconvnd_cl as dcl
-from deconvnd_cl import functional, reference
+from deconvnd_cl import functional
 from deconvnd_cl.strategies import cpu_tiles
 from deconvnd_cl.variants import XSource
 from configs import Config, direct_strides
-from conftest import assert_close, to_device
+from conftest import assert_forward_tile_in_dtype, assert_sampled_forward_tiles, to_device
 
 
 def random_layer(rng):
@@ -31,18 +30,7 @@ CONFIGS = [random_layer(random.Random(2000 + seed)) for seed in range(20)]
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.id for c in CONFIGS])
 def test_in_place_forward_tiles_against_the_reference(queue, cpu_strategy, config):
-    rng = np.random.default_rng(zlib.crc32(config.id.encode()))
-    x = rng.standard_normal((config.batch, config.cin) + config.spatial)
-    W = rng.standard_normal((config.cin, config.cout // config.groups) + config.size)
-    bias = rng.standard_normal((1, config.cout) + (1,) * config.nd)
-    xd, Wd, bd = to_device(queue, x), to_device(queue, W), to_device(queue, bias)
-    problem = functional.forward_problem(xd, Wd, bd, config.stride, 0, 1, 0, config.groups)
-    tiles = [t for t in cpu_tiles.forward_candidates(problem) if t.x is XSource.IN_PLACE]
-    assert tiles, "no in-place tile fits the layer"
-    for tile, with_bias in zip(random.Random(config.id).sample(tiles, min(2, len(tiles))), (True, False)):
-        want = reference.forward(x, W, bias if with_bias else None, config.stride, 0, 1, 0, config.groups)
-        got = dcl.deconvNd(xd, Wd, bd if with_bias else None, config.stride, groups=config.groups, tile=tile).get()
-        assert_close(got, want, what=f"tile {tile.key()}")
+    assert_sampled_forward_tiles(queue, config, XSource.IN_PLACE, (config.stride, 0, 1, 0, config.groups))
 
 
 def test_in_place_forward_needs_a_fitting_layer(queue, cpu_strategy, no_launch):
@@ -71,10 +59,4 @@ def test_the_default_forward_of_a_u_net_layer_reads_x_in_place(queue):
 def test_in_place_forward_in_other_dtypes(queue, cpu_strategy, dtype, request):
     if dtype == np.float64:
         request.getfixturevalue("fp64")
-    rng = np.random.default_rng(1)
-    x, W = rng.standard_normal((2, 5, 3, 40)), rng.standard_normal((5, 7, 2, 2))
-    bias = rng.standard_normal((1, 7, 1, 1))
-    xd, Wd, bd = (to_device(queue, a, dtype) for a in (x, W, bias))
-    want = reference.forward(*(a.get().astype(np.float64) for a in (xd, Wd, bd)), 2)
-    got = dcl.deconvNd(xd, Wd, bd, stride=2, tile=(3, 16, 8, "in_place")).get()
-    assert_close(got.astype(np.float64), want, dtype)
+    assert_forward_tile_in_dtype(queue, dtype, (2, 5, 3, 40), (5, 7, 2, 2), (3, 16, 8, "in_place"), 2)

@@ -80,12 +80,19 @@ class RegisterTiledForward(Implementation):
             return y
         if variant.x is XSource.IN_PLACE:
             return self._run_in_place(problem, data, W, bias, variant, y)
+        # x packed: one phase a work-item, or both phases of a last stride of 2 (interleaved); a table row per
+        # phase, or per phase of the leading axes
+        tm, out_sp, co_tiles = variant.tm, problem.out_sp, ceil(problem.cog / variant.tm)
         if variant.x is XSource.INTERLEAVED:
-            return self._run_interleaved(problem, data, W, bias, variant, y)
-        tm, tn = variant.tm, variant.tn
-        layout = forward_layout(geo, problem.in_sp, problem.out_sp, tn, problem.dtype.itemsize, vw=variant.vw)
+            layout = interleaved_layout(geo, problem.in_sp, out_sp, variant.tn, variant.vw, problem.dtype.itemsize)
+            rows, v_tiles = len(layout.rows), max(row.v_tiles for row in layout.rows)
+            per_layout = dict(nrows=rows, out_last=out_sp[-1], os=row_major_strides(out_sp)[:-1],
+                              stride=geo.stride[:-1])
+        else:
+            layout = forward_layout(geo, problem.in_sp, out_sp, variant.tn, problem.dtype.itemsize, vw=variant.vw)
+            rows, v_tiles = len(layout.tap_starts) - 1, max(phase.v_tiles for phase in layout.phases)
+            per_layout = dict(nphases=rows, os=row_major_strides(out_sp), stride=geo.stride)
         planes = problem.N * problem.cin
-        co_tiles = ceil(problem.cog / tm)
         packed_w = geo.groups * co_tiles * tm * problem.cig * geo.taps
         bits = problem.index_bits(planes * layout.pack.plane, y.size, packed_w)
         xp = pack(problem, buffer_of(data), planes, layout.pack, bits)
@@ -96,43 +103,12 @@ class RegisterTiledForward(Implementation):
         phase_info = constant_buffer(queue, ("forward phases", geo, layout, bits), lambda: layout.phase_table(idx))
         tap_offsets = constant_buffer(queue, ("forward tap offsets", geo, layout, bits),
                                       lambda: np.array(layout.tap_offsets, idx))
-        v_tiles = max(phase.v_tiles for phase in layout.phases)
-        nphases = len(layout.tap_starts) - 1
-        launch(queue, program, "", (nphases * geo.groups * co_tiles, v_tiles, problem.N),
+        launch(queue, program, "", (rows * geo.groups * co_tiles, v_tiles, problem.N),
                cpu_tiles.local_size(problem, program),
                xp=xp, wp=wp, bias=buffer_of(bias) if bias is not None else wp, y=y.data,
                phase_info=phase_info, tap_offsets=tap_offsets, has_bias=int(bias is not None), groups=geo.groups,
-               nphases=nphases, ks=geo.taps, cig=problem.cig,
-               cog=problem.cog, co_tiles=co_tiles, x_plane=layout.pack.plane, out_size=prod(problem.out_sp),
-               ps=layout.strides[:-1], os=row_major_strides(problem.out_sp), stride=geo.stride)
-        return y
-
-    def _run_interleaved(self, problem, data, W, bias, variant, y):
-        """Both phases of a last stride of 2 in one work-item (layouts.InterleavedLayout): x packed into its
-        grid, W repacked as for the packed grid, one launch over the leading axes' phases."""
-        queue, geo, tm, tn = problem.queue, problem.geo, variant.tm, variant.tn
-        layout = interleaved_layout(geo, problem.in_sp, problem.out_sp, tn, variant.vw, problem.dtype.itemsize)
-        planes = problem.N * problem.cin
-        co_tiles = ceil(problem.cog / tm)
-        bits = problem.index_bits(planes * layout.pack.plane, y.size, geo.groups * co_tiles * tm * problem.cig
-                                  * geo.taps)
-        xp = pack(problem, buffer_of(data), planes, layout.pack, bits)
-        program = self.program(problem, variant, bits)
-        idx = np.int64 if bits == 64 else np.int32
-        wp = repack(problem, W, bits, tm, True, forward_slots(geo, tm))
-        phase_info = constant_buffer(queue, ("interleaved rows", geo, layout, bits), lambda: layout.phase_table(idx))
-        tap_offsets = constant_buffer(queue, ("interleaved tap offsets", geo, layout, bits),
-                                      lambda: np.array(layout.tap_offsets, idx))
-        nrows = len(layout.rows)
-        out_strides = row_major_strides(problem.out_sp)
-        launch(queue, program, "", (nrows * geo.groups * co_tiles, max(row.v_tiles for row in layout.rows),
-                                    problem.N),
-               cpu_tiles.local_size(problem, program),
-               xp=xp, wp=wp, bias=buffer_of(bias) if bias is not None else wp, y=y.data,
-               phase_info=phase_info, tap_offsets=tap_offsets, has_bias=int(bias is not None), groups=geo.groups,
-               nrows=nrows, ks=geo.taps, cig=problem.cig, cog=problem.cog, co_tiles=co_tiles,
-               x_plane=layout.pack.plane, out_size=prod(problem.out_sp), out_last=problem.out_sp[-1],
-               ps=layout.strides[:-1], os=out_strides[:-1], stride=geo.stride[:-1])
+               ks=geo.taps, cig=problem.cig, cog=problem.cog, co_tiles=co_tiles, x_plane=layout.pack.plane,
+               out_size=prod(out_sp), ps=layout.strides[:-1], **per_layout)
         return y
 
     def _run_as_correlation(self, problem, data, W, bias, variant):
