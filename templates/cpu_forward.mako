@@ -158,6 +158,23 @@ ${c.store_rows(tm, tn, "qq", nd, lambda a: f"qe_{a}", "yb", "out_size",
                f"stride{nd - 1} * os{nd - 1}")}
         }
 </%def>
+## A work-item's place, for both kernels over x packed: dimension 0 runs over (table row, map tile) with map tiles
+## fastest, `rows` the table's rows; dimension 1 over the row's tiles, 2 over the batch. Declares the row's
+## `info`, the tile vt, the map tile's group g and first map co0, and `vpr` and `row_vectors` for row vectors.
+<%def name="work_item(rows)">
+    const int map_tiles = co_tiles * groups;
+    if (get_global_id(0) >= ${rows} * map_tiles) return;
+    const int p = get_global_id(0) / map_tiles, mt = get_global_id(0) % map_tiles;
+    __global const dcl_idx* info = phase_info + p * ${len(columns)};
+    const int vt = get_global_id(1);
+    if (vt >= info[${columns["v_tiles"]}]) return;
+    const int b = get_global_id(2);
+    const int g = mt / co_tiles;
+    const int co0 = (mt % co_tiles) * ${tm};
+    const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
+    const int vpr = info[${columns["vpr"]}];
+    const dcl_idx row_vectors = ${" * ".join(f"info[{columns[f'qe_{a}']}]" for a in range(nd - 1)) or "1"} * (dcl_idx)vpr;
+</%def>
 ## The tap loops over the input maps: an unrolled case per tap count of the layer, else a loop over the table;
 ## `x`: the input pointer expression of the tile's vectors (mac_block's), `advance`: moving it to the next map.
 <%def name="tap_loops(x, advance)">
@@ -195,18 +212,7 @@ ${c.mac_block(tm, tn // vw, vw, f"{x} + offsets[t]", f"wb + t * {tm}")}
 ## phase of the leading axes: dimension 0 runs over (row, map tile), map tiles fastest.
 __kernel void ${name}(${c.params(signatures[""])})
 {
-    const int map_tiles = co_tiles * groups;
-    if (get_global_id(0) >= nrows * map_tiles) return;
-    const int p = get_global_id(0) / map_tiles, mt = get_global_id(0) % map_tiles;
-    __global const dcl_idx* info = phase_info + p * ${len(columns)};
-    const int vt = get_global_id(1);
-    if (vt >= info[${columns["v_tiles"]}]) return;
-    const int b = get_global_id(2);
-    const int g = mt / co_tiles;
-    const int co0 = (mt % co_tiles) * ${tm};
-    const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
-    const int vpr = info[${columns["vpr"]}];
-    const dcl_idx row_vectors = ${" * ".join(f"info[{columns[f'qe_{a}']}]" for a in range(nd - 1)) or "1"} * (dcl_idx)vpr;
+${work_item("nrows")}
     __global const dcl_t* xrow = xp + ((dcl_idx)b * cin + (dcl_idx)g * cig) * x_plane + info[${columns["base"]}];
     % for j in range(nvec):
     dcl_idx vo${j};
@@ -265,23 +271,12 @@ ${tap_loops("xb{j}", "".join(f"xb{j} += x_plane; " for j in range(nvec)))}
 ## work-groups that read overlapping input tiles run back to back.
 __kernel void ${name}(${c.params(signatures[""])})
 {
-    const int map_tiles = co_tiles * groups;
-    if (get_global_id(0) >= nphases * map_tiles) return;
-    const int p = get_global_id(0) / map_tiles, mt = get_global_id(0) % map_tiles;
-    __global const dcl_idx* info = phase_info + p * ${len(columns)};
-    const int vt = get_global_id(1);
-    if (vt >= info[${columns["v_tiles"]}]) return;
-    const dcl_idx v_count = info[${columns["v_count"]}];
-    const int tap0 = info[${columns["tap_start"]}], ntaps = info[${columns["tap_count"]}];
-    const int b = get_global_id(2);
-    const int g = mt / co_tiles;
-    const int co0 = (mt % co_tiles) * ${tm};
-    const dcl_idx v0 = (dcl_idx)vt * ${tn};
-    const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
     // the tile's vectors: TN consecutive virtual positions from v0 through one pointer, or row vectors (vpr > 0)
     // through a pointer each; the tap loops are written for both, one pointer streaming best where it serves
-    const int vpr = info[${columns["vpr"]}];
-    const dcl_idx row_vectors = ${" * ".join(f"info[{columns[f'qe_{a}']}]" for a in range(nd - 1)) or "1"} * (dcl_idx)vpr;
+${work_item("nphases")}
+    const dcl_idx v_count = info[${columns["v_count"]}];
+    const int tap0 = info[${columns["tap_start"]}], ntaps = info[${columns["tap_count"]}];
+    const dcl_idx v0 = (dcl_idx)vt * ${tn};
     __global const dcl_t* xb = xp + ((dcl_idx)b * cin + (dcl_idx)g * cig) * x_plane + info[${columns["base"]}];
     __global const dcl_t* wb = wp + ((dcl_idx)mt * cig * ks + tap0) * ${tm};
     __global const dcl_idx* offsets = tap_offsets + tap0;
