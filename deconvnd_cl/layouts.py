@@ -145,6 +145,14 @@ class ForwardLayout:
         return table
 
 
+def phase_box(geo, r, out_sp):
+    """(first q, number of q) per axis of the stride residues `r` (the first len(r) axes): the output positions
+    o = q*stride + r - pad that lie in out_sp; a count <= 0 where none does."""
+    q0 = tuple(-((rr - p) // s) for rr, p, s in zip(r, geo.pad, geo.stride))
+    q1 = tuple((o - 1 + p - rr) // s for o, p, rr, s in zip(out_sp, geo.pad, r, geo.stride))
+    return q0, tuple(b - a + 1 for a, b in zip(q0, q1))
+
+
 @lru_cache(maxsize=256)  # a layer's calls all ask for the same layout
 def forward_layout(geo, in_sp, out_sp, tn, itemsize, outputs_inside=False, vw=0):
     """outputs_inside: every phase's output box lies inside the grid too (grid coordinate c = q - lo), so a grid
@@ -155,9 +163,7 @@ def forward_layout(geo, in_sp, out_sp, tn, itemsize, outputs_inside=False, vw=0)
     live = []
     lo, hi = [0] * nd, [i - 1 for i in in_sp]
     for index, (r, taps) in enumerate(geo.forward_phases()):
-        q0 = tuple(-((rr - p) // s) for rr, p, s in zip(r, geo.pad, geo.stride))
-        q1 = tuple((o - 1 + p - rr) // s for o, p, rr, s in zip(out_sp, geo.pad, r, geo.stride))
-        extents = tuple(b - a + 1 for a, b in zip(q0, q1))
+        q0, extents = phase_box(geo, r, out_sp)
         if any(e <= 0 for e in extents):
             continue  # no output position falls in this phase
         live.append((index, q0, extents))
@@ -247,9 +253,7 @@ def interleaved_layout(geo, in_sp, out_sp, tn, vw, itemsize):
     lo, hi = [0] * nd, [i - 1 for i in in_sp]
     live = []
     for lead in product(*(range(s) for s in geo.stride[:last])):
-        q0 = tuple(-((r - p) // s) for r, p, s in zip(lead, geo.pad, geo.stride))
-        q1 = tuple((o - 1 + p - r) // s for o, p, r, s in zip(out_sp, geo.pad, lead, geo.stride))
-        extents = tuple(b - a + 1 for a, b in zip(q0, q1))
+        q0, extents = phase_box(geo, lead, out_sp)
         if any(e <= 0 for e in extents):
             continue  # no output position falls in this leading phase
         indices = tuple(index_of[lead + ((h + pad) % 2,)] for h in range(2))

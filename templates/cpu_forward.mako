@@ -251,12 +251,7 @@ ${tap_loops("xb{j}", "".join(f"xb{j} += x_plane; " for j in range(nvec)))}
         } else {
             // the row's last vector where it overlaps the one before it or passes an odd row's end, or a tile of
             // fewer real maps: lane by lane
-            dcl_accv tile_v[${2 * tm}];
-            % for mi in range(tm):
-            tile_v[${2 * mi}] = o0_${mi}_${j};
-            tile_v[${2 * mi + 1}] = o1_${mi}_${j};
-            % endfor
-            const dcl_acc* tile = (const dcl_acc*)tile_v;
+${c.spill(tm, 2, value=lambda mi, h: f"o{h}_{mi}_{j}")}
             for (int n = skip${j}; n < ${vw}; ++n)
                 for (int h = 0; h < 2; ++h)
                     if (2 * (c${j} + n) + h < out_last)

@@ -159,13 +159,12 @@ def forward_tile(problem):
     tap, and there 4 vectors measured fastest (0.76-0.77 ms against 0.93-1.0 with 6 to 12). Either tile runs
     both phases of a last stride of 2 at once where outputs are short sums (_interleaved)."""
     tile = gemm_tile(problem, problem.cog)
-    if problem.on_cpu and tile.tm == 1 and problem.cig == 1:
+    depthwise = problem.on_cpu and tile.tm == 1 and problem.cig == 1
+    if depthwise:
         tile = ForwardTile(1, tile.vw * accumulator_budget(problem), tile.vw)
     interleaved = _interleaved(problem, tile)
-    if interleaved:
-        return interleaved
-    if problem.on_cpu and tile.tm == 1 and problem.cig == 1:
-        return tile
+    if interleaved or depthwise:
+        return interleaved or tile
     if problem.on_cpu and correlation.applies(problem.geo) and accumulator_budget(problem) <= 12:
         # a stride-1 layer as a correlation, x in place (walls, alternating: dilated 2.15-2.35 -> 1.8-2.0 ms,
         # 56x56 6.05-6.2 -> 5.8); with 512-bit vectors level or slower (PoCL 3.1: 56x56 5.7 -> 5.9 ms)
