@@ -133,3 +133,35 @@ def test_an_infinite_gradient_reaches_only_the_inputs_whose_taps_read_it(queue, 
                                        to_device(queue, np.ones((1, 2) + config.spatial)), **config.conv,
                                        tile=(2, 8, 8, "in_place")).get()
         np.testing.assert_array_equal(got, want.astype(np.float32), err_msg=f"inf at {position}")
+
+
+def default_data_source(queue, cin, cout, size, groups=1, scratch_limit=None):
+    """The source of gy the CPU default takes for backward data of a k`size` s2 p1 layer on 32x32 inputs."""
+    W = to_device(queue, np.ones((cin, cout // groups, size, size)))
+    gy = to_device(queue, np.ones((4, cout, 64, 64)))
+    problem = functional.backward_problem(gy, W, (4, cin, 32, 32), 2, (size - 2) // 2, 1, groups,
+                                          scratch_limit=scratch_limit)
+    if not problem.on_cpu or cpu_tiles.accumulator_budget(problem) > 12:
+        pytest.skip("the rule is the 256-bit register tiles' default")
+    return cpu_tiles.backward_data_tile(problem).gy
+
+
+def test_short_sums_beside_a_cheap_pack_read_gy_from_planes(queue):
+    assert default_data_source(queue, 128, 3, 4) is GySource.PLANAR  # 48 products an input; 512 per packed element
+    assert default_data_source(queue, 256, 128, 2) is GySource.IN_PLACE   # 512 products
+    assert default_data_source(queue, 128, 128, 4, groups=32) is GySource.IN_PLACE  # 16 per packed element
+    assert default_data_source(queue, 128, 3, 4, scratch_limit=4096) is GySource.IN_PLACE  # no room for the pack
+
+
+def test_the_default_for_few_output_maps_against_the_reference(queue):
+    config = Config(2, 64, 3, (5, 19), (4, 4), (2, 2), (1, 1), (1, 1), (1, 0), 1)
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((config.cin, config.cout) + config.size)
+    gy = rng.standard_normal((config.batch, config.cout) + config.out_spatial)
+    xd = to_device(queue, np.zeros((config.batch, config.cin) + config.spatial))
+    Wd, gyd = to_device(queue, W), to_device(queue, gy)
+    problem = functional.backward_problem(gyd, Wd, xd.shape, **config.conv)
+    if problem.on_cpu and cpu_tiles.accumulator_budget(problem) <= 12:
+        assert cpu_tiles.backward_data_tile(problem).gy is GySource.PLANAR
+    want = reference.backward_data(gy, W, config.spatial, config.stride, config.pad, config.dilation, 1)
+    assert_close(dcl.deconvNdBackwardData(gyd, Wd, xd, **config.conv).get(), want)

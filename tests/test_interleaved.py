@@ -72,7 +72,9 @@ def default_forward_source(queue, cin, cout, groups):
 def test_short_sums_default_to_the_interleaved_forward(queue):
     assert default_forward_source(queue, 64, 64, 64) is XSource.INTERLEAVED   # depthwise
     assert default_forward_source(queue, 128, 128, 32) is XSource.INTERLEAVED  # 4 maps a group
-    assert default_forward_source(queue, 256, 128, 1) is XSource.PACKED       # 1024 products an output
+    assert default_forward_source(queue, 64, 64, 1) is XSource.INTERLEAVED    # 256 products an output
+    assert default_forward_source(queue, 128, 3, 1) is XSource.PACKED         # 512
+    assert default_forward_source(queue, 256, 128, 1) is XSource.PACKED       # 1024
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16])

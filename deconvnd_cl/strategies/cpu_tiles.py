@@ -198,7 +198,7 @@ NARROW_AT_MOST = 0.85
 
 # The interleaved forward is taken where an output sums at most this many products (input maps of a group x the
 # most taps of a phase), its epilogue then being a large share of a work-item's time.
-INTERLEAVED_REDUCTION_AT_MOST = 128
+INTERLEAVED_REDUCTION_AT_MOST = 256
 
 
 def _interleaved(problem, tile):
@@ -208,14 +208,20 @@ def _interleaved(problem, tile):
     (the suite's grouped) 5.38 -> 3.45, 16 a group 3.41 -> 2.71, 2 groups of 32 3.83 -> 3.05; 3d depthwise
     5.35 -> 3.0, 1d depthwise 1.27 -> 1.06. Longer sums were level (64 -> 64, 128 -> 3) or lost (DCGAN 512->256,
     whose 8x8 rows leave no room for the whole tile's vectors either); a layer with kernel size = stride keeps
-    its in-place kernel."""
+    its in-place kernel. Sums of 256 products won too (nineteenth session, 20 rounds: 3d 32->16 k3 16^3 b2 2.87 ->
+    2.50 ms, 2d 64->64 k4 32x32 b4 5.65 -> 4.90, 2d 64->32 k3 1.75 -> 1.44), with 4 maps x 3 vectors where the
+    gemm tile has 6 x 2: the same 24 accumulators over both phases, but 8 weight broadcasts a step instead of 12
+    for one more x vector (6 x 2 read 2.76, 4.97 and 1.55 ms there)."""
     if not problem.on_cpu or problem.geo.stride[-1] != 2 or problem.geo.direct:
         return None
     longest = max(len(taps) for _, taps in problem.geo.forward_phases())
     if problem.cig * longest > INTERLEAVED_REDUCTION_AT_MOST:
         return None
-    nvec = max(1, min(tile.tn // tile.vw, MAX_ACCUMULATORS // (2 * tile.tm)))  # two phases' accumulators
-    interleaved = ForwardTile(tile.tm, nvec * tile.vw, tile.vw, XSource.INTERLEAVED)
+    tm, nvec = tile.tm, tile.tn // tile.vw
+    if (tm, nvec) == (6, 2):
+        tm, nvec = 4, 3
+    nvec = max(1, min(nvec, MAX_ACCUMULATORS // (2 * tm)))  # two phases' accumulators
+    interleaved = ForwardTile(tm, nvec * tile.vw, tile.vw, XSource.INTERLEAVED)
     return interleaved if interleaved.fits(problem) else None
 
 
@@ -246,8 +252,8 @@ def backward_data_tile(problem):
     dilation) where the tile with as many accumulators fits (with a last stride of 2 a vector holds VW/2
     positions, each with its two taps): no packing pass, and kernels level or faster (alternating runs, PoCL 3.0
     AVX2: DCGAN 512->256 24-25 -> 20 ms a pass, grouped 2.1-2.3 -> 1.3, depthwise 0.96 -> 0.7, 3d k3 2.4 -> 2.2,
-    dilated kernel 1.55 -> 1.42), but for stride-1 rows not a multiple of the tile (_across_row_ends). With
-    512-bit vectors, tiles of their own (below)."""
+    dilated kernel 1.55 -> 1.42), but for stride-1 rows not a multiple of the tile (_across_row_ends) and short
+    sums beside a cheap pack (_short_sums_from_planes). With 512-bit vectors, tiles of their own (below)."""
     base = gemm_tile(problem, problem.cig)
     tm, tn, vw = base.tm, base.tn, base.vw
     if problem.on_cpu and accumulator_budget(problem) > 12 and not _too_large_to_pack(problem):
@@ -273,7 +279,7 @@ def backward_data_tile(problem):
     if gy_in_place.supported(problem.geo):
         tile = BackwardDataTile(tm, tn // problem.geo.stride[-1], vw, GySource.IN_PLACE)
         if tile.fits(problem):  # rows shorter than a tile are read from the packed planes, and so may others
-            return _across_row_ends(problem, tile) or tile
+            return _across_row_ends(problem, tile) or _short_sums_from_planes(problem, tile) or tile
     return BackwardDataTile(tm, tn, vw)
 
 
@@ -293,12 +299,42 @@ def _across_row_ends(problem, in_place):
     in_place_lanes = rows * ceil(last / in_place.tn) * in_place.tn
     if not planar.fits(problem) or _data_lanes(problem, planar) > 1.05 * in_place_lanes:
         return None
+    return planar if _gy_pack_fits(problem, planar) else None
+
+
+def _gy_pack_fits(problem, planar):
+    """Whether gy packed for the `planar` tile fits the call's scratch budget: in place needs none, and serves a
+    budget too small for the pack without splitting the call."""
     # the reach a training step packs gy with: this tile's, or the weight gradient's (v_count + vw) if longer
     v_count = backward_grid(problem.geo, problem.in_sp, problem.out_sp)[2]
     reach = max(ceil(v_count / planar.tn) * planar.tn, v_count + planar.vw)
     pack = backward_layout(problem.geo, problem.in_sp, problem.out_sp, reach, problem.dtype.itemsize).gy_pack
     pack_bytes = problem.N * problem.cout * pack.nsplit * pack.plane * problem.dtype.itemsize
-    return planar if pack_bytes <= problem.scratch_budget() else None
+    return pack_bytes <= problem.scratch_budget()
+
+
+# With a last stride of 2, backward data reads gy from packed planes rather than in place where an input gradient
+# sums at most this many products (a group's output maps x the taps) and each element of gy packed feeds at least
+# this many multiply-adds (a group's input maps x the taps / the strides' product).
+SHORT_DATA_SUMS_AT_MOST = 256
+PACK_REUSE_AT_LEAST = 256
+
+
+def _short_sums_from_planes(problem, in_place):
+    """The planar gemm tile for backward data where its sums are short and gy's pack is cheap beside them, else
+    None. In place, a last stride of 2 holds a vector's positions in half its lanes, so a work-item computes half
+    the outputs of a planar one, and where its sum is short its fixed cost (set-up, epilogue) is a large share.
+    Passes with their packs, 20 rounds alternating, medians (PoCL 3.0, AVX2; nineteenth session): DCGAN out 128->3
+    k4 s2 32x32 b16 2.17 -> 1.90 ms, 64->3 64x64 1.24 -> 1.09, 128->1 1.46 -> 1.18, 128->16 2.50 -> 2.08, 128->3 k3
+    1.77 -> 1.38, 3d 32->1 k4 16^3 0.90 -> 0.60, 64->8 1.15 -> 1.08. Where sums are long in place stayed level or
+    faster (U-Net 256->128 k2, 512 products: 8.03 against 7.95; 3d 32->16 k3, 432: 2.21 against 2.42), and where
+    the pack is most of the work (grouped, depthwise) far faster."""
+    geo = problem.geo
+    if (geo.stride[-1] != 2 or problem.cog * geo.taps > SHORT_DATA_SUMS_AT_MOST
+            or problem.cig * geo.taps < PACK_REUSE_AT_LEAST * prod(geo.stride) or _too_large_to_pack(problem)):
+        return None
+    planar = BackwardDataTile(in_place.tm, in_place.tn * geo.stride[-1], in_place.vw)
+    return planar if planar.fits(problem) and _gy_pack_fits(problem, planar) else None
 
 
 def _packs_x_for_weights(geo):
