@@ -99,6 +99,28 @@ def _time(queue, fn, repeats=3):
     return float(np.median(times))
 
 
+def pass_runs(spec, queue, shape, memlimit=None):
+    """{family: (problem, run)}: `run(variant)` calls that pass of `spec` with the variant, on fixed random
+    operands of input `shape` (what the tuner times)."""
+    g = spec.geometry()
+    dtype = spec.np_dtype
+    rng = np.random.default_rng(0)
+    conv = dict(stride=g.stride, pad=g.pad, dilation=g.dilation, groups=g.groups)
+    x = cla.to_device(queue, rng.standard_normal(shape).astype(dtype))
+    W = cla.to_device(queue, rng.standard_normal(spec.weight_shape()).astype(dtype))
+    y = functional.deconvNd(x, W, None, postpad=g.postpad, **conv)
+    grad = cla.to_device(queue, rng.standard_normal(y.shape).astype(dtype))
+    forward = functional.forward_problem(x, W, None, postpad=g.postpad, scratch_limit=memlimit, **conv)
+    backward = functional.backward_problem(grad, W, x.shape, scratch_limit=memlimit, **conv)
+    return {
+        "forward": (forward, lambda v: functional.forward(forward, x, W, None, given=v)),
+        "backward_data": (backward, lambda v: functional.backward(backward, x, grad, W, None, want_params=False,
+                                                                  given={"backward_data": v})),
+        "backward_weights": (backward, lambda v: functional.backward(backward, x, grad, W, None, want_data=False,
+                                                                     given={"backward_weights": v})),
+    }
+
+
 def tune_layer(spec, queue=None, shape=None, progress=None, force=False, memlimit=None):
     """Winning variant per family for `spec` on input `shape` (default spec.input_shape()); cached.
     `progress(done, total, label)` is called before each timing; `memlimit` bounds the scratch of the timed calls
@@ -111,28 +133,9 @@ def tune_layer(spec, queue=None, shape=None, progress=None, force=False, memlimi
         known = lookup(spec, shape, queue)
         if known:
             return known
-    g = spec.geometry()
-    dtype = spec.np_dtype
-    rng = np.random.default_rng(0)
-    conv = dict(stride=g.stride, pad=g.pad, dilation=g.dilation, groups=g.groups)
-    x = cla.to_device(queue, rng.standard_normal(shape).astype(dtype))
-    W = cla.to_device(queue, rng.standard_normal(spec.weight_shape()).astype(dtype))
-    y = functional.deconvNd(x, W, None, postpad=g.postpad, **conv)
-    grad = cla.to_device(queue, rng.standard_normal(y.shape).astype(dtype))
-    problems = {
-        "forward": functional.forward_problem(x, W, None, postpad=g.postpad, scratch_limit=memlimit, **conv),
-        "backward": functional.backward_problem(grad, W, x.shape, scratch_limit=memlimit, **conv),
-    }
-    runs = {
-        "forward": lambda v: functional.forward(problems["forward"], x, W, None, given=v),
-        "backward_data": lambda v: functional.backward(problems["backward"], x, grad, W, None, want_params=False,
-                                                       given={"backward_data": v}),
-        "backward_weights": lambda v: functional.backward(problems["backward"], x, grad, W, None, want_data=False,
-                                                          given={"backward_weights": v}),
-    }
+    runs = pass_runs(spec, queue, shape, memlimit)
     chosen = {}
-    for family in runs:
-        problem = problems["forward" if family == "forward" else "backward"]
+    for family, (problem, _) in runs.items():
         impl = implementation(family, problem)
         chosen[family] = impl, impl.candidates(problem)
     total = sum(len(candidates) for _, candidates in chosen.values())
@@ -144,7 +147,7 @@ def tune_layer(spec, queue=None, shape=None, progress=None, force=False, memlimi
             if progress:
                 progress(done, total, f"{family} {variant.key()}")
             try:
-                seconds = _time(queue, lambda: runs[family](variant))
+                seconds = _time(queue, lambda: runs[family][1](variant))
             except (cl.Error, ModuleError) as e:  # KernelBuildError is a ModuleError
                 log.info("tuning %s: variant %s cannot run this call here (%s)", family, variant.key(), e)
                 continue

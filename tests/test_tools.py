@@ -24,6 +24,19 @@ def test_profile_passes_reports_each_pass_and_its_kernels(tmp_path):
     assert all(" kernels " in line and (" cpu_" in line or " gpu_" in line) for line in lines), lines
 
 
+def test_default_gaps_reports_each_pass_against_its_fastest_candidate(tmp_path):
+    env = dict(os.environ, DECONVND_CL_CACHE_DIR=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "default_gaps.py"),
+                             "nd=2,inmaps=3,outmaps=5,size=4,stride=2,pad=1,batch=2,spatial=5x6", "--rounds", "1"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.strip("| ").split(" | ") for line in result.stdout.splitlines() if line.startswith("| 2d")]
+    assert [row[1] for row in rows] == ["forward", "backward_data", "backward_weights"], result.stdout
+    for row in rows:
+        default_min, default_median = map(float, row[3].split(" / "))
+        assert 0 < default_min <= default_median and row[4].startswith("("), row
+
+
 def test_cold_start_reports_a_row_per_layer():
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "cold_start.py"), "--only", "4d"],
                             capture_output=True, text=True, timeout=600)
