@@ -13,25 +13,28 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_profile_passes_reports_each_pass_and_its_kernels(tmp_path):
+SMALL_LAYER = "nd=2,inmaps=3,outmaps=5,size=4,stride=2,pad=1,batch=2,spatial=5x6"
+
+
+def run_tool(name, tmp_path, *args):
+    """tools/`name` with `args` on an empty kernel cache of its own: its standard output, after it exits 0."""
     env = dict(os.environ, DECONVND_CL_CACHE_DIR=str(tmp_path / "cache"))
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "profile_passes.py"),
-                             "nd=2,inmaps=3,outmaps=5,size=4,stride=2,pad=1,batch=2,spatial=5x6", "--repeats", "1"],
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / name), *args], env=env, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    return result.stdout
+
+
+def test_profile_passes_reports_each_pass_and_its_kernels(tmp_path):
+    lines = run_tool("profile_passes.py", tmp_path, SMALL_LAYER, "--repeats", "1").splitlines()
     assert [line.split(" wall ")[0].split()[-1] for line in lines] == ["fwd", "bwd_data", "bwd_weights"], lines
     assert all(" kernels " in line and (" cpu_" in line or " gpu_" in line) for line in lines), lines
 
 
 def test_default_gaps_reports_each_pass_against_its_fastest_candidate(tmp_path):
-    env = dict(os.environ, DECONVND_CL_CACHE_DIR=str(tmp_path / "cache"))
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "default_gaps.py"),
-                             "nd=2,inmaps=3,outmaps=5,size=4,stride=2,pad=1,batch=2,spatial=5x6", "--rounds", "1"],
-                            env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = [line.strip("| ").split(" | ") for line in result.stdout.splitlines() if line.startswith("| 2d")]
-    assert [row[1] for row in rows] == ["forward", "backward_data", "backward_weights"], result.stdout
+    out = run_tool("default_gaps.py", tmp_path, SMALL_LAYER, "--rounds", "1")
+    rows = [line.strip("| ").split(" | ") for line in out.splitlines() if line.startswith("| 2d")]
+    assert [row[1] for row in rows] == ["forward", "backward_data", "backward_weights"], out
     for row in rows:
         default_min, default_median = map(float, row[3].split(" / "))
         assert 0 < default_min <= default_median and row[4].startswith("("), row
