@@ -276,11 +276,12 @@ def backward_data_tile(problem):
         if _data_lanes(problem, narrow) <= NARROW_AT_MOST * _data_lanes(problem, wide):
             return narrow
         return wide
+    planar = BackwardDataTile(tm, tn, vw)
     if gy_in_place.supported(problem.geo):
         tile = BackwardDataTile(tm, tn // problem.geo.stride[-1], vw, GySource.IN_PLACE)
         if tile.fits(problem):  # rows shorter than a tile are read from the packed planes, and so may others
-            return _across_row_ends(problem, tile) or _short_sums_from_planes(problem, tile) or tile
-    return BackwardDataTile(tm, tn, vw)
+            return _across_row_ends(problem, tile) or _short_sums_from_planes(problem, planar) or tile
+    return planar
 
 
 def _across_row_ends(problem, in_place):
@@ -320,8 +321,8 @@ SHORT_DATA_SUMS_AT_MOST = 256
 PACK_REUSE_AT_LEAST = 256
 
 
-def _short_sums_from_planes(problem, in_place):
-    """The planar gemm tile for backward data where its sums are short and gy's pack is cheap beside them, else
+def _short_sums_from_planes(problem, planar):
+    """`planar` (backward data's gemm tile) where its sums are short and gy's pack is cheap beside them, else
     None. In place, a last stride of 2 holds a vector's positions in half its lanes, so a work-item computes half
     the outputs of a planar one, and where its sum is short its fixed cost (set-up, epilogue) is a large share.
     Passes with their packs, 20 rounds alternating, medians (PoCL 3.0, AVX2; nineteenth session): DCGAN out 128->3
@@ -333,7 +334,6 @@ def _short_sums_from_planes(problem, in_place):
     if (geo.stride[-1] != 2 or problem.cog * geo.taps > SHORT_DATA_SUMS_AT_MOST
             or problem.cig * geo.taps < PACK_REUSE_AT_LEAST * prod(geo.stride) or _too_large_to_pack(problem)):
         return None
-    planar = BackwardDataTile(in_place.tm, in_place.tn * geo.stride[-1], in_place.vw)
     return planar if planar.fits(problem) and _gy_pack_fits(problem, planar) else None
 
 
