@@ -4,6 +4,7 @@ Layout: <root>/<device slug>-<identity hash>/<key name>-<source hash>.json  (met
                                              <key name>-<source hash>.<binary sha256[:16]>.bin
                                              device.json (the identity), facts.json (the vector-width probe's
                                              answer), tuning.json (optimizeForShape's winners)
+        <root>/templates/<templates' hash>/<template>.mako.py  (Mako's compiled templates: render.py)
 The identity hash covers platform, device, device version, driver version, library version and the templates'
 hash, so an upgrade of any of them misses. The source hash covers the rendered source and build options.
 A binary's file name carries its checksum, so concurrent writers of the same entry never tear each other's
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 import warnings
@@ -60,6 +62,17 @@ def default_root():
         return Path(settings.cache_dir())
     root = Path(platformdirs.user_cache_dir("deconvnd_cl", appauthor=False))
     return root if root.is_absolute() else None
+
+
+TEMPLATES = "templates"  # under the root: Mako's compiled templates, one directory per templates' hash
+
+
+def template_module_dir():
+    """Where Mako keeps the compiled templates of this library's templates (render.py), or None without a disk
+    cache. Named by the templates' hash, so an edited template, another checkout or version never loads a module
+    compiled from other text."""
+    root = None if settings.cache_disabled() else default_root()
+    return None if root is None else root / TEMPLATES / template_hash()
 
 
 def device_identity(device):
@@ -306,11 +319,18 @@ def remove_entry(meta_path):
 
 
 def remove_orphans(root, min_age_seconds=3600):
-    """Binaries no metadata points to, and temporary files older than an hour (left by killed writers)."""
+    """Binaries no metadata points to, temporary files older than an hour (left by killed writers), and the compiled
+    templates of another templates' text (another version or checkout) last written over an hour ago; a process
+    still using them compiles them again."""
     root = Path(root)
     removed = 0
     now = time.time()
-    for directory in (p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
+    compiled = root / TEMPLATES
+    for directory in (p for p in compiled.iterdir() if p.is_dir()) if compiled.is_dir() else ():
+        if directory.name != template_hash() and now - directory.stat().st_mtime > min_age_seconds:
+            removed += sum(1 for p in directory.rglob("*") if p.is_file())
+            shutil.rmtree(directory, ignore_errors=True)
+    for directory in (p for p in root.iterdir() if p.is_dir() and p != compiled) if root.is_dir() else ():
         referenced = set()
         for meta_path in directory.glob("*.json"):
             try:

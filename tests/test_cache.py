@@ -76,6 +76,57 @@ def test_warm_process_builds_nothing(seeded, tmp_path):
     assert second["ok"] and second["builds"] == 0 and second["hits"] > 0 and not second["warnings"]
 
 
+# RUN_LAYER, counting the templates Mako compiles (to Python) on the way.
+COUNT_TEMPLATE_COMPILES = """
+import mako.template, sys
+compiled = []
+real_compile = mako.template._compile
+mako.template._compile = lambda template, *a, **k: compiled.append(template.uri) or real_compile(template, *a, **k)
+exec(sys.argv[1])
+print(len(compiled))
+"""
+
+
+def template_compiles(cache_dir, **extra):
+    result = subprocess.run([sys.executable, "-c", COUNT_TEMPLATE_COMPILES, RUN_LAYER], env=env_for(cache_dir, **extra),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"process failed ({result.returncode}):\n{result.stderr[-3000:]}"
+    *_, layer, count = result.stdout.strip().splitlines()
+    return json.loads(layer), int(count)
+
+
+def test_warm_process_compiles_no_template(seeded, tmp_path):
+    """The compiled templates are kept beside the kernels, so a warm process renders its kernels' sources (the
+    cache's keys) without compiling a template."""
+    cache_dir = copy_of(seeded, tmp_path)
+    compiled = disk_cache.template_module_dir().relative_to(disk_cache.default_root())
+    assert list((cache_dir / compiled).glob("*.mako.py"))
+    result, compiles = template_compiles(cache_dir, DECONVND_CL_FORBID_BUILD="1")
+    assert result["ok"] and result["builds"] == 0 and not result["warnings"]
+    assert compiles == 0
+
+
+def test_damaged_compiled_template_compiles_in_memory(seeded, tmp_path):
+    cache_dir = copy_of(seeded, tmp_path)
+    compiled = cache_dir / disk_cache.template_module_dir().relative_to(disk_cache.default_root())
+    for module in compiled.glob("*.mako.py"):
+        module.write_text("def (\n")  # not Python
+    result, compiles = template_compiles(cache_dir, DECONVND_CL_FORBID_BUILD="1")
+    assert result["ok"] and result["builds"] == 0 and not result["warnings"]
+    assert compiles > 0  # in memory: the kernels' sources, and so the cache's keys, are the same
+
+
+def test_compiled_templates_of_other_template_text_are_pruned(tmp_path):
+    current = tmp_path / disk_cache.TEMPLATES / disk_cache.template_hash()
+    other = tmp_path / disk_cache.TEMPLATES / "0123456789abcdef"
+    for directory in (current, other):
+        directory.mkdir(parents=True)
+        (directory / "common.mako.py").write_text("")
+        os.utime(directory, (time.time() - 7200,) * 2)
+    assert disk_cache.remove_orphans(tmp_path) == 1
+    assert current.is_dir() and not other.exists()
+
+
 def test_driver_cache_entries(tmp_path):
     """On PoCL, entries record programs whose code PoCL's own cache keeps (no binary fetched, which would compile
     every kernel once more); a warm process builds nothing of its own; with PoCL's cache off they are misses
