@@ -327,9 +327,13 @@ def remove_orphans(root, min_age_seconds=3600):
     now = time.time()
     compiled = root / TEMPLATES
     for directory in (p for p in compiled.iterdir() if p.is_dir()) if compiled.is_dir() else ():
-        if directory.name != template_hash() and now - directory.stat().st_mtime > min_age_seconds:
-            removed += sum(1 for p in directory.rglob("*") if p.is_file())
-            shutil.rmtree(directory, ignore_errors=True)
+        try:
+            stale = directory.name != template_hash() and now - directory.stat().st_mtime > min_age_seconds
+            if stale:
+                removed += sum(1 for p in directory.rglob("*") if p.is_file())
+                shutil.rmtree(directory, ignore_errors=True)
+        except OSError:  # removed by another pruner meanwhile
+            pass
     for directory in (p for p in root.iterdir() if p.is_dir() and p != compiled) if root.is_dir() else ():
         referenced = set()
         for meta_path in directory.glob("*.json"):
