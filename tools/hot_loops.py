@@ -5,7 +5,7 @@ process on an empty cache, disassembles those objects (objdump) and reports, per
 multiply-add: instructions, FMAs, loads, and vector registers stored to or reloaded from the stack (a register
 tile that does not fit the registers spills there, in the loop that should be all arithmetic). With `--perf` the
 child runs under Linux perf (`perf record -e cpu-clock`, no hardware counters needed) and the loop reported for
-each kernel is the one its samples, and so its time, went to (with its share of them).
+each kernel is the innermost one that nearly all its samples, and so its time, went to (with its share of them).
 
     python tools/hot_loops.py                                # the benchmark suite's layers
     python tools/hot_loops.py --only DCGAN --perf            # suite layers whose name contains a word
@@ -58,15 +58,34 @@ def disassemble(shared_object, symbol):
             if m]
 
 
+def loop_ranges(code):
+    """(first, last) address of each loop: a backward jump's range, ranges that overlap without one holding the
+    other merged. Loops nest or are disjoint; overlapping ranges are one loop whose blocks the compiler laid out
+    with several jumps back (a loop body of `if`s, as backward data's tap rows, had a ladder of them), and each
+    alone would report a fragment of it."""
+    ranges = sorted({(int(jump.group(1), 16), address) for address, jump in
+                     ((a, BACKWARD_JUMP.match(t)) for a, t in code) if jump and int(jump.group(1), 16) <= address})
+    merged = True
+    while merged:
+        merged = False
+        for i, (a0, a1) in enumerate(ranges):
+            for b0, b1 in ranges[i + 1:]:
+                if a0 < b0 <= a1 < b1 or b0 < a0 <= b1 < a1:
+                    ranges = sorted(set(ranges) - {(a0, a1), (b0, b1)} | {(min(a0, b0), max(a1, b1))})
+                    merged = True
+                    break
+            if merged:
+                break
+    return ranges
+
+
 def loops(code):
-    """Each backward jump's range of instructions (a loop body) that holds an FMA."""
+    """Each loop's instructions (loop_ranges), of the loops that hold an FMA."""
     found = []
-    for address, text in code:
-        jump = BACKWARD_JUMP.match(text)
-        if jump and int(jump.group(1), 16) <= address:
-            body = [(a, t) for a, t in code if int(jump.group(1), 16) <= a <= address]
-            if any(t.startswith("vfmadd") for _, t in body):
-                found.append(body)
+    for first, last in loop_ranges(code):
+        body = [(a, t) for a, t in code if first <= a <= last]
+        if any(t.startswith("vfmadd") for _, t in body):
+            found.append(body)
     return found
 
 
@@ -81,12 +100,13 @@ def describe(body, samples):
 
 
 def _hottest(found, use_perf):
-    """The loops that matter, of which the shortest is reported: with samples, those with at least half the share
-    of the busiest (an outer loop holds its inner loop's samples too); without, of the innermost loops (holding
-    no other) those with the most FMAs."""
+    """The loops that matter, of which the shortest is reported: with samples, those with at least 90% of the
+    busiest's share (an outer loop holds its inner loops' samples too, so this is the innermost loop that holds
+    nearly all of them; where two inner loops share the time, the loop around both); without, of the innermost
+    loops (holding no other) those with the most FMAs."""
     if use_perf:
         top = max(loop["share"] for loop in found)
-        return [loop for loop in found if loop["share"] >= top / 2]
+        return [loop for loop in found if loop["share"] >= 0.9 * top]
     inner = [loop for loop in found if not any(other is not loop and loop["start"] <= other["start"]
                                                 and other["end"] <= loop["end"] for other in found)]
     most = max(loop["fma"] for loop in inner)
