@@ -65,3 +65,19 @@ def test_hot_loops_reports_each_register_tiled_kernels_inner_loop(queue):
         assert row is not None, result.stdout
         instructions, fmas, loads, _stack = map(int, row[2:6])
         assert instructions >= fmas > 0 and loads > 0, row
+
+
+def test_hot_loops_merges_a_loop_laid_out_with_several_jumps_back():
+    """A loop of ifs the compiler lays out with several jumps back into it is one loop, not overlapping pieces;
+    a loop inside another stays a loop of its own."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import hot_loops
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    code = [(0x10, "mov %rax,%rbx"), (0x20, "vfmadd231ps %ymm0,%ymm1,%ymm2"), (0x30, "jne 20 <k+0x20>"),
+            (0x40, "vfmadd231ps %ymm3,%ymm1,%ymm4"), (0x50, "jne 10 <k>"), (0x60, "vfmadd231ps %ymm5,%ymm1,%ymm6"),
+            (0x70, "jne 40 <k+0x40>"), (0x80, "jmp 90 <k+0x90>"), (0x90, "ret")]
+    # 0x20-0x30 lies inside 0x10-0x50 (nested); 0x40-0x70 overlaps 0x10-0x50 without either holding the other
+    assert hot_loops.loop_ranges(code) == [(0x10, 0x70), (0x20, 0x30)]
+    assert [len(body) for body in hot_loops.loops(code)] == [7, 2]
