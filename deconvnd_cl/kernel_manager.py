@@ -136,7 +136,9 @@ class KernelManager:
             return Program(key, device, program, source, signatures, seconds, from_disk=True)
         if cached is not None:
             try:
-                program = cl.Program(context, [device], [cached]).build(options, [device])
+                with warnings.catch_warnings():  # a driver's log of loading a binary (Intel's is never empty)
+                    warnings.simplefilter("ignore", cl.CompilerWarning)
+                    program = cl.Program(context, [device], [cached]).build(options, [device])
                 return Program(key, device, program, source, signatures, 0.0, from_disk=True)
             except cl.Error as e:
                 self.cache.discard(device, key, f"the driver rejected the cached binary ({e})", source, options)

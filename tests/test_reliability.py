@@ -4,6 +4,7 @@ work-group limits, and a machine with no OpenCL platform."""
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,11 @@ import pyopencl.array as cla
 import pytest
 
 import deconvnd_cl as dcl
-from deconvnd_cl import reference
+from deconvnd_cl import functional, kernel_manager, reference
+from deconvnd_cl.disk_cache import DiskCache
 from deconvnd_cl.layouts import PackSpec
 from deconvnd_cl.packing import pack
+from deconvnd_cl.plans import Plans
 from deconvnd_cl.problem import Problem
 from conftest import assert_close, to_device
 
@@ -363,3 +366,21 @@ def test_internal_buffers_never_read_unwritten(queue, case, monkeypatch):
                                reference_passes(case, *ops)):
         np.testing.assert_array_equal(got, want, err_msg=name)
     assert taken, "the library took no scratch buffer through deconvnd_cl.memory"
+
+
+def test_kernels_loaded_from_the_disk_cache_warn_of_nothing(queue, monkeypatch, tmp_path):
+    """A later process's kernels come from the disk cache without a warning: building a program from a binary
+    makes some drivers log (Intel's CPU runtime always does), which pyopencl turns into a CompilerWarning."""
+    monkeypatch.setenv("DECONVND_CL_DRIVER_CACHE", "0")  # binaries on disk, on PoCL too
+    layer = dcl.Deconv2D(4, 3, 4, stride=2, pad=1)
+    x = to_device(queue, np.ones((1, 4, 5, 5)))
+    for process in ("first", "later"):  # two processes' managers on one disk cache
+        manager = kernel_manager.KernelManager(DiskCache(tmp_path))
+        monkeypatch.setattr(kernel_manager, "_manager", manager)
+        monkeypatch.setattr(functional, "_built_ahead", Plans())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = layer(x)
+            layer.backward(cla.zeros_like(y))
+        assert not [str(w.message) for w in caught], process
+    assert manager.builds == 0 and manager.cache.hits > 0
