@@ -18,6 +18,7 @@ from deconvnd_cl.disk_cache import DiskCache, entries, verify_entry
 from deconvnd_cl.kernel_key import KernelKey
 from deconvnd_cl.shared_program import SHARED
 from deconvnd_cl.kernel_manager import KernelManager
+from deconvnd_cl.render import template_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,8 +100,7 @@ def test_warm_process_compiles_no_template(seeded, tmp_path):
     """The compiled templates are kept beside the kernels, so a warm process renders its kernels' sources (the
     cache's keys) without compiling a template."""
     cache_dir = copy_of(seeded, tmp_path)
-    compiled = disk_cache.template_module_dir().relative_to(disk_cache.default_root())
-    assert list((cache_dir / compiled).glob("*.mako.py"))
+    assert list((cache_dir / disk_cache.TEMPLATES / template_hash()).glob("*.mako.py"))
     result, compiles = template_compiles(cache_dir, DECONVND_CL_FORBID_BUILD="1")
     assert result["ok"] and result["builds"] == 0 and not result["warnings"]
     assert compiles == 0
@@ -108,8 +108,7 @@ def test_warm_process_compiles_no_template(seeded, tmp_path):
 
 def test_damaged_compiled_template_compiles_in_memory(seeded, tmp_path):
     cache_dir = copy_of(seeded, tmp_path)
-    compiled = cache_dir / disk_cache.template_module_dir().relative_to(disk_cache.default_root())
-    for module in compiled.glob("*.mako.py"):
+    for module in (cache_dir / disk_cache.TEMPLATES / template_hash()).glob("*.mako.py"):
         module.write_text("def (\n")  # not Python
     result, compiles = template_compiles(cache_dir, DECONVND_CL_FORBID_BUILD="1")
     assert result["ok"] and result["builds"] == 0 and not result["warnings"]
@@ -117,7 +116,7 @@ def test_damaged_compiled_template_compiles_in_memory(seeded, tmp_path):
 
 
 def test_compiled_templates_of_other_template_text_are_pruned(tmp_path):
-    current = tmp_path / disk_cache.TEMPLATES / disk_cache.template_hash()
+    current = tmp_path / disk_cache.TEMPLATES / template_hash()
     other = tmp_path / disk_cache.TEMPLATES / "0123456789abcdef"
     for directory in (current, other):
         directory.mkdir(parents=True)
