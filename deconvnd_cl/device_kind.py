@@ -5,7 +5,6 @@ whose llvmpipe back end pays a fixed cost per work-group and runs the work-items
 Each entry says where its numbers come from (docs/portability.md).
 """
 
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -91,13 +90,13 @@ def compiled_float_lanes(device):
 def _probe_float_lanes(device):
     """compiled_float_lanes' probe; None where the probe does not build (not recorded: the next process tries
     again)."""
+    from .kernel_manager import build_quietly  # not at import: the kernel manager imports this module (device)
     from .render import render  # not at import: the library reads no template before its first call
     try:
         context = cl.Context([device])
         _probe_contexts.append(context)
-        with warnings.catch_warnings():  # a compiler's chatter (Intel's runtime always has some) is no news
-            warnings.simplefilter("ignore", cl.CompilerWarning)
-            program = cl.Program(context, render("vector_registers.mako", name=PROBE_KERNEL)).build(cache_dir=False)
+        program = build_quietly(cl.Program(context, render("vector_registers.mako", name=PROBE_KERNEL)),
+                                cache_dir=False)
         size = getattr(program, PROBE_KERNEL).get_work_group_info(
             cl.kernel_work_group_info.COMPILE_WORK_GROUP_SIZE, device)
     except cl.Error:

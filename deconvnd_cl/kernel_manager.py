@@ -33,6 +33,15 @@ log = logging.getLogger(__name__)
 BUILD_OPTIONS = ()
 
 
+def build_quietly(program, *args, **kwargs):
+    """program.build(*args, **kwargs) without pyopencl's CompilerWarning for a successful build's non-empty log:
+    drivers log as a matter of course (Intel's runtime on every build, from source or from a binary). The
+    library keeps a build's log itself (the disk cache's entry, logging.debug); a failed build raises with it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cl.CompilerWarning)
+        return program.build(*args, **kwargs)
+
+
 class Program:
     """A built program for one device and key, with its kernels retrieved once and their scalar argument types
     declared from their signatures."""
@@ -136,9 +145,7 @@ class KernelManager:
             return Program(key, device, program, source, signatures, seconds, from_disk=True)
         if cached is not None:
             try:
-                with warnings.catch_warnings():  # a driver's log of loading a binary (Intel's is never empty)
-                    warnings.simplefilter("ignore", cl.CompilerWarning)
-                    program = cl.Program(context, [device], [cached]).build(options, [device])
+                program = build_quietly(cl.Program(context, [device], [cached]), options, [device])
                 return Program(key, device, program, source, signatures, 0.0, from_disk=True)
             except cl.Error as e:
                 self.cache.discard(device, key, f"the driver rejected the cached binary ({e})", source, options)
@@ -160,9 +167,7 @@ class KernelManager:
                                    "building is forbidden by DECONVND_CL_FORBID_BUILD=1", "<not saved>")
         start = time.perf_counter()
         try:
-            with warnings.catch_warnings():  # a successful build's log goes to logging.debug below
-                warnings.simplefilter("ignore", cl.CompilerWarning)
-                program = cl.Program(context, source).build(options, [device], cache_dir=False)
+            program = build_quietly(cl.Program(context, source), options, [device], cache_dir=False)
         except cl.Error as e:  # pyopencl's message carries the build log
             saved = ("<not saved: its programs build one by one>" if isinstance(key, ProgramSet)
                      else _save_failed_source(key, source))
