@@ -63,20 +63,14 @@ def loop_ranges(code):
     other merged. Loops nest or are disjoint; overlapping ranges are one loop whose blocks the compiler laid out
     with several jumps back (a loop body of `if`s, as backward data's tap rows, had a ladder of them), and each
     alone would report a fragment of it."""
-    ranges = sorted({(int(jump.group(1), 16), address) for address, jump in
-                     ((a, BACKWARD_JUMP.match(t)) for a, t in code) if jump and int(jump.group(1), 16) <= address})
-    merged = True
-    while merged:
-        merged = False
-        for i, (a0, a1) in enumerate(ranges):
-            for b0, b1 in ranges[i + 1:]:
-                if a0 < b0 <= a1 < b1 or b0 < a0 <= b1 < a1:
-                    ranges = sorted(set(ranges) - {(a0, a1), (b0, b1)} | {(min(a0, b0), max(a1, b1))})
-                    merged = True
-                    break
-            if merged:
-                break
-    return ranges
+    ranges = {(int(jump.group(1), 16), address) for address, jump in
+              ((a, BACKWARD_JUMP.match(t)) for a, t in code) if jump and int(jump.group(1), 16) <= address}
+    while True:
+        overlap = next(((a, b) for a in ranges for b in ranges if a[0] < b[0] <= a[1] < b[1]), None)
+        if overlap is None:
+            return sorted(ranges)
+        ranges -= set(overlap)
+        ranges.add((overlap[0][0], overlap[1][1]))
 
 
 def loops(code):
