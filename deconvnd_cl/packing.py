@@ -38,16 +38,19 @@ def pack(problem, src, planes, spec, index_bits, channels=None, block=None):
     dst = memory.buffer(queue, total * problem.dtype.itemsize)
     program = shared_program.program(queue, len(spec.grid), problem.dtype, index_bits)
     rows = prod(spec.grid[:-1])
-    # per grid position a work-item writes one element, or (channels-last) a block of maps for every residue of
-    # the last axis, from the rows it reads
+    # per grid position a work-item writes one element, or every residue of the last axis from the rows it reads
+    # (a last-axis split above 2: read a residue at a time, each row would be read that many times, every split-th
+    # element; with a split of 2 it measured level or slower), or (channels-last) a block of maps for every residue
     suffix, extra, per_position, map_blocks = "_pack", {}, 1, 1
+    if channels is None and spec.split[-1] > 2:
+        suffix, per_position = "_pack_split", spec.split[-1]
     if channels is not None:
         suffix, per_position = "_pack_cl", spec.split[-1] * block
         map_blocks = problem.geo.groups * blocks_per_group
         extra = dict(channels=channels, group_maps=group_maps, blocks_per_group=blocks_per_group, block_maps=block)
     rows_per_item = max(1, min(rows, 4096 // (spec.grid[-1] * per_position)))  # about 4K elements an item
     blocks = ceil(rows / rows_per_item)
-    launch(queue, program, suffix, (blocks + 1, planes * spec.nsplit // (spec.split[-1] if channels else 1),
+    launch(queue, program, suffix, (blocks + 1, planes * spec.nsplit // (1 if suffix == "_pack" else spec.split[-1]),
                                     map_blocks),
            copy_local_size(problem, program, suffix) + (1, 1),
            src=src, dst=dst, dst_plane=spec.plane, grid_size=prod(spec.grid), src_plane=prod(spec.ext),

@@ -19,6 +19,7 @@ class SharedKernels:
                 Idx("rows_per_item"), Idx("grid", nd), Idx("lo", nd), Int("split", nd), Idx("ext", nd))
         return {
             "_pack": Signature(In("src"), Out("dst"), *pack),
+            "_pack_split": Signature(In("src"), Out("dst"), *pack),
             "_pack_cl": Signature(In("src"), Out("dst"), Int("channels"), Int("group_maps"), Int("blocks_per_group"),
                                   Int("block_maps"), *pack),
             "_pack_w": Signature(In("w"), Out("wp"), In("taps", "int"), Int("ks"), Int("tm"), Int("cig"),

@@ -99,6 +99,65 @@ __kernel void ${name}_pack(${c.params(signatures["_pack"])})
     }
 }
 
+## The same layout for a last-axis split above 2 (packing.py): a work-item writes every residue of the last axis
+## (destination planes plane0 .. plane0 + split - 1) from the rows it reads, so each source row is read once, in
+## order, rather than once a residue at every split-th element. Column t = p * split + r of a row goes to residue
+## r's plane at position p and is inside the source row for t in [t_in0, t_in1); the positions whose columns are
+## all inside are copied without that test, four at a time for the splits in SPLIT_BLOCKS.
+<%def name="split_column(p, r)">
+            {
+                const dcl_idx t = ${p} * split${last} + ${r};
+                DCL_STORE(inside && t >= t_in0 && t < t_in1 ? (dcl_acc)DCL_LOAD(s + t) : (dcl_acc)0, d + ${r} * dst_plane + ${p});
+            }
+</%def>
+## Four positions of a split of S at once: S vectors of the source row (4 positions x S residues) and one
+## vector of 4 positions stored to each residue's plane.
+<% SPLIT_BLOCKS = (4, 8) %>
+<%def name="split_block(S)">
+            for (; p + 4 <= mid1; p += 4) {
+                % for k in range(S):
+                const dcl_accv u${k} = DCL_LOADV(s + p * ${S} + ${4 * k});
+                % endfor
+                % for r in range(S):
+                DCL_STOREV((dcl_accv)(${", ".join(f"u{(i * S + r) // 4}.s{(i * S + r) % 4}" for i in range(4))}), d + ${r} * dst_plane + p);
+                % endfor
+            }
+</%def>
+__kernel void ${name}_pack_split(${c.params(signatures["_pack_split"])})
+{
+    ${block_setup("for (dcl_idx e = grid_size; e < dst_plane; ++e) DCL_STORE((dcl_acc)0, dst + plane * dst_plane + e);", True)}
+    ${first_row()}
+    __global const dcl_t* s_plane = src + (plane0 / n_split) * src_plane;
+    const int sl = split${last};
+    const dcl_idx t_end = grid${last} * sl, j_lo = lo${last} * sl;
+    const dcl_idx t_in0 = DCL_MIN(t_end, DCL_MAX(0, -j_lo)), t_in1 = DCL_MAX(t_in0, DCL_MIN(t_end, ext${last} - j_lo));
+    const dcl_idx p_in0 = (t_in0 + sl - 1) / sl, p_in1 = DCL_MAX(p_in0, t_in1 / sl);
+    for (dcl_idx row = row0; row < row1; ++row) {
+        ${row_source(False)}
+        __global dcl_t* d = dst + plane0 * dst_plane + row * grid${last};
+        __global const dcl_t* s = s_plane + src_offset;
+        const dcl_idx mid0 = inside ? p_in0 : grid${last}, mid1 = inside ? p_in1 : grid${last};
+        dcl_idx p = 0;
+        for (; p < mid0; ++p)
+            for (int r = 0; r < sl; ++r)
+${split_column("p", "r")}
+        switch (sl) {
+        % for S in SPLIT_BLOCKS:
+        case ${S}:
+${split_block(S)}
+            break;
+        % endfor
+        }
+        for (; p < mid1; ++p)
+            for (int r = 0; r < sl; ++r)
+                DCL_STORE((dcl_acc)DCL_LOAD(s + p * sl + r), d + r * dst_plane + p);
+        for (; p < grid${last}; ++p)
+            for (int r = 0; r < sl; ++r)
+${split_column("p", "r")}
+        ${step_row()}
+    }
+}
+
 ## Map-blocked channels-last variant for backward weights, whose work-items vectorise over output maps:
 ## dst[b, R, block, p, lane], each group's maps cut into blocks of `block_maps` maps (lanes past the group's maps
 ## are zero), so the maps a work-item reads for consecutive positions are one contiguous stream.
