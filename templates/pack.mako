@@ -201,7 +201,10 @@ __kernel void ${name}_pack_cl(${c.params(signatures["_pack_cl"])})
         __global dcl_t* d = dst + ((plane0 * map_blocks + bl) * dst_plane + row * grid${last}) * block_maps;
         for (dcl_idx t0 = 0; t0 < t_end; t0 += PACK_RUN) {
             const dcl_idx t1 = DCL_MIN(t_end, t0 + PACK_RUN);
-            for (int m0 = 0; m0 < block_maps; m0 += 4) {
+            for (int q0 = 0; q0 < block_maps; q0 += 4) {
+                // a block's last quad of maps ends at the block's end, sharing maps with the one before it (they
+                // are written twice, the same values): a block of 6 maps is two whole quads, not one and a half
+                const int m0 = block_maps >= 4 ? DCL_MIN(q0, block_maps - 4) : q0;
                 % for i in quad:
                 __global const dcl_t* s${i} = sc + (dcl_idx)DCL_MIN(m0 + ${i}, DCL_MAX(live - 1, 0)) * src_plane;
                 % endfor

@@ -3,9 +3,15 @@ dst[plane, R, p] = src[plane, (p + lo) * split + R] where that lies inside src, 
 tail past the grid zero. A last-axis split of 1 or 2 runs the kernel that writes one residue a work-item, a
 larger one the kernel that writes every residue of the last axis from one read of each source row (four
 positions at a time for splits of 4 and 8, one at a time otherwise); zero borders before and after a row, grids
-that end before or after the source and rows of other axes outside it are all in the cases below."""
+that end before or after the source and rows of other axes outside it are all in the cases below.
 
-from math import prod
+The channels-last pack (the weight gradient's operands) interleaves the maps of each group in blocks:
+dst[b, R, group's block, p, lane] = src[b, the block's map `lane`, (p + lo) * split + R], zero past a group's
+maps; its path for whole quads of maps without residues (a block's last quad moved back to end at the block's
+end) and its per-column path (residues, a row's zero borders, a group's partial last block) are all in the cases
+below."""
+
+from math import ceil, prod
 
 import numpy as np
 import pyopencl as cl
@@ -62,3 +68,45 @@ def test_pack_matches_its_definition(queue, grid, lo, split, ext, tail, dtype, i
     got = np.empty((planes, spec.nsplit, spec.plane), dtype)
     cl.enqueue_copy(queue, got, dst)
     np.testing.assert_array_equal(got, expected_pack(src, spec))
+
+
+def expected_pack_channels_last(src, spec, groups, block):
+    """The map-blocked channels-last layout of src (planes, channels, *spec.ext) by its definition, in NumPy."""
+    planes, channels = src.shape[:2]
+    group_maps = channels // groups
+    blocks = ceil(group_maps / block)
+    out = np.zeros((planes, spec.nsplit, groups * blocks, spec.plane, block), src.dtype)
+    for g in range(groups):
+        for b in range(blocks):
+            for lane in range(block):
+                m = b * block + lane
+                if m < group_maps:
+                    planar = expected_pack(src[:, g * group_maps + m], spec)   # (planes, nsplit, plane)
+                    out[:, :, g * blocks + b, :, lane] = planar
+    return out
+
+
+CHANNELS_LAST = [
+    # channels, groups, block
+    (16, 1, 16),
+    (12, 1, 6),
+    (10, 1, 4),
+    (12, 2, 4),
+    (6, 2, 2),
+]
+
+
+@pytest.mark.parametrize("channels, groups, block", CHANNELS_LAST)
+@pytest.mark.parametrize("grid, lo, split, ext, tail", SPECS)
+def test_channels_last_pack_matches_its_definition(queue, grid, lo, split, ext, tail, channels, groups, block):
+    nd, planes = len(grid), 2
+    spec = PackSpec(grid=grid, lo=lo, split=split, ext=ext, plane=prod(grid) + tail)
+    src = np.random.default_rng(channels).integers(-50, 50, (planes, channels) + ext).astype(np.float32)
+    problem = Problem.create(queue, (1, channels) + (1,) * nd, (channels, 1) + (1,) * nd, np.float32, 1, 0, 1, 0,
+                             groups)
+    src_buffer = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR, hostbuf=src)
+    dst = pack(problem, src_buffer, planes, spec, 32, channels=channels, block=block)
+    want = expected_pack_channels_last(src, spec, groups, block)
+    got = np.empty(want.shape, np.float32)
+    cl.enqueue_copy(queue, got, dst)
+    np.testing.assert_array_equal(got, want)
