@@ -9,7 +9,7 @@
 ## coordinates and positions are dcl_idx: one axis of a tensor past 2^31 elements needs a 64-bit build.
 <%namespace name="c" file="common.mako"/>\
 <% last = nd - 1 %>
-#define PACK_RUN 32
+#define PACK_RUN 128
 ## Sets up the block: a work-item owns one source plane's rows row0..row1 for one residue of every axis, or,
 ## with `all_last`, for one residue of every axis but the last, and then writes the consecutive destination
 ## planes of all the last axis's residues from them (plane0 the first), so each source row is read
@@ -166,7 +166,9 @@ ${split_column("p", "r")}
 ## plane at position p. So the kernel transposes 4 maps x 4 columns at a time: four vector loads along the
 ## maps' rows, four vector stores across them. The row is walked in runs of PACK_RUN columns, every map of the
 ## block for a run before the next run, so a run's destination (block_maps x PACK_RUN elements) is written while
-## it is in cache and only four of the block's map rows, a plane apart, are read at once.
+## it is in cache and only four of the block's map rows, a plane apart, are read at once. Runs of 128 columns
+## (block_maps x 512 bytes of float32 written a run) packed the audio layer's gy (rows of 8208 columns) 25-35%
+## faster than runs of 32, 256 and 512 as fast as 128; rows shorter than a run take one.
 <%
 quad = range(4)
 

@@ -24,6 +24,8 @@ from deconvnd_cl.problem import Problem
 SPECS = [
     # grid, lo, split, ext, tail past the grid
     ((40,), (-2,), (1,), (37,), 3),
+    ((300,), (-2,), (1,), (290,), 0),       # rows of several of the channels-last pack's runs of 128 columns
+    ((70,), (-1,), (4,), (275,), 3),
     ((33,), (-1,), (2,), (61,), 0),
     ((40,), (-1,), (3,), (100,), 5),
     ((11,), (-1,), (4,), (41,), 2),
