@@ -168,7 +168,7 @@ ${split_column("p", "r")}
 ## block for a run before the next run, so a run's destination (block_maps x PACK_RUN elements) is written while
 ## it is in cache and only four of the block's map rows, a plane apart, are read at once. Runs of 128 columns
 ## (block_maps x 512 bytes of float32 written a run) packed the audio layer's gy (rows of 8208 columns) 25-35%
-## faster than runs of 32, 256 and 512 as fast as 128; rows shorter than a run take one.
+## faster than runs of 32; runs of 256 and 512 were no faster. A row shorter than a run is one run.
 <%
 quad = range(4)
 
