@@ -40,7 +40,7 @@ def pack(problem, src, planes, spec, index_bits, channels=None, block=None):
     rows = prod(spec.grid[:-1])
     # per grid position a work-item writes one element, or every residue of the last axis from the rows it reads
     # (a last-axis split above 2: read a residue at a time, each row would be read that many times, every split-th
-    # element; a split of 2 measured level where the defaults pack so, slower on short rows with zero borders), or
+    # element; with a split of 2, short rows behind zero borders packed as fast or faster a residue at a time), or
     # (channels-last) a block of maps for every residue
     suffix, extra, per_position, map_blocks = "_pack", {}, 1, 1
     if channels is None and spec.split[-1] > 2:
