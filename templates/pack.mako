@@ -66,6 +66,12 @@
             const dcl_idx p_lo = DCL_MIN(grid${last}, DCL_MAX(0, (split${last} - 1 - r${last}) / split${last} - lo${last}));
             const dcl_idx p_hi = DCL_MAX(p_lo, DCL_MIN(grid${last}, (ext${last} - r${last} + split${last} - 1) / split${last} - lo${last}));
 </%def>
+## A row of every residue of the last axis (the kernels that write them all): its columns t = p * split + r, t_end
+## of them, and those inside the source row, [t_in0, t_in1) (the rest are padding: zeros).
+<%def name="row_columns()">
+    const dcl_idx t_end = grid${last} * split${last}, j_lo = lo${last} * split${last};
+    const dcl_idx t_in0 = DCL_MIN(t_end, DCL_MAX(0, -j_lo)), t_in1 = DCL_MAX(t_in0, DCL_MIN(t_end, ext${last} - j_lo));
+</%def>
 <%def name="step_row()">
         ${c.odometer([f"g{a}" for a in range(nd - 1)], [f"grid{a}" for a in range(nd - 1)], "")}
 </%def>
@@ -129,8 +135,7 @@ __kernel void ${name}_pack_split(${c.params(signatures["_pack_split"])})
     ${first_row()}
     __global const dcl_t* s_plane = src + (plane0 / n_split) * src_plane;
     const int sl = split${last};
-    const dcl_idx t_end = grid${last} * sl, j_lo = lo${last} * sl;
-    const dcl_idx t_in0 = DCL_MIN(t_end, DCL_MAX(0, -j_lo)), t_in1 = DCL_MAX(t_in0, DCL_MIN(t_end, ext${last} - j_lo));
+${row_columns()}
     const dcl_idx p_in0 = (t_in0 + sl - 1) / sl, p_in1 = DCL_MAX(p_in0, t_in1 / sl);
     for (dcl_idx row = row0; row < row1; ++row) {
         ${row_source(False)}
@@ -189,9 +194,7 @@ __kernel void ${name}_pack_cl(${c.params(signatures["_pack_cl"])})
     ${block_setup("for (dcl_idx e = grid_size * block_maps; e < dst_plane * block_maps; ++e) DCL_STORE((dcl_acc)0, dst + (plane * map_blocks + bl) * dst_plane * block_maps + e);", True)}
     __global const dcl_t* s_plane = src + (plane0 / n_split) * channels * src_plane;
     const dcl_idx residue_pitch = (dcl_idx)map_blocks * dst_plane * block_maps;   // one residue's plane to the next
-    // the row's columns, and those inside the source row (the rest are padding: zeros)
-    const dcl_idx t_end = grid${last} * split${last}, j_lo = lo${last} * split${last};
-    const dcl_idx t_in0 = DCL_MIN(t_end, DCL_MAX(0, -j_lo)), t_in1 = DCL_MAX(t_in0, DCL_MIN(t_end, ext${last} - j_lo));
+${row_columns()}
     ${first_row()}
     for (dcl_idx row = row0; row < row1; ++row) {
         ${row_source(False)}
