@@ -10,6 +10,9 @@ from functools import lru_cache
 
 import pyopencl as cl
 
+from . import settings
+from .errors import ModuleError
+
 
 @dataclass(frozen=True)
 class DeviceKind:
@@ -104,15 +107,68 @@ def _probe_float_lanes(device):
     return max(0, int(size[0]) - 1)
 
 
-@lru_cache(maxsize=64)
+def host_cpu_features():
+    """The host CPU's features as Linux lists them (/proc/cpuinfo's flags, underscores dropped so that they read
+    as LLVM names them: avx512_vnni is avx512vnni), or None where that list cannot be read."""
+    return _host_cpu_features(CPUINFO)
+
+
+CPUINFO = "/proc/cpuinfo"
+
+
+@lru_cache(maxsize=4)
+def _host_cpu_features(path):
+    try:
+        with open(path) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else frozenset(flag.replace("_", "") for flag in flags)
+
+
+def target_features(device):
+    """The LLVM target features the register-tiled kernels are compiled for on this device beyond its compiler's
+    own target (settings.target_features, "" where unset), as a comma-separated string: only on PoCL's CPU
+    device, which compiles for the host CPU, and only features the host CPU has (a kernel compiled for one it
+    lacks would stop the process with an illegal instruction), else ModuleError.
+
+    What it is for: PoCL 3.0's LLVM 14 knows no AMD Zen 4 and compiles for znver3 (AVX2) there, though the CPU
+    has AVX-512; with avx512f,avx512vl,avx512bw,avx512dq the kernels are compiled for 512-bit vectors, and the
+    tiles take 16 float lanes (float_lanes). PoCL accepts no build option that would change its target, but
+    honours a function's `target` attribute (common.mako's kernel_head)."""
+    features = settings.target_features()
+    if not features or kind_of(device).name != "pocl-cpu":
+        return ""
+    return _checked_features(features, host_cpu_features())
+
+
+@lru_cache(maxsize=16)
+def _checked_features(features, host):
+    if host is None:
+        raise ModuleError(f"DECONVND_CL_TARGET_FEATURES={','.join(features)}: the CPU's features cannot be read "
+                          f"({CPUINFO}) to check them; unset it on this system")
+    missing = [f for f in features if f.replace("_", "") not in host]
+    if missing:
+        raise ModuleError(f"DECONVND_CL_TARGET_FEATURES names {', '.join(missing)}, which this CPU does not have "
+                          f"(expected features from {CPUINFO}'s flags, e.g. avx512f,avx512vl,avx512bw,avx512dq "
+                          f"where it lists them)")
+    return ",".join(features)
+
+
 def float_lanes(device):
     """Float lanes of one vector register as the kernels are compiled for this device: the width the
     implementation reports (CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT), capped by the registers its compiler targets
-    where it names them. A width of 8 or less is taken as it is: the tiles take 8 lanes at least (vector_width),
+    where it names them, unless the kernels are compiled for AVX-512 by their own target features
+    (target_features). A width of 8 or less is taken as it is: the tiles take 8 lanes at least (vector_width),
     so the probe could not change them, and its build (0.1 s) is spared where it matters most, a first layer's
     cold start on the AVX2 machines most users have."""
+    return _float_lanes(device, "avx512f" in target_features(device).split(","))
+
+
+@lru_cache(maxsize=64)
+def _float_lanes(device, avx512):
     native = device.native_vector_width_float
-    if native <= 8:
+    if native <= 8 or avx512:
         return native
     compiled = compiled_float_lanes(device)
     return min(native, compiled) if compiled else native

@@ -40,7 +40,8 @@ class KernelKey:
     ("cpu", "gpu", or "common" for the shared program); `variant` is the variant's key (see variants.py); `counts`
     the small counts of the layer the template is specialised on (taps per stride phase to unroll, taps of the
     last axis interleaved in a vector: see each implementation's `counts`); `index_bits` is 32 or 64, chosen by
-    the host from the largest linear index.
+    the host from the largest linear index; `target` the LLVM target features the register-tiled kernels are
+    compiled for beyond the device compiler's own (device_kind.target_features), "" for none.
     """
 
     family: str
@@ -50,6 +51,7 @@ class KernelKey:
     index_bits: int
     variant: tuple = ()
     counts: tuple = ()
+    target: str = ""
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -70,7 +72,8 @@ class KernelKey:
         if self.family == "shared":
             return f"dcl_shared{self.nd}d_{tail}"
         counts = f"_c{axes(self.counts)}" if self.counts else ""
-        return f"dcl_{self.strategy}_{CONV_FAMILIES[self.family]}{self.nd}d_{tail}_t{variant()}{counts}"
+        target = "".join(f"_{feature}" for feature in self.target.split(",") if feature)
+        return f"dcl_{self.strategy}_{CONV_FAMILIES[self.family]}{self.nd}d_{tail}_t{variant()}{counts}{target}"
 
     def to_json(self):
         return {name: getattr(self, name) for name in self.__dataclass_fields__}

@@ -5,16 +5,20 @@ C headers and its kernel library again for every build, 0.10-0.17 s, whether the
 A training layer needs three programs of its own (forward, backward data, weight gradient); built as one, a
 new layer pays that cost once (kernel_manager.KernelManager.prepare).
 
-Every rendered source is a head (the prelude of types and macros: everything before its first `__kernel`, blank
-lines aside) and a body of kernels whose names are unique per key. Sources with identical heads combine as the head
+Every rendered source is a head (the prelude of types and macros: everything before its first `__kernel` or
+`DCL_WORK` function, blank lines aside) and a body of kernels, and their work functions, whose names are unique
+per key. Sources with identical heads combine as the head
 once and their bodies one after another; a source whose head differs (another dtype, index width or vector width) is
 left to be built alone.
 """
 
 import hashlib
+import re
 from dataclasses import dataclass
 
-KERNEL = "__kernel"
+# where a source's body starts: its first kernel, or the work function a kernel compiled for target features of
+# its own calls (common.mako's kernel_head), at a line's start (the prelude's `#define DCL_WORK` is not one)
+BODY_START = re.compile(r"^(?:__kernel|DCL_WORK)\b", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -34,11 +38,12 @@ class ProgramSet:
 
 
 def split_head(source):
-    """(head, body) of a rendered source: the text before its first kernel without its blank lines, and the
-    rest; None without a kernel."""
-    start = source.find(KERNEL)
-    if start < 0:
+    """(head, body) of a rendered source: the text before its first kernel or work function without its blank
+    lines, and the rest; None without a kernel."""
+    found = BODY_START.search(source)
+    if found is None:
         return None
+    start = found.start()
     head = "".join(line + "\n" for line in source[:start].splitlines() if line.strip())
     return head, source[start:]
 

@@ -66,6 +66,19 @@ def extra_build_options():
     return tuple(_get("DECONVND_CL_BUILD_OPTIONS").split())
 
 
+def target_features():
+    """DECONVND_CL_TARGET_FEATURES: LLVM target features (comma-separated, e.g. avx512f,avx512vl,avx512bw,avx512dq)
+    the register-tiled kernels are compiled for on PoCL's CPU device beyond PoCL's own target, each one the CPU
+    must have (device_kind.target_features checks). Empty: PoCL's target alone."""
+    value = _get("DECONVND_CL_TARGET_FEATURES").strip().lower()
+    features = [f.strip() for f in value.split(",")] if value else []
+    bad = [f for f in features if not f or not f.replace("_", "").replace(".", "").isalnum()]
+    if bad:
+        raise ModuleError(f"DECONVND_CL_TARGET_FEATURES={value!r} is not a list of target features (expected names "
+                          f"separated by commas, e.g. avx512f,avx512vl,avx512bw,avx512dq)")
+    return tuple(features)
+
+
 def replay_enabled():
     """DECONVND_CL_REPLAY=0: every call works out its launches anew (default: a call of a shape seen before
     replays its recorded enqueues, replay.py)."""
@@ -74,7 +87,7 @@ def replay_enabled():
 
 # What a pass's launches depend on among these switches, read as one key of its replays (replay.py).
 REPLAY_SWITCHES = ("DECONVND_CL_STRATEGY", "DECONVND_CL_SCRATCH_LIMIT", "DECONVND_CL_BUILD_OPTIONS",
-                   "DECONVND_CL_INDEX_BITS", "DECONVND_CL_LOCAL_SIZE")
+                   "DECONVND_CL_INDEX_BITS", "DECONVND_CL_LOCAL_SIZE", "DECONVND_CL_TARGET_FEATURES")
 
 
 def replay_switches():

@@ -81,6 +81,10 @@ class Signature:
         """The C parameter list, one argument a line."""
         return ",\n    ".join(a.c_decl(n) for a in self.args for n in a.expanded())
 
+    def c_args(self):
+        """The arguments' names in declared order, as a call passes them on."""
+        return ", ".join(n for a in self.args for n in a.expanded())
+
     def scalar_dtypes(self, index_bits, acc_dtype):
         """pyopencl's set_scalar_arg_dtypes list: None for buffers, the declared type for scalars."""
         kinds = {"int": np.int32, "idx": np.int64 if index_bits == 64 else np.int32, "acc": acc_dtype}

@@ -1,7 +1,7 @@
 ## Shared prelude for every kernel family: the storage/accumulator types, loads and stores.
 ## dtype is the storage type ("float", "double" or "half"); half is storage-only (vload_half/vstore_half)
 ## and accumulates in float, so it works on devices without cl_khr_fp16.
-<%def name="prelude(dtype, index_bits, vw, subgroups=False)">
+<%def name="prelude(dtype, index_bits, vw, subgroups=False, target='')">
 % if dtype == "double":
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 % endif
@@ -42,6 +42,35 @@ typedef struct __attribute__((packed)) { dcl_acc2 v; } dcl_unaligned_pair;
 ## min() and max() are out-of-line calls on PoCL too.
 #define DCL_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define DCL_MAX(a, b) ((a) > (b) ? (a) : (b))
+## A work-item's ids, where the register-tiled kernels read them: their work function's arguments where it has
+## target features of its own (kernel_head), else the work-item functions.
+% if target:
+#define DCL_WORK __attribute__((noinline, target("${target}"))) static void
+#define DCL_GID(d) dcl_gid##d
+% else:
+#define DCL_GID(d) get_global_id(d)
+% endif
+</%def>
+
+## A register-tiled kernel's head, and its tail after the closing brace. With `target` (LLVM target features
+## beyond the device compiler's own: device_kind.target_features) the work is a function of its own compiled for
+## them, which the kernel calls with its work-item's ids. It must not be inlined: PoCL inlines a kernel into the
+## work-group function it generates, which is compiled for PoCL's target and drops the kernel's own.
+<%def name="kernel_head(name, signature, target)">\
+% if target:
+DCL_WORK ${name}_work(const size_t dcl_gid0, const size_t dcl_gid1, const size_t dcl_gid2,
+    ${params(signature)})\
+% else:
+__kernel void ${name}(${params(signature)})\
+% endif
+</%def>
+<%def name="kernel_tail(name, signature, target)">
+% if target:
+__kernel void ${name}(${params(signature)})
+{
+    ${name}_work(get_global_id(0), get_global_id(1), get_global_id(2), ${signature.c_args()});
+}
+% endif
 </%def>
 
 ## A kernel's parameter list, printed from its declared signature (deconvnd_cl/signatures.py): the launch code

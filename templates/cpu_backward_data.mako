@@ -19,7 +19,7 @@
 ## last vector only) are loaded from the row's first or last whole vector and shifted, filling zeros; rows of taps
 ## whose gy row lies outside gy are skipped.
 <%namespace name="c" file="common.mako"/>\
-${c.prelude(dtype, index_bits, vw)}
+${c.prelude(dtype, index_bits, vw, target=target)}
 ## sl: the last stride, whose taps a vector interleaves (in place), else 1; ntaps: the taps (in place: tap rows) to
 ## unroll, 0 for a loop over the table; in place also kl, the last axis' taps, and per tap group the border lanes
 ## `lefts` and `rights` (the host's `counts`)
@@ -164,18 +164,18 @@ ${maps_mac(pair_weights)}
         }
         % endfor
 </%def>
-__kernel void ${name}(${c.params(signatures[""])})
+${c.kernel_head(name, signatures[""], target)}
 {
-    const int mt = get_global_id(0);
+    const int mt = DCL_GID(0);
     if (mt >= ci_tiles * groups) return;
-    const dcl_idx row = get_global_id(1) / tiles_per_row;
-    const int b = get_global_id(2);
+    const dcl_idx row = DCL_GID(1) / tiles_per_row;
+    const int b = DCL_GID(2);
     const int g = mt / ci_tiles;
     const int ci0 = (mt % ci_tiles) * ${tm};
     const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
     // The row's last tile is moved back to end at the row's end (the host asks in_last >= TN): its loads stay
     // inside the row, and it stores only the positions the tile before it did not.
-    int il = (get_global_id(1) % tiles_per_row) * ${tn};
+    int il = (DCL_GID(1) % tiles_per_row) * ${tn};
     const int skip = DCL_MAX(0, il + ${tn} - in_last);
     il -= skip;
     const bool left = il == 0, right = il + ${tn} == in_last;
@@ -287,14 +287,14 @@ ${c.mac_block(tm, tn // vw, vw, f"gb{{j}} + {offset}", f"wb + {t} * {tm}")}
             % endfor
             const dcl_idx vo${j} = ${" + ".join([f"(dcl_idx)r{j}_{a} * ps{a}" for a in range(nd - 1)] + [f"c{j}"])};
 </%def>
-__kernel void ${name}(${c.params(signatures[""])})
+${c.kernel_head(name, signatures[""], target)}
 {
     // dimension 0 (the fastest on CPU devices) runs over map tiles, so the work-groups that share an input
     // tile run back to back while it is still in cache
-    const int mt = get_global_id(0);
+    const int mt = DCL_GID(0);
     if (mt >= ci_tiles * groups) return;
-    const int vt = get_global_id(1);
-    const int b = get_global_id(2);
+    const int vt = DCL_GID(1);
+    const int b = DCL_GID(2);
     const int g = mt / ci_tiles;
     const int ci0 = (mt % ci_tiles) * ${tm};
     // Three tilings of the input positions (the host's choice, whichever computes the fewest lanes):
@@ -381,3 +381,4 @@ ${c.store_from(tn, "skip", "xb + xo", "in_size")}
 ${c.store_rows(tm, tn, "i", nd, lambda a: f"in{a}", "xb", "in_size", offset, "1")}
 }
 % endif
+${c.kernel_tail(name, signatures[""], target)}

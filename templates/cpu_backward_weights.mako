@@ -30,7 +30,7 @@
 ## reduce.mako's finalize sums the chunks in order.
 <%namespace name="c" file="common.mako"/>\
 <%! HEX = "0123456789abcdef" %>\
-${c.prelude(dtype, index_bits, vw)}
+${c.prelude(dtype, index_bits, vw, target=target)}
 ## sl: the taps of the last axis a work-item owns (x in place: the last stride, interleaved in a vector's lanes;
 ## x channels-last: the last axis' size)
 <%
@@ -60,11 +60,11 @@ ${c.prelude(dtype, index_bits, vw)}
             % endfor
 </%def>
 
-__kernel void ${name}(${c.params(signatures[""])})
+${c.kernel_head(name, signatures[""], target)}
 {
     // The launch's dimensions (cpu_tiles.weights_taps_fastest): taps fastest where a work-item's x and gy
     // tiles fit in cache, so the work-items of one chunk's taps read them there; else map tiles fastest.
-    const int id0 = get_global_id(0), id1 = get_global_id(1), id2 = get_global_id(2);
+    const int id0 = DCL_GID(0), id1 = DCL_GID(1), id2 = DCL_GID(2);
     const int tap_id = taps_fastest ? id0 : id2, ci_tile = taps_fastest ? id1 : id0;
     const int co_id = taps_fastest ? id2 : id1;
     const int k = tap_id % tap_items;   // the tap (in place: the tap row)
@@ -300,3 +300,4 @@ ${c.spill(tm, nvec)}
             pb[(((dcl_idx)g * cig + ci0 + mi) * cog + co0 + ni) * ks + k] = tile[mi * ${tn} + ni];
 % endif
 }
+${c.kernel_tail(name, signatures[""], target)}

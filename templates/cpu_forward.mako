@@ -18,7 +18,7 @@
 ## interleaved_phases (XSource.INTERLEAVED, a last stride of 2): the same stores for any kernel, over x packed into
 ## a grid of its own (layouts.InterleavedLayout), both last-axis phases of a row vector in one work-item.
 <%namespace name="c" file="common.mako"/>\
-${c.prelude(dtype, index_bits, vw)}
+${c.prelude(dtype, index_bits, vw, target=target)}
 <%
 nvec = tn // vw
 lanes = [f"s{l:x}" for l in range(vw)]
@@ -33,18 +33,18 @@ def out_vector(mi, j, h):
     """Vector h of the TN * sl outputs of map mi that accumulator vector j holds."""
     return f"acc{mi}_{j}_0" if sl == 1 else interleaved(f"acc{mi}_{j}_0", f"acc{mi}_{j}_1", h)
 %>\
-__kernel void ${name}(${c.params(signatures[""])})
+${c.kernel_head(name, signatures[""], target)}
 {
-    const int mt = get_global_id(0);   // map tiles fastest: the work-items that read one x tile run back to back
+    const int mt = DCL_GID(0);   // map tiles fastest: the work-items that read one x tile run back to back
     if (mt >= co_tiles * groups) return;
     const int g = mt / co_tiles;
     const int co0 = (mt % co_tiles) * ${tm};
-    const int b = get_global_id(2);
+    const int b = DCL_GID(2);
     const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
     // dimension 1: (input row of the leading axes, their phase, tile of the row), the tile fastest. The row's last
     // tile is moved back to end at the row's end (the host asks in_last >= TN), storing only what the tile
     // before it did not.
-    dcl_idx rest = get_global_id(1);
+    dcl_idx rest = DCL_GID(1);
     int il = (rest % tiles_per_row) * ${tn};
     rest /= tiles_per_row;
     const int skip = DCL_MAX(0, il + ${tn} - in_last);
@@ -163,12 +163,12 @@ ${c.store_rows(tm, tn, "qq", nd, lambda a: f"qe_{a}", "yb", "out_size",
 ## `info`, the tile vt, the map tile's group g and first map co0, and `vpr` and `row_vectors` for row vectors.
 <%def name="work_item(rows)">
     const int map_tiles = co_tiles * groups;
-    if (get_global_id(0) >= ${rows} * map_tiles) return;
-    const int p = get_global_id(0) / map_tiles, mt = get_global_id(0) % map_tiles;
+    if (DCL_GID(0) >= ${rows} * map_tiles) return;
+    const int p = DCL_GID(0) / map_tiles, mt = DCL_GID(0) % map_tiles;
     __global const dcl_idx* info = phase_info + p * ${len(columns)};
-    const int vt = get_global_id(1);
+    const int vt = DCL_GID(1);
     if (vt >= info[${columns["v_tiles"]}]) return;
-    const int b = get_global_id(2);
+    const int b = DCL_GID(2);
     const int g = mt / co_tiles;
     const int co0 = (mt % co_tiles) * ${tm};
     const dcl_idx cin = (dcl_idx)cig * groups, cout = (dcl_idx)cog * groups;
@@ -210,7 +210,7 @@ ${c.mac_block(tm, tn // vw, vw, f"{x} + offsets[t]", f"wb + t * {tm}")}
 ## as o{h}_{mi}_{j}; a vector whose outputs are all real is stored as two whole vectors of the phases' lanes
 ## interleaved, where the phases apart would each store every other element, one at a time. A table row per
 ## phase of the leading axes: dimension 0 runs over (row, map tile), map tiles fastest.
-__kernel void ${name}(${c.params(signatures[""])})
+${c.kernel_head(name, signatures[""], target)}
 {
 ${work_item("nrows")}
     __global const dcl_t* xrow = xp + ((dcl_idx)b * cin + (dcl_idx)g * cig) * x_plane + info[${columns["base"]}];
@@ -264,7 +264,7 @@ ${c.spill(tm, 2, value=lambda mi, h: f"o{h}_{mi}_{j}")}
 % else:
 ## One launch covers every phase: dimension 0 runs over (phase, map tile) with map tiles fastest, so the
 ## work-groups that read overlapping input tiles run back to back.
-__kernel void ${name}(${c.params(signatures[""])})
+${c.kernel_head(name, signatures[""], target)}
 {
     // the tile's vectors: TN consecutive virtual positions from v0 through one pointer, or row vectors (vpr > 0)
     // through a pointer each; the tap loops are written for both, one pointer streaming best where it serves
@@ -294,3 +294,4 @@ ${store_tile()}
 }
 % endif
 % endif
+${c.kernel_tail(name, signatures[""], target)}

@@ -19,7 +19,7 @@ os.environ.setdefault("DECONVND_CL_CACHE_DIR", tempfile.mkdtemp(prefix="deconvnd
 
 import deconvnd_cl as dcl  # noqa: E402  (after the cache directory is chosen)
 from deconvnd_cl.device import create_queue, find_device  # noqa: E402
-from deconvnd_cl import functional, reference  # noqa: E402
+from deconvnd_cl import functional, memory, reference  # noqa: E402
 from deconvnd_cl.reference import rel_l2  # noqa: E402
 from deconvnd_cl.strategies import cpu_tiles  # noqa: E402
 
@@ -118,3 +118,21 @@ def assert_forward_tile_in_dtype(queue, dtype, x_shape, w_shape, tile, stride, p
     want = reference.forward(*(a.get().astype(np.float64) for a in (xd, Wd, bd)), stride, pad)
     got = dcl.deconvNd(xd, Wd, bd, stride=stride, pad=pad, tile=tile).get()
     assert_close(got.astype(np.float64), want, dtype)
+
+
+@pytest.fixture
+def nan_filled_outputs(monkeypatch, request):
+    """Outputs start as NaN (whether the pool hands out a new block or a used one): an element no kernel
+    writes fails the comparison. (Tests that run nothing on the device take no queue and are not checked.)"""
+    real_empty, filled = memory.empty, []
+
+    def empty_nan(queue, shape, dtype):
+        array = real_empty(queue, shape, dtype)
+        if array.size:
+            array.set(np.full(shape, np.nan, dtype))
+            filled.append(shape)
+        return array
+    monkeypatch.setattr(memory, "empty", empty_nan)
+    yield
+    if "queue" in request.fixturenames:
+        assert len(filled) >= 3, "the library's outputs did not come from memory.empty: nothing was NaN-filled"

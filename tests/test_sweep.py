@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import deconvnd_cl as dcl
-from deconvnd_cl import memory, reference
+from deconvnd_cl import reference
 from configs import Config, sweep
 from conftest import assert_close, to_device
 
@@ -37,6 +37,7 @@ ROW_VECTORS = [
     Config(1, 7, 7, (6, 20), (3, 3), (1, 1), (1, 1), (2, 2), (0, 1), 1),
     Config(1, 6, 6, (3, 32), (3, 3), (1, 1), (1, 1), (1, 1), (0, 0), 1),
 ]
+pytestmark = pytest.mark.usefixtures("nan_filled_outputs")
 CONFIGS = sweep(220, seed=20261125) + sweep(30, seed=20261126, long_rows=True) + NON_OVERLAPPING + ROW_VECTORS
 
 
@@ -62,24 +63,6 @@ def test_row_vector_configs():
         seen |= {"backward moved back" for _ in [vpr] if vpr and c.spatial[-1] % 8}
     assert seen == {"forward rows", "forward virtual", "forward mixed", "forward tail", "forward moved back",
                     "backward rows", "backward row tiles", "backward virtual", "backward moved back"}
-
-
-@pytest.fixture(autouse=True)
-def nan_filled_outputs(monkeypatch, request):
-    """Outputs start as NaN (whether the pool hands out a new block or a used one): an element no kernel
-    writes fails the comparison. (Tests that run nothing on the device take no queue and are not checked.)"""
-    real_empty, filled = memory.empty, []
-
-    def empty_nan(queue, shape, dtype):
-        array = real_empty(queue, shape, dtype)
-        if array.size:
-            array.set(np.full(shape, np.nan, dtype))
-            filled.append(shape)
-        return array
-    monkeypatch.setattr(memory, "empty", empty_nan)
-    yield
-    if "queue" in request.fixturenames:
-        assert len(filled) >= 3, "the library's outputs did not come from memory.empty: nothing was NaN-filled"
 
 
 def run_all_passes(queue, config, x, W, b, gy):

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deconvnd_cl.device_kind import (PROBE_KERNEL, _probe_float_lanes, compiled_float_lanes, float_lanes, kind_of,
-                                    vector_width)
+from deconvnd_cl.device_kind import (PROBE_KERNEL, _float_lanes, _probe_float_lanes, compiled_float_lanes,
+                                    float_lanes, kind_of, vector_width)
 from deconvnd_cl.disk_cache import entries
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,13 +65,13 @@ def test_no_probe_where_the_reported_width_decides(queue, monkeypatch):
         pytest.skip(f"{device.name.strip()} reports {device.native_vector_width_float} lanes: the probe decides")
     asked = []  # the probe's answer asked for (recorded in the cache or probed anew)
     monkeypatch.setattr(device_kind, "compiled_float_lanes", lambda d: asked.append(d) or 0)
-    float_lanes.cache_clear()
+    _float_lanes.cache_clear()
     try:
         assert float_lanes(device) == device.native_vector_width_float
         assert vector_width(device, np.dtype(np.float32)) == (8 if kind_of(device).cpu_like else 4)
         assert asked == []
     finally:
-        float_lanes.cache_clear()
+        _float_lanes.cache_clear()
 
 
 def test_probe_is_silent(queue):

@@ -6,7 +6,7 @@ from collections import OrderedDict
 import numpy as np
 import pyopencl as cl
 
-from .. import replay
+from .. import device_kind, replay
 from ..kernel_key import CL_TYPES, KernelKey, dtype_tag
 from ..kernel_manager import manager
 from ..plans import Plans
@@ -59,9 +59,10 @@ class Implementation:
 
     # -- the kernel source (kernel_manager's KernelSource)
     def key(self, problem, variant, index_bits):
-        return _keys.get((self, problem.geo, problem.dtype, variant, index_bits), lambda: KernelKey(
+        target = device_kind.target_features(problem.device) if self.strategy == "cpu" else ""
+        return _keys.get((self, problem.geo, problem.dtype, variant, index_bits, target), lambda: KernelKey(
             self.family, self.strategy, problem.nd, dtype_tag(problem.dtype), index_bits, variant.key(),
-            self.counts(problem, variant)))
+            self.counts(problem, variant), target))
 
     def counts(self, problem, variant):
         """The small counts of the layer the template is specialised on (part of the key; a function of the
@@ -78,7 +79,7 @@ class Implementation:
     def source(self, key):
         return render(self.template, name=key.name, nd=key.nd, dtype=CL_TYPES[key.dtype],
                       index_bits=key.index_bits, counts=key.counts, signatures=self.signatures(key),
-                      **self.template_args(key))
+                      target=key.target, **self.template_args(key))
 
     def program(self, problem, variant, index_bits):
         return manager().program(problem.queue, self.key(problem, variant, index_bits), self)
