@@ -11,7 +11,8 @@ each kernel is the innermost one that nearly all its samples, and so its time, w
     python tools/hot_loops.py --only DCGAN --perf            # suite layers whose name contains a word
     python tools/hot_loops.py nd=2,inmaps=128,outmaps=3,size=4,stride=2,pad=1,batch=16,spatial=32x32
 
-x86-64 with PoCL's CPU device only (the default device there). Reports; never asserts.
+With DECONVND_CL_TARGET_FEATURES set, the loops are read from the work function each kernel calls (compiled for
+those features). x86-64 with PoCL's CPU device only (the default device there). Reports; never asserts.
 """
 
 import argparse
@@ -134,8 +135,13 @@ def report(spec, repeats, use_perf, out=print):
         objects = sorted((cache / "pocl").rglob("*.so"), key=lambda p: p.stem)
         for shared_object in objects:
             name = shared_object.stem
-            symbol = f"_pocl_kernel_{name}_workgroup"
+            # compiled for target features of its own (DECONVND_CL_TARGET_FEATURES), a kernel's loops are in the
+            # work function it calls; else in the work-group function PoCL inlined it into
+            symbol = f"{name}_work"
             code = disassemble(shared_object, symbol)
+            if not code:
+                symbol = f"_pocl_kernel_{name}_workgroup"
+                code = disassemble(shared_object, symbol)
             samples = perf_samples(cache / "perf.data", symbol) if use_perf else {}
             found = [describe(body, samples) for body in loops(code)]
             if not found:
