@@ -13,18 +13,10 @@ import numpy as np
 import pytest
 
 from deconvnd_cl.device_kind import (PROBE_KERNEL, _float_lanes, _probe_float_lanes, compiled_float_lanes,
-                                    float_lanes, kind_of, vector_width)
+                                    float_lanes, host_cpu_features, kind_of, vector_width)
 from deconvnd_cl.disk_cache import entries
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
 
 
 @pytest.fixture
@@ -37,7 +29,7 @@ def x86_pocl(queue):
 def test_probe_names_registers_the_cpu_has(queue, x86_pocl):
     lanes = compiled_float_lanes(queue.device)
     assert lanes in (4, 8, 16), lanes
-    flags = _cpu_flags()
+    flags = host_cpu_features()
     if flags:
         assert lanes < 16 or "avx512f" in flags
         assert lanes < 8 or "avx" in flags
