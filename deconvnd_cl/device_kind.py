@@ -108,8 +108,8 @@ def _probe_float_lanes(device):
 
 
 def host_cpu_features():
-    """The host CPU's features as Linux lists them (/proc/cpuinfo's flags, underscores dropped so that they read
-    as LLVM names them: avx512_vnni is avx512vnni), or None where that list cannot be read."""
+    """The host CPU's features as Linux lists them (/proc/cpuinfo's flags), spelled without underscores (feature_key),
+    or None where that list cannot be read."""
     return _host_cpu_features(CPUINFO)
 
 
@@ -123,7 +123,13 @@ def _host_cpu_features(path):
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
     except OSError:
         return None
-    return None if flags is None else frozenset(flag.replace("_", "") for flag in flags)
+    return None if flags is None else frozenset(map(feature_key, flags))
+
+
+def feature_key(name):
+    """A CPU feature's name with what Linux and LLVM spell differently dropped: Linux's avx512_vnni and sse4_2 are
+    LLVM's avx512vnni and sse4.2."""
+    return name.replace("_", "").replace(".", "")
 
 
 def target_features(device):
@@ -147,7 +153,7 @@ def _checked_features(features, host):
     if host is None:
         raise ModuleError(f"DECONVND_CL_TARGET_FEATURES={','.join(features)}: the CPU's features cannot be read "
                           f"({CPUINFO}) to check them; unset it on this system")
-    missing = [f for f in features if f.replace("_", "") not in host]
+    missing = [f for f in features if feature_key(f) not in host]
     if missing:
         raise ModuleError(f"DECONVND_CL_TARGET_FEATURES names {', '.join(missing)}, which this CPU does not have "
                           f"(expected features from {CPUINFO}'s flags, e.g. avx512f,avx512vl,avx512bw,avx512dq "

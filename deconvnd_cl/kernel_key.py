@@ -72,7 +72,7 @@ class KernelKey:
         if self.family == "shared":
             return f"dcl_shared{self.nd}d_{tail}"
         counts = f"_c{axes(self.counts)}" if self.counts else ""
-        target = "".join(f"_{feature}" for feature in self.target.split(",") if feature)
+        target = "".join(f"_{feature.replace('.', '_')}" for feature in self.target.split(",") if feature)
         return f"dcl_{self.strategy}_{CONV_FAMILIES[self.family]}{self.nd}d_{tail}_t{variant()}{counts}{target}"
 
     def to_json(self):

@@ -46,7 +46,7 @@ def built_keys(monkeypatch):
 
 def host_has(features):
     host = device_kind.host_cpu_features()
-    return host is not None and set(features) <= host
+    return host is not None and set(map(device_kind.feature_key, features)) <= host
 
 
 @pytest.fixture
@@ -93,6 +93,18 @@ def test_a_training_layer_builds_its_passes_as_one_program(queue, host_features,
     groups = [keys for found in combined for keys in found]
     assert any(len(keys) >= 2 and all(k.strategy == "cpu" and k.target == "avx2,fma" for k in keys)
                for keys in groups), groups
+
+
+def test_features_named_as_llvm_names_them(queue, pocl_cpu, cpu_strategy, monkeypatch, built_keys):
+    """LLVM's sse4.2 is Linux's sse4_2; a dot in a feature makes no kernel name invalid."""
+    if not host_has(("sse4.2", "fma")):
+        pytest.skip("the CPU lists no sse4_2 and fma")
+    monkeypatch.setenv(SWITCH, "sse4.2,fma")
+    x = np.random.default_rng(3).standard_normal((1, 3, 24)).astype(np.float32)
+    W = np.random.default_rng(4).standard_normal((3, 2, 4)).astype(np.float32)
+    y = dcl.deconvNd(to_device(queue, x), to_device(queue, W), stride=2, pad=1)
+    assert_close(y.get(), reference.forward(x, W, None, stride=(2,), pad=(1,), dilation=(1,), groups=1))
+    assert any(k.name.endswith("_sse4_2_fma") for k in built_keys)
 
 
 @pytest.mark.parametrize("value", ["avx512f,,avx512vl", "+avx512f", "avx512f avx512vl", "avx512f;"])
