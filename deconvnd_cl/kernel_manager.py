@@ -24,10 +24,13 @@ import pyopencl as cl
 
 from . import disk_cache, settings
 from .device import describe
-from .errors import KernelBuildError
+from .errors import KernelBuildError, ModuleError
 from .program_sets import CombinedSource, ProgramSet, combinable
 
 log = logging.getLogger(__name__)
+
+# What clang logs where a function's `target` attribute names a feature it does not know, and ignores the attribute
+TARGET_IGNORED = "'target' attribute ignored"
 
 # No fast-math options: -cl-fast-relaxed-math turns NaN*0 into 0 on PoCL, breaking IEEE propagation.
 BUILD_OPTIONS = ()
@@ -177,6 +180,12 @@ class KernelManager:
         build_log = _build_log(program, device)
         if build_log.strip():
             log.debug("build log of %s:\n%s", key.name, build_log)
+        ignored = next((line for line in build_log.splitlines() if TARGET_IGNORED in line), None)
+        if ignored:  # the kernels would run, compiled for the device's own target, at tiles sized for the features
+            reason = ignored[ignored.find("unsupported"):] if "unsupported" in ignored else ignored.strip()
+            raise ModuleError(f"DECONVND_CL_TARGET_FEATURES={','.join(settings.target_features())!r}: the compiler "
+                              f"ignored them ({reason}); expected LLVM's names of features, e.g. "
+                              f"avx512f,avx512vl,avx512bw,avx512dq")
         return program, seconds, build_log
 
 

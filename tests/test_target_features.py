@@ -130,6 +130,18 @@ def test_a_feature_the_cpu_lacks_is_refused(queue, pocl_cpu, cpu_strategy, monke
         dcl.deconvNd(x, W, stride=2)
 
 
+def test_a_feature_the_compiler_does_not_know_is_refused(queue, pocl_cpu, cpu_strategy, monkeypatch):
+    """A flag the CPU lists that is no LLVM feature (`hypervisor`) would make the compiler ignore the whole
+    attribute, and the kernels run at tiles sized for features they were not compiled for."""
+    if not host_has(("hypervisor", "fma")):
+        pytest.skip("the CPU lists no hypervisor flag")
+    monkeypatch.setenv(SWITCH, "fma,hypervisor")
+    x = to_device(queue, np.ones((1, 2, 20)))
+    W = to_device(queue, np.ones((2, 3, 4)))
+    with pytest.raises(dcl.ModuleError, match=r"the compiler ignored them \(unsupported 'hypervisor'"):
+        dcl.deconvNd(x, W, stride=2)
+
+
 def test_unreadable_cpu_features_are_refused(queue, pocl_cpu, cpu_strategy, monkeypatch, tmp_path):
     monkeypatch.setattr(device_kind, "CPUINFO", str(tmp_path / "no-cpuinfo"))
     monkeypatch.setenv(SWITCH, "fma")
