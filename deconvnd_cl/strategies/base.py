@@ -53,13 +53,19 @@ class Implementation:
                                                                  lambda: tuned.fits(problem)):
             return tuned
         # the scratch budget too: a default that packs an operand gives way to one that reads it in place where
-        # the pack would not fit (cpu_tiles._across_row_ends)
-        return _defaults.get((self, problem.shape_key, problem.scratch_budget()),
+        # the pack would not fit (cpu_tiles._across_row_ends); and the target features, which may widen the
+        # vectors (device_kind.float_lanes)
+        return _defaults.get((self, problem.shape_key, problem.scratch_budget(), self.target(problem)),
                              lambda: self.default_variant(problem))
 
     # -- the kernel source (kernel_manager's KernelSource)
+    def target(self, problem):
+        """The target features the kernels are compiled for beyond the device compiler's own (KernelKey.target):
+        the register-tiled (CPU) strategy's only."""
+        return device_kind.target_features(problem.device) if self.strategy == "cpu" else ""
+
     def key(self, problem, variant, index_bits):
-        target = device_kind.target_features(problem.device) if self.strategy == "cpu" else ""
+        target = self.target(problem)
         return _keys.get((self, problem.geo, problem.dtype, variant, index_bits, target), lambda: KernelKey(
             self.family, self.strategy, problem.nd, dtype_tag(problem.dtype), index_bits, variant.key(),
             self.counts(problem, variant), target))
