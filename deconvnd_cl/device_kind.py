@@ -127,9 +127,14 @@ def _host_cpu_features(path):
 
 
 def feature_key(name):
-    """A CPU feature's name with what Linux and LLVM spell differently dropped: Linux's avx512_vnni and sse4_2 are
-    LLVM's avx512vnni and sse4.2."""
-    return name.replace("_", "").replace(".", "")
+    """A CPU feature's name as Linux and LLVM both spell it: Linux's avx512_vnni, sse4_2 and amx_tile are LLVM's
+    avx512vnni, sse4.2 and amx-tile (separators dropped), and a few have other names (LINUX_NAMES)."""
+    name = name.replace("_", "").replace(".", "").replace("-", "")
+    return LINUX_NAMES.get(name, name)
+
+
+# LLVM's x86 feature names that /proc/cpuinfo lists under another name
+LINUX_NAMES = {"sse3": "pni", "lzcnt": "abm", "sha": "shani", "sahf": "lahflm"}
 
 
 def target_features(device):
@@ -155,9 +160,9 @@ def _checked_features(features, host):
                           f"({CPUINFO}) to check them; unset it on this system")
     missing = [f for f in features if feature_key(f) not in host]
     if missing:
-        raise ModuleError(f"DECONVND_CL_TARGET_FEATURES names {', '.join(missing)}, which this CPU does not have "
-                          f"(expected features from {CPUINFO}'s flags, e.g. avx512f,avx512vl,avx512bw,avx512dq "
-                          f"where it lists them)")
+        raise ModuleError(f"DECONVND_CL_TARGET_FEATURES names {', '.join(missing)}, which {CPUINFO}'s flags do "
+                          f"not list: this CPU does not have them (expected features it lists, e.g. "
+                          f"avx512f,avx512vl,avx512bw,avx512dq where it has AVX-512)")
     return ",".join(features)
 
 
@@ -173,8 +178,10 @@ def float_lanes(device):
 
 @lru_cache(maxsize=64)
 def _float_lanes(device, avx512):
+    if avx512:  # the kernels are compiled for 512-bit registers whatever the compiler's own target
+        return 16
     native = device.native_vector_width_float
-    if native <= 8 or avx512:
+    if native <= 8:
         return native
     compiled = compiled_float_lanes(device)
     return min(native, compiled) if compiled else native

@@ -171,9 +171,10 @@ _built_ahead = Plans()
 def prepare_layer(problem, tuned=None):
     """Build the programs of a layer's three passes as one, ahead of its first forward in training (a compile's
     fixed cost once, not three times: kernel_manager.prepare); once per call shape, strategy switch and tuned
-    variants. Builds only: a pass no implementation serves is left to fail at its own call."""
+    variants (and target features). Builds only: a pass no implementation serves is left to fail at its own call."""
     tuned = tuned or {}
-    key = ("layer", problem.queue.context.int_ptr, settings.forced_strategy(), problem.shape_key,
+    key = ("layer", problem.queue.context.int_ptr, settings.forced_strategy(), settings.target_features(),
+           problem.shape_key,
            tuple(v if isinstance(v, Variant) else None for v in map(tuned.get, PASSES)))  # others: not used
     _built_ahead.get(key, lambda: _build(problem, _chosen(problem, tuned)))
 
@@ -181,8 +182,8 @@ def prepare_layer(problem, tuned=None):
 def build_ahead(problem, chosen):
     """The same for the passes chosen for a call ({family: (implementation, variant)}): backward data and the
     weight gradient of a functional call that wants both."""
-    key = ("passes", problem.queue.context.int_ptr, settings.forced_strategy(), problem.shape_key,
-           tuple((family, impl.strategy, variant) for family, (impl, variant) in chosen.items()))
+    key = ("passes", problem.queue.context.int_ptr, settings.forced_strategy(), settings.target_features(),
+           problem.shape_key, tuple((family, impl.strategy, variant) for family, (impl, variant) in chosen.items()))
     _built_ahead.get(key, lambda: _build(problem, chosen))
 
 

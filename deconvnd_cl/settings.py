@@ -72,7 +72,7 @@ def target_features():
     must have (device_kind.target_features checks). Empty: PoCL's target alone."""
     value = _get("DECONVND_CL_TARGET_FEATURES").strip().lower()
     features = [f.strip() for f in value.split(",")] if value else []
-    bad = [f for f in features if not f or not f.replace("_", "").replace(".", "").isalnum()]
+    bad = [f for f in features if not f or not f.replace("_", "").replace(".", "").replace("-", "").isalnum()]
     if bad:
         raise ModuleError(f"DECONVND_CL_TARGET_FEATURES={value!r} is not a list of target features (expected names "
                           f"separated by commas, e.g. avx512f,avx512vl,avx512bw,avx512dq)")

@@ -3,13 +3,16 @@ host CPU beyond PoCL's own target, each through a work function of its own that 
 kernel_head), built alone and as a layer's combined program; and the values it refuses before any kernel could
 stop the process with an illegal instruction."""
 
+import re
 import zlib
 
 import numpy as np
 import pytest
 
 import deconvnd_cl as dcl
-from deconvnd_cl import device_kind, kernel_manager, program_sets, reference
+from deconvnd_cl import device_kind, functional, kernel_manager, program_sets, reference
+from deconvnd_cl.kernel_key import KernelKey
+from deconvnd_cl.strategies import implementation
 from configs import sweep
 from conftest import assert_close, to_device
 from test_sweep import NON_OVERLAPPING, ROW_VECTORS, operands, reference_passes, run_all_passes
@@ -76,7 +79,8 @@ def test_passes_compiled_for_the_features_match_the_reference(queue, host_featur
 
 
 def test_a_training_layer_builds_its_passes_as_one_program(queue, host_features, monkeypatch):
-    """The work functions belong to the bodies, so the passes' sources share one head and build as one."""
+    """The work functions belong to the bodies, so the passes' sources share one head and build as one (those of
+    them that an earlier test has not built already: kernel keys do not depend on the input's size)."""
     combined = []
     real = program_sets.combinable
     monkeypatch.setattr(kernel_manager, "combinable", lambda sources: combined.append(real(sources)) or combined[-1])
@@ -96,15 +100,47 @@ def test_a_training_layer_builds_its_passes_as_one_program(queue, host_features,
 
 
 def test_features_named_as_llvm_names_them(queue, pocl_cpu, cpu_strategy, monkeypatch, built_keys):
-    """LLVM's sse4.2 is Linux's sse4_2; a dot in a feature makes no kernel name invalid."""
-    if not host_has(("sse4.2", "fma")):
-        pytest.skip("the CPU lists no sse4_2 and fma")
-    monkeypatch.setenv(SWITCH, "sse4.2,fma")
+    """LLVM's sse4.2 and sse3 are Linux's sse4_2 and pni; a dot in a feature makes no kernel name invalid."""
+    if not host_has(("sse4.2", "sse3", "fma")):
+        pytest.skip("the CPU lists no sse4_2, pni and fma")
+    monkeypatch.setenv(SWITCH, "sse4.2,sse3,fma")
     x = np.random.default_rng(3).standard_normal((1, 3, 24)).astype(np.float32)
     W = np.random.default_rng(4).standard_normal((3, 2, 4)).astype(np.float32)
     y = dcl.deconvNd(to_device(queue, x), to_device(queue, W), stride=2, pad=1)
     assert_close(y.get(), reference.forward(x, W, None, stride=(2,), pad=(1,), dilation=(1,), groups=1))
-    assert any(k.name.endswith("_sse4_2_fma") for k in built_keys)
+    assert any(k.name.endswith("_sse4_2_sse3_fma") for k in built_keys)
+
+
+def test_kernel_names_stay_identifiers_of_bounded_length():
+    key = KernelKey("forward", "cpu", 2, "f32", 32, (4, 24, 8, "packed"), (4,), "avx512f,amx-tile,sse4.2")
+    assert key.name.endswith("_avx512f_amx_tile_sse4_2") and key.name.isidentifier()
+    many = ",".join(["avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512cd", "avx512vnni", "avx512bf16"])
+    long_key = KernelKey("forward", "cpu", 2, "f32", 32, (4, 24, 8, "packed"), (4,), many)
+    assert long_key.name.isidentifier() and len(long_key.name) < 100 and "_target" in long_key.name
+    assert long_key.name != KernelKey("forward", "cpu", 2, "f32", 32, (4, 24, 8, "packed"), (4,),
+                                      many + ",gfni").name
+
+
+def test_a_change_of_features_changes_the_default_tile(queue, pocl_cpu, cpu_strategy, monkeypatch, tmp_path):
+    """With avx512f the vectors take 16 lanes, and a call after the switch changed takes the wider default (the
+    remembered defaults are per target features); nothing is launched, so this runs on any CPU, told that it
+    lists AVX-512."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512vl avx512bw avx512dq\n")
+    monkeypatch.setattr(device_kind, "CPUINFO", str(cpuinfo))
+    x = to_device(queue, np.ones((2, 16, 8, 40)))
+    W = to_device(queue, np.ones((16, 8, 4, 4)))
+    problem = functional.forward_problem(x, W, None, 2, 1, 1, 0, 1)
+    impl = implementation("forward", problem)
+    monkeypatch.delenv(SWITCH, raising=False)
+    narrow = impl.choose_variant(problem)
+    monkeypatch.setenv(SWITCH, "avx512f,avx512vl,avx512bw,avx512dq")
+    wide = impl.choose_variant(problem)
+    assert narrow.vw == device_kind.vector_width(queue.device, np.dtype(np.float32)) or narrow.vw == 8
+    assert wide.vw == 16 and device_kind.vector_width(queue.device, np.dtype(np.float32)) == 16
+    assert impl.key(problem, wide, 32).target == "avx512f,avx512vl,avx512bw,avx512dq"
+    monkeypatch.delenv(SWITCH)
+    assert impl.choose_variant(problem) == narrow
 
 
 @pytest.mark.parametrize("value", ["avx512f,,avx512vl", "+avx512f", "avx512f avx512vl", "avx512f;"])
@@ -126,7 +162,7 @@ def test_a_feature_the_cpu_lacks_is_refused(queue, pocl_cpu, cpu_strategy, monke
     monkeypatch.setenv(SWITCH, f"fma,{lacking}")
     x = to_device(queue, np.ones((1, 2, 20)))
     W = to_device(queue, np.ones((2, 3, 4)))
-    with pytest.raises(dcl.ModuleError, match=f"names {lacking}, which this CPU does not have"):
+    with pytest.raises(dcl.ModuleError, match=f"names {re.escape(lacking)}, which .* flags do not list"):
         dcl.deconvNd(x, W, stride=2)
 
 
@@ -163,4 +199,5 @@ def test_avx512_takes_vectors_of_16_floats(queue, pocl_cpu, cpu_strategy, monkey
         ops = operands(config, rng, integer=False)
         for got, want in zip(run_all_passes(queue, config, *ops), reference_passes(config, *ops)):
             assert_close(got, want)
-    assert any(k.variant and 16 in k.variant for k in built_keys if k.strategy == "cpu")
+    tiled = [k for k in built_keys if k.strategy == "cpu"]
+    assert tiled and all(k.variant[2] == 16 for k in tiled)  # the vector width: (tm, tn, vw, ...)
