@@ -73,8 +73,8 @@ class KernelKey:
         if self.family == "shared":
             return f"dcl_shared{self.nd}d_{tail}"
         counts = f"_c{axes(self.counts)}" if self.counts else ""
-        target = "".join(f"_{feature}" for feature in self.target.split(",") if feature).replace(".", "_").replace(
-            "-", "_")
+        target = "".join(f"_{feature}" for feature in self.target.split(",") if feature)
+        target = target.replace(".", "_").replace("-", "_")
         if len(target) > 48:  # the name is a file name in the disk cache too: a digest of a long list
             target = f"_target{zlib.crc32(self.target.encode()):08x}"
         return f"dcl_{self.strategy}_{CONV_FAMILIES[self.family]}{self.nd}d_{tail}_t{variant()}{counts}{target}"

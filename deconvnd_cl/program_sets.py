@@ -7,9 +7,8 @@ new layer pays that cost once (kernel_manager.KernelManager.prepare).
 
 Every rendered source is a head (the prelude of types and macros: everything before its first `__kernel` or
 `DCL_WORK` function, blank lines aside) and a body of kernels, and their work functions, whose names are unique
-per key. Sources with identical heads combine as the head
-once and their bodies one after another; a source whose head differs (another dtype, index width or vector width) is
-left to be built alone.
+per key. Sources with identical heads combine as the head once and their bodies one after another; a source whose
+head differs (another dtype, index width, vector width or target features) is left to be built alone.
 """
 
 import hashlib
