@@ -82,7 +82,7 @@ def cmd_devices(args):
 
     from . import settings
     from .device import NO_PLATFORM_HELP, all_devices, is_simulator, pick_default_device
-    from .device_kind import kind_of, vector_width
+    from .device_kind import kind_of, target_features, vector_width
     devices = all_devices()
     if not devices:
         raise CliError(NO_PLATFORM_HELP)
@@ -104,6 +104,7 @@ def cmd_devices(args):
         "simulator": is_simulator(d), "default": default is not None and d.int_ptr == default.int_ptr,
         "kind": kind_of(d).name, "strategy": settings.forced_strategy() or kind_of(d).strategy,
         "vector_width": vector_width(d, np.dtype(np.float32)), "tiled_local_size": kind_of(d).tiled_local,
+        "target_features": target_features(d),
     } for d in devices]
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -115,8 +116,9 @@ def cmd_devices(args):
         print(f"    {r['platform_version']}; driver {r['driver']}, {r['opencl_c']}, {r['compute_units']} CUs, "
               f"{r['global_mem_mb']} MiB (max alloc {r['max_alloc_mb']} MiB), work-group <= {r['max_work_group']}, "
               f"fp64 {'yes' if r['fp64'] else 'no'}, {half}")
+        features = f", compiled for target features {r['target_features']}" if r["target_features"] else ""
         print(f"    deconvnd_cl uses: {r['kind']} defaults, {r['strategy']} strategy first, float32 vectors of "
-              f"{r['vector_width']}, register-tiled work-groups of {r['tiled_local_size']}")
+              f"{r['vector_width']}, register-tiled work-groups of {r['tiled_local_size']}{features}")
     print("* = default device (PYOPENCL_CTX overrides; the simulator is never the default)")
     return EXIT_OK
 

@@ -3,6 +3,7 @@ host CPU beyond PoCL's own target, each through a work function of its own that 
 kernel_head), built alone and as a layer's combined program; and the values it refuses before any kernel could
 stop the process with an illegal instruction."""
 
+import json
 import re
 import zlib
 
@@ -15,6 +16,7 @@ from deconvnd_cl.kernel_key import KernelKey
 from deconvnd_cl.strategies import implementation
 from configs import sweep
 from conftest import assert_close, to_device
+from test_cli import cli
 from test_sweep import NON_OVERLAPPING, ROW_VECTORS, operands, reference_passes, run_all_passes
 
 SWITCH = "DECONVND_CL_TARGET_FEATURES"
@@ -109,6 +111,17 @@ def test_features_named_as_llvm_names_them(queue, pocl_cpu, cpu_strategy, monkey
     y = dcl.deconvNd(to_device(queue, x), to_device(queue, W), stride=2, pad=1)
     assert_close(y.get(), reference.forward(x, W, None, stride=(2,), pad=(1,), dilation=(1,), groups=1))
     assert any(k.name.endswith("_sse4_2_sse3_fma") for k in built_keys)
+
+
+def test_devices_lists_the_features(queue, host_features, tmp_path):
+    """`deconvnd-cl devices` tells which device compiles for them (the default device, PoCL's CPU device here)."""
+    rows = json.loads(cli("devices", "--json", cache_dir=tmp_path, **{SWITCH: "avx2,fma"}).stdout)
+    default = next(r for r in rows if r["default"])
+    assert default["target_features"] == "avx2,fma"
+    assert default["vector_width"] == device_kind.vector_width(queue.device, np.dtype(np.float32))
+    assert all(r["target_features"] == "" for r in rows if r["kind"] != "pocl-cpu")
+    text = cli("devices", cache_dir=tmp_path, **{SWITCH: "avx2,fma"}).stdout
+    assert "compiled for target features avx2,fma" in text
 
 
 def test_kernel_names_stay_identifiers_of_bounded_length():
