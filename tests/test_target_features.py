@@ -5,7 +5,6 @@ stop the process with an illegal instruction."""
 
 import json
 import re
-import zlib
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from deconvnd_cl.strategies import implementation
 from configs import sweep
 from conftest import assert_close, to_device
 from test_cli import cli
-from test_sweep import NON_OVERLAPPING, ROW_VECTORS, operands, reference_passes, run_all_passes
+from test_sweep import NON_OVERLAPPING, ROW_VECTORS, assert_all_passes_match_reference
 
 SWITCH = "DECONVND_CL_TARGET_FEATURES"
 # features every x86-64 CPU with AVX2 has, so that kernels compiled for them run here; PoCL's own target (the
@@ -49,6 +48,14 @@ def built_keys(monkeypatch):
     return keys
 
 
+def assert_refused(queue, message):
+    """A small forward is a ModuleError whose text matches `message`, raised before anything runs."""
+    x = to_device(queue, np.ones((1, 2, 20)))
+    W = to_device(queue, np.ones((2, 3, 4)))
+    with pytest.raises(dcl.ModuleError, match=message):
+        dcl.deconvNd(x, W, stride=2)
+
+
 def host_has(features):
     host = device_kind.host_cpu_features()
     return host is not None and set(map(device_kind.feature_key, features)) <= host
@@ -65,16 +72,7 @@ def host_features(monkeypatch, pocl_cpu, cpu_strategy):
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.id for c in CONFIGS])
 def test_passes_compiled_for_the_features_match_the_reference(queue, host_features, nan_filled_outputs, built_keys,
                                                                config):
-    rng = np.random.default_rng(zlib.crc32(config.id.encode()))
-    names = ("forward", "input grad", "W grad", "b grad")
-    for integer in (True, False):
-        ops = operands(config, rng, integer=integer)
-        for name, got, want in zip(names, run_all_passes(queue, config, *ops), reference_passes(config, *ops)):
-            assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
-            if integer:
-                np.testing.assert_array_equal(got, want, err_msg=f"{name} differs on integer-valued data")
-            else:
-                assert_close(got, want, what=name)
+    assert_all_passes_match_reference(queue, config)
     tiled = [k for k in built_keys if k.strategy == "cpu"]
     assert tiled and all(k.target == "avx2,fma" and k.name.endswith("_avx2_fma") for k in tiled)
     assert all(k.target == "" for k in built_keys if k.strategy != "cpu")  # the packs keep PoCL's target
@@ -159,10 +157,7 @@ def test_a_change_of_features_changes_the_default_tile(queue, pocl_cpu, cpu_stra
 @pytest.mark.parametrize("value", ["avx512f,,avx512vl", "+avx512f", "avx512f avx512vl", "avx512f;"])
 def test_a_malformed_list_is_refused(queue, pocl_cpu, monkeypatch, value):
     monkeypatch.setenv(SWITCH, value)
-    x = to_device(queue, np.ones((1, 2, 20)))
-    W = to_device(queue, np.ones((2, 3, 4)))
-    with pytest.raises(dcl.ModuleError, match=f"{SWITCH}=.* is not a list of target features"):
-        dcl.deconvNd(x, W, stride=2)
+    assert_refused(queue, f"{SWITCH}=.* is not a list of target features")
 
 
 def test_a_feature_the_cpu_lacks_is_refused(queue, pocl_cpu, cpu_strategy, monkeypatch):
@@ -173,10 +168,7 @@ def test_a_feature_the_cpu_lacks_is_refused(queue, pocl_cpu, cpu_strategy, monke
     if lacking is None:
         pytest.skip("this CPU has every feature the test would ask for")
     monkeypatch.setenv(SWITCH, f"fma,{lacking}")
-    x = to_device(queue, np.ones((1, 2, 20)))
-    W = to_device(queue, np.ones((2, 3, 4)))
-    with pytest.raises(dcl.ModuleError, match=f"names {re.escape(lacking)}, which .* flags do not list"):
-        dcl.deconvNd(x, W, stride=2)
+    assert_refused(queue, f"names {re.escape(lacking)}, which .* flags do not list")
 
 
 def test_a_feature_the_compiler_does_not_know_is_refused(queue, pocl_cpu, cpu_strategy, monkeypatch):
@@ -185,19 +177,13 @@ def test_a_feature_the_compiler_does_not_know_is_refused(queue, pocl_cpu, cpu_st
     if not host_has(("hypervisor", "fma")):
         pytest.skip("the CPU lists no hypervisor flag")
     monkeypatch.setenv(SWITCH, "fma,hypervisor")
-    x = to_device(queue, np.ones((1, 2, 20)))
-    W = to_device(queue, np.ones((2, 3, 4)))
-    with pytest.raises(dcl.ModuleError, match=r"the compiler ignored them \(unsupported 'hypervisor'"):
-        dcl.deconvNd(x, W, stride=2)
+    assert_refused(queue, r"the compiler ignored them \(unsupported 'hypervisor'")
 
 
 def test_unreadable_cpu_features_are_refused(queue, pocl_cpu, cpu_strategy, monkeypatch, tmp_path):
     monkeypatch.setattr(device_kind, "CPUINFO", str(tmp_path / "no-cpuinfo"))
     monkeypatch.setenv(SWITCH, "fma")
-    x = to_device(queue, np.ones((1, 2, 20)))
-    W = to_device(queue, np.ones((2, 3, 4)))
-    with pytest.raises(dcl.ModuleError, match="the CPU's features cannot be read"):
-        dcl.deconvNd(x, W, stride=2)
+    assert_refused(queue, "the CPU's features cannot be read")
 
 
 def test_avx512_takes_vectors_of_16_floats(queue, pocl_cpu, cpu_strategy, monkeypatch, built_keys):
@@ -208,9 +194,6 @@ def test_avx512_takes_vectors_of_16_floats(queue, pocl_cpu, cpu_strategy, monkey
     monkeypatch.setenv(SWITCH, ",".join(features))
     assert device_kind.vector_width(queue.device, np.dtype(np.float32)) == 16
     for config in NON_OVERLAPPING[:2] + CONFIGS[:6]:
-        rng = np.random.default_rng(zlib.crc32(config.id.encode()))
-        ops = operands(config, rng, integer=False)
-        for got, want in zip(run_all_passes(queue, config, *ops), reference_passes(config, *ops)):
-            assert_close(got, want)
+        assert_all_passes_match_reference(queue, config)
     tiled = [k for k in built_keys if k.strategy == "cpu"]
     assert tiled and all(k.variant[2] == 16 for k in tiled)  # the vector width: (tm, tn, vw, ...)
