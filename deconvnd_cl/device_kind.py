@@ -5,6 +5,7 @@ whose llvmpipe back end pays a fixed cost per work-group and runs the work-items
 Each entry says where its numbers come from (docs/portability.md).
 """
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -146,11 +147,27 @@ def target_features(device):
     What it is for: PoCL 3.0's LLVM 14 knows no AMD Zen 4 and compiles for znver3 (AVX2) there, though the CPU
     has AVX-512; with avx512f,avx512vl,avx512bw,avx512dq the kernels are compiled for 512-bit vectors, and the
     tiles take 16 float lanes (float_lanes). PoCL accepts no build option that would change its target, but
-    honours a function's `target` attribute (common.mako's kernel_head)."""
+    honours a function's `target` attribute (common.mako's kernel_head).
+
+    Where the compiler's own target has 512-bit registers already (PoCL 3.0 on an Intel Xeon with AVX-512), AVX-512
+    features are not applied, with a warning: the kernels are compiled for them anyway, and a work function
+    compiled for them under that target's tuning (LLVM's prefer-256-bit on Intel's AVX-512 cores) splits each
+    512-bit operation in two and spills its tile (every suite pass 1.2-1.9x slower, docs/performance.md)."""
     features = settings.target_features()
     if not features or kind_of(device).name != "pocl-cpu":
         return ""
-    return _checked_features(features, host_cpu_features())
+    checked = _checked_features(features, host_cpu_features())
+    if "avx512f" in features and compiled_float_lanes(device) >= 16:
+        _warn_not_applied(checked)
+        return ""
+    return checked
+
+
+@lru_cache(maxsize=16)
+def _warn_not_applied(features):
+    warnings.warn(f"deconvnd_cl: DECONVND_CL_TARGET_FEATURES={features} is not applied: PoCL compiles for 512-bit "
+                  f"vectors on this CPU already, and the kernels run faster compiled for its own target",
+                  stacklevel=2)
 
 
 @lru_cache(maxsize=16)

@@ -135,7 +135,9 @@ def test_kernel_names_stay_identifiers_of_bounded_length():
 def test_a_change_of_features_changes_the_default_tile(queue, pocl_cpu, cpu_strategy, monkeypatch, tmp_path):
     """With avx512f the vectors take 16 lanes, and a call after the switch changed takes the wider default (the
     remembered defaults are per target features); nothing is launched, so this runs on any CPU, told that it
-    lists AVX-512."""
+    lists AVX-512, but one whose PoCL compiles for 512-bit vectors already (where the switch is not applied)."""
+    if device_kind.compiled_float_lanes(queue.device) >= 16:
+        pytest.skip("PoCL compiles for AVX-512 on this CPU already (test_avx512_is_not_applied_where_compiled_for)")
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("flags\t\t: fpu sse sse2 avx avx2 fma avx512f avx512vl avx512bw avx512dq\n")
     monkeypatch.setattr(device_kind, "CPUINFO", str(cpuinfo))
@@ -186,14 +188,34 @@ def test_unreadable_cpu_features_are_refused(queue, pocl_cpu, cpu_strategy, monk
     assert_refused(queue, "the CPU's features cannot be read")
 
 
+AVX512 = ("avx512f", "avx512vl", "avx512bw", "avx512dq")
+
+
 def test_avx512_takes_vectors_of_16_floats(queue, pocl_cpu, cpu_strategy, monkeypatch, built_keys):
-    """Where the CPU has AVX-512 (PoCL 3.0 compiles for AVX2 on an AMD Zen 4): 16-lane tiles, right results."""
-    features = ("avx512f", "avx512vl", "avx512bw", "avx512dq")
-    if not host_has(features):
+    """Where the CPU has AVX-512 and PoCL compiles for fewer lanes (PoCL 3.0 compiles for AVX2 on an AMD Zen 4):
+    16-lane tiles in work functions compiled for AVX-512, right results."""
+    if not host_has(AVX512):
         pytest.skip("the CPU lists no AVX-512")
-    monkeypatch.setenv(SWITCH, ",".join(features))
+    if device_kind.compiled_float_lanes(queue.device) >= 16:
+        pytest.skip("PoCL compiles for AVX-512 on this CPU already (test_avx512_is_not_applied_where_compiled_for)")
+    monkeypatch.setenv(SWITCH, ",".join(AVX512))
     assert device_kind.vector_width(queue.device, np.dtype(np.float32)) == 16
     for config in NON_OVERLAPPING[:2] + CONFIGS[:6]:
         assert_all_passes_match_reference(queue, config)
     tiled = [k for k in built_keys if k.strategy == "cpu"]
-    assert tiled and all(k.variant[2] == 16 for k in tiled)  # the vector width: (tm, tn, vw, ...)
+    assert tiled and all(k.variant[2] == 16 and k.target == ",".join(AVX512) for k in tiled)  # (tm, tn, vw, ...)
+
+
+def test_avx512_is_not_applied_where_compiled_for(queue, pocl_cpu, cpu_strategy, monkeypatch, built_keys):
+    """Where PoCL compiles for AVX-512 already (PoCL 3.0 on an Intel Xeon), the switch names nothing the kernels
+    lack and is not applied, with a warning: the kernels keep PoCL's target and its 16-lane tiles."""
+    if not host_has(AVX512) or device_kind.compiled_float_lanes(queue.device) < 16:
+        pytest.skip("PoCL does not compile for AVX-512 on this CPU (test_avx512_takes_vectors_of_16_floats)")
+    monkeypatch.setenv(SWITCH, ",".join(AVX512))
+    device_kind._warn_not_applied.cache_clear()
+    with pytest.warns(UserWarning, match=f"{SWITCH}=avx512f,avx512vl,avx512bw,avx512dq is not applied"):
+        assert device_kind.target_features(queue.device) == ""
+    for config in CONFIGS[:3]:
+        assert_all_passes_match_reference(queue, config)
+    tiled = [k for k in built_keys if k.strategy == "cpu"]
+    assert tiled and all(k.variant[2] == 16 and k.target == "" for k in tiled)

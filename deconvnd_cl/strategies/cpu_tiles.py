@@ -176,17 +176,23 @@ def forward_tile(problem):
                 tile.tm, tile.tn, tile.vw, GySource.IN_PLACE))
             return ForwardTile(mirrored.tm, mirrored.tn, mirrored.vw, XSource.PLANAR) if mirrored else in_place
     if problem.on_cpu and problem.geo.direct:
+        # x in place, two vectors of a row; rows shorter than that (16 positions with 512-bit vectors) take one
+        # vector and twice the maps (PoCL 3.0 on an Intel Xeon, 9 rounds alternating against x packed, 8 maps x
+        # 3 vectors: V-Net 64->32 k2 16^3 1.79 -> 1.36 ms; 6 maps 1.55, 8 1.40, 16 1.45)
         sl = problem.geo.stride[-1]
-        in_place = ForwardTile(max(1, min(problem.cog, accumulator_budget(problem) // (2 * sl))), 2 * tile.vw,
-                               tile.vw, XSource.IN_PLACE)
-        if in_place.fits(problem):
-            return in_place
-    if problem.on_cpu and tile.tn > tile.vw:
-        # Phases of a few short rows (4x4 inputs; 8x8 with 512-bit vectors): tiles of several vectors compute
-        # many lanes past the phase's positions, one vector a tile far fewer, and with the whole budget of maps
-        # that wins where it saves more than the tile's weights cost (kernels, alternating: AVX2 2d 1024->512
-        # 4x4 95 -> 80 ms; PoCL 3.1's 512-bit vectors DCGAN 512->256 8x8 32.5 -> 27, 4x4 68 -> 49; a 1d layer
-        # of 6 positions 3.9 -> 3.2; where the lanes are as many, 3d 4^3 and 6^3, it lost 20-40%).
+        for nvec in (2, 1):
+            in_place = ForwardTile(max(1, min(problem.cog, accumulator_budget(problem) // (nvec * sl))),
+                                   nvec * tile.vw, tile.vw, XSource.IN_PLACE)
+            if in_place.fits(problem):
+                return in_place
+    if problem.on_cpu and tile.tn > tile.vw and accumulator_budget(problem) <= 12:
+        # Phases of a few short rows (4x4 inputs): tiles of several vectors compute many lanes past the phase's
+        # positions, one vector a tile far fewer, and with the whole budget of maps that wins where it saves
+        # more than the tile's weights cost (kernels, alternating: AVX2 2d 1024->512 4x4 95 -> 80 ms; a 1d
+        # layer of 6 positions 3.9 -> 3.2; where the lanes are as many, 3d 4^3 and 6^3, it lost 20-40%). With
+        # 512-bit vectors it won on an AMD Zen 4 (PoCL 3.1: DCGAN 512->256 8x8 32.5 -> 27 ms) and lost on an
+        # Intel Xeon, whose default PoCL 3.0 compiles 512-bit code (24 maps x 1 vector 31.8 ms against 8 x 3 at
+        # 28.0, 9 rounds alternating), where the 24 weight broadcasts a step cost more than the lanes saved.
         narrow = ForwardTile(min(problem.cog, accumulator_budget(problem)), tile.vw, tile.vw)
         if _forward_lanes(problem, narrow) <= NARROW_AT_MOST * _forward_lanes(problem, tile) and narrow.fits(problem):
             return narrow
@@ -214,8 +220,14 @@ def _interleaved(problem, tile):
     for one more x vector (6 x 2 read 2.76, 4.97 and 1.55 ms there)."""
     if not problem.on_cpu or problem.geo.stride[-1] != 2 or problem.geo.direct:
         return None
-    longest = max(len(taps) for _, taps in problem.geo.forward_phases())
-    if problem.cig * longest > INTERLEAVED_REDUCTION_AT_MOST:
+    tap_counts = {len(taps) for _, taps in problem.geo.forward_phases()}
+    if problem.cig * max(tap_counts) > INTERLEAVED_REDUCTION_AT_MOST:
+        return None
+    if len(tap_counts) > 1 and accumulator_budget(problem) > 12:
+        # 512-bit vectors (PoCL 3.0, Intel Xeon, 9 rounds alternating against x packed, 8 maps x 3 vectors): won
+        # where every phase has as many taps (kernel size 4: 2d 64->64 32x32 groups 4, 2, 1 0.87 / 1.30 / 2.15
+        # ms against 1.18 / 1.63 / 2.47, 3d 32->16 2.34 against 2.44), lost where they differ (kernel size 3:
+        # 2d 64->32 1.04 against 0.88, 3d 32->16 1.60 against 1.22, 16->16 1.13 against 0.80)
         return None
     tm, nvec = tile.tm, tile.tn // tile.vw
     if (tm, nvec) == (6, 2):
@@ -265,8 +277,10 @@ def backward_data_tile(problem):
             # 6 maps where a tap row has two groups of taps or more (kernel size 4 and up): 8 ran 1.7-1.9x
             # slower there (PoCL 3.1: 2d 128->64 k4 32x32 46 -> 24 ms, DCGAN out 2.6 -> 1.5), 8 faster with k3
             # (3d k3 1.74 -> 1.52), level with k2 (U-Net)
-            tile = BackwardDataTile(min(8 if problem.geo.size[-1] <= 3 else 6, problem.cig), vw, vw,
-                                    GySource.IN_PLACE)
+            # tiles of one or two maps (depthwise) take two vectors (PoCL 3.0, Intel Xeon, 9 rounds alternating:
+            # depthwise 64 maps k4 32x32 0.49 -> 0.40 ms)
+            tm = min(8 if problem.geo.size[-1] <= 3 else 6, problem.cig)
+            tile = BackwardDataTile(tm, vw * (2 if tm <= 2 else 1), vw, GySource.IN_PLACE)
             if tile.fits(problem):
                 return tile
         # from packed planes: one vector of positions and 16 maps where that computes at most NARROW_AT_MOST of
@@ -363,10 +377,12 @@ def weights_tile(problem):
     cig, cog, geo, cpu = problem.cig, problem.cog, problem.geo, problem.on_cpu
     budget = accumulator_budget(problem) if cpu else 4
     if cpu and cig >= vw and _packs_x_for_weights(geo):
-        # 12 accumulators: 2 vectors of input maps x 3 output maps x 2 taps on AVX2 (U-Net); with 512-bit
-        # vectors one vector x 6 output maps measured fastest (PoCL 3.1: U-Net 6.4 -> 6.0 ms against 2 x 3)
-        nvec = 2 if cig > vw and budget <= 12 else 1
-        tn = max(1, min(cog, min(budget, 12) // (nvec * geo.size[-1])))
+        # 12 accumulators: 2 vectors of input maps x 3 output maps x 2 taps on AVX2 (U-Net). With 512-bit vectors
+        # 2 vectors too, and output maps up to 24 accumulators (PoCL 3.0 on an Intel Xeon, 9 rounds alternating
+        # against 1 vector x 12 accumulators: U-Net 7.50 -> 5.90 ms, V-Net 2.34 -> 1.73, 3d k3 1.75 -> 1.29;
+        # on an AMD Zen 4, PoCL 3.1, one vector x 6 maps had measured 6.0 ms on U-Net against 6.4 for 2 x 3)
+        nvec = 2 if cig > vw else 1
+        tn = max(1, min(cog, budget // (nvec * geo.size[-1])))
         return WeightsTile(nvec * vw, tn, vw, GySource.IN_PLACE, XSource.CHANNELS_LAST)
     if geo.direct and cpu:
         return WeightsTile(min(3, cig), min(4, cog), vw, GySource.IN_PLACE)
