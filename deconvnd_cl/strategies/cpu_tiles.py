@@ -167,7 +167,7 @@ def forward_tile(problem):
         return interleaved or tile
     if problem.on_cpu and correlation.applies(problem.geo) and accumulator_budget(problem) <= 12:
         # a stride-1 layer as a correlation, x in place (walls, alternating: dilated 2.15-2.35 -> 1.8-2.0 ms,
-        # 56x56 6.05-6.2 -> 5.8); with 512-bit vectors level or slower (PoCL 3.1: 56x56 5.7 -> 5.9 ms)
+        # 56x56 6.05-6.2 -> 5.8)
         in_place = ForwardTile(tile.tm, tile.tn, tile.vw, XSource.IN_PLACE)
         if in_place.fits(problem):
             # rows not a multiple of the tile: x packed, tiles across row ends, as backward data's gy (56x56
@@ -175,6 +175,14 @@ def forward_tile(problem):
             mirrored = _across_row_ends(correlation.mirror_problem(problem), BackwardDataTile(
                 tile.tm, tile.tn, tile.vw, GySource.IN_PLACE))
             return ForwardTile(mirrored.tm, mirrored.tn, mirrored.vw, XSource.PLANAR) if mirrored else in_place
+    elif problem.on_cpu and correlation.applies(problem.geo):
+        # with 512-bit vectors, in place where rows are whole tiles of 6 maps x 2 vectors (PoCL 3.0 on an Intel
+        # Xeon, 9 rounds alternating against x packed, 8 maps x 3 vectors: dilated 32x32 1.42 -> 1.17 ms); rows
+        # that are not keep x packed (56x56: in place 3.90 against 3.43, planar across row ends 3.58; PoCL 3.1
+        # on an AMD Zen 4 had measured 56x56 in place 5.9 against 5.7)
+        in_place = ForwardTile(min(6, problem.cog), 2 * tile.vw, tile.vw, XSource.IN_PLACE)
+        if problem.out_sp[-1] % in_place.tn == 0 and in_place.fits(problem):
+            return in_place
     if problem.on_cpu and problem.geo.direct:
         # x in place, two vectors of a row; rows shorter than that (16 positions with 512-bit vectors) take one
         # vector and twice the maps (PoCL 3.0 on an Intel Xeon, 9 rounds alternating against x packed, 8 maps x
@@ -189,15 +197,32 @@ def forward_tile(problem):
         # Phases of a few short rows (4x4 inputs): tiles of several vectors compute many lanes past the phase's
         # positions, one vector a tile far fewer, and with the whole budget of maps that wins where it saves
         # more than the tile's weights cost (kernels, alternating: AVX2 2d 1024->512 4x4 95 -> 80 ms; a 1d
-        # layer of 6 positions 3.9 -> 3.2; where the lanes are as many, 3d 4^3 and 6^3, it lost 20-40%). With
-        # 512-bit vectors it won on an AMD Zen 4 (PoCL 3.1: DCGAN 512->256 8x8 32.5 -> 27 ms) and lost on an
-        # Intel Xeon, whose default PoCL 3.0 compiles 512-bit code (24 maps x 1 vector 31.8 ms against 8 x 3 at
-        # 28.0, 9 rounds alternating), where the 24 weight broadcasts a step cost more than the lanes saved.
+        # layer of 6 positions 3.9 -> 3.2; where the lanes are as many, 3d 4^3 and 6^3, it lost 20-40%).
         narrow = ForwardTile(min(problem.cog, accumulator_budget(problem)), tile.vw, tile.vw)
         if _forward_lanes(problem, narrow) <= NARROW_AT_MOST * _forward_lanes(problem, tile) and narrow.fits(problem):
             return narrow
+    elif problem.on_cpu:
+        return _fewest_lanes(problem, tile)
     return tile
 
+
+def _fewest_lanes(problem, tile):
+    """With 512-bit vectors, phases of a few short rows fill whole tiles of `tile`'s width badly (an 8x8 input's
+    phase is 78 positions of the packed grid: 2 tiles of 3 vectors compute 96 lanes, one of 5 vectors 80): the
+    tile of 1 to 6 vectors, with maps for about the accumulator budget, that computes the fewest lanes, where that
+    is at most FEWER_LANES_AT_MOST of `tile`'s; of tiles as short, the one of most vectors (fewest weight
+    broadcasts for each multiply-add). PoCL 3.0 on an Intel Xeon, 7-9 rounds alternating against 8 maps x 3
+    vectors: DCGAN 512->256 8x8 29.7 -> 23.2 ms with 5 x 5 (4 x 5 25.2, 24 x 1 31.8, where the broadcasts cost
+    more than the lanes saved), 2d 1024->512 4x4 73 -> 58 with 12 x 2 (24 x 1 54)."""
+    budget = accumulator_budget(problem)
+    shorter = [ForwardTile(min(problem.cog, round(budget / nvec)), nvec * tile.vw, tile.vw) for nvec in range(6, 0, -1)]
+    best = min((t for t in shorter if t.fits(problem)), key=lambda t: _forward_lanes(problem, t), default=tile)
+    return best if _forward_lanes(problem, best) <= FEWER_LANES_AT_MOST * _forward_lanes(problem, tile) else tile
+
+
+# A tile of other width than the default's is taken where it computes at most this share of the lanes (512-bit
+# vectors: _fewest_lanes).
+FEWER_LANES_AT_MOST = 0.9
 
 # A tile of one vector is taken where it computes at most this share of the lanes of the default's.
 NARROW_AT_MOST = 0.85
