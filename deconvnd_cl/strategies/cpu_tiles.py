@@ -184,11 +184,11 @@ def forward_tile(problem):
         if problem.out_sp[-1] % in_place.tn == 0 and in_place.fits(problem):
             return in_place
     if problem.on_cpu and problem.geo.direct:
-        # x in place, two vectors of a row; rows shorter than that (16 positions with 512-bit vectors) take one
+        # x in place, two vectors of a row; with 512-bit vectors, rows shorter than that (16 positions) take one
         # vector and twice the maps (PoCL 3.0 on an Intel Xeon, 9 rounds alternating against x packed, 8 maps x
         # 3 vectors: V-Net 64->32 k2 16^3 1.79 -> 1.36 ms; 6 maps 1.55, 8 1.40, 16 1.45)
         sl = problem.geo.stride[-1]
-        for nvec in (2, 1):
+        for nvec in (2, 1) if accumulator_budget(problem) > 12 else (2,):
             in_place = ForwardTile(max(1, min(problem.cog, accumulator_budget(problem) // (nvec * sl))),
                                    nvec * tile.vw, tile.vw, XSource.IN_PLACE)
             if in_place.fits(problem):
