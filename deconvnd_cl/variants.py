@@ -31,6 +31,7 @@ class XSource(Enum):
     PLANAR = "planar"                # a stride-1 forward run as a correlation, x packed as backward data packs gy
     INTERLEAVED = "interleaved"      # packed, both phases of a last stride of 2 a work-item, stored interleaved
     CHANNELS_LAST = "channels_last"  # packed with its maps interleaved in blocks (the weight gradient)
+    OVER_MAPS = "over_maps"          # packed as for PACKED, the forward's vectors over output maps, x broadcast
 
 
 def _is_int(value):

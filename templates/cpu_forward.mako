@@ -177,7 +177,15 @@ ${c.store_rows(tm, tn, "qq", nd, lambda a: f"qe_{a}", "yb", "out_size",
 </%def>
 ## The tap loops over the input maps: an unrolled case per tap count of the layer, else a loop over the table;
 ## `x`: the input pointer expression of the tile's vectors (mac_block's), `advance`: moving it to the next map.
+## Over maps, x's positions are VW maps apart (x channels-last in blocks of VW maps) and mac_over_maps runs a step.
 <%def name="tap_loops(x, advance)">
+<%
+def mac(x_at, w_at):
+    return mac_over_maps(x_at, w_at) if over_maps else c.mac_block(tm, tn // vw, vw, x_at, w_at)
+
+scale = f" * {vw}" if over_maps else ""
+w_step = "ntaps" if over_maps else "ks"   # over maps, W's rows hold the phase's taps only (phase-major)
+%>\
     switch (ntaps) {
     % for n in counts:
     case ${n}: {
@@ -186,10 +194,10 @@ ${c.store_rows(tm, tn, "qq", nd, lambda a: f"qe_{a}", "yb", "out_size",
         % endfor
         for (int ci = 0; ci < cig; ++ci) {
             % for t in range(n):
-${c.mac_block(tm, tn // vw, vw, f"{x} + off{t}", f"wb + {t * tm}")}
+${mac(f"{x} + off{t}{scale}", f"wb + {t * tm}")}
             % endfor
             ${advance}
-            wb += ks * ${tm};
+            wb += ${w_step} * ${tm};
         }
         break;
     }
@@ -197,14 +205,91 @@ ${c.mac_block(tm, tn // vw, vw, f"{x} + off{t}", f"wb + {t * tm}")}
     default:
         for (int ci = 0; ci < cig; ++ci) {
             for (int t = 0; t < ntaps; ++t) {
-${c.mac_block(tm, tn // vw, vw, f"{x} + offsets[t]", f"wb + t * {tm}")}
+${mac(f"{x} + offsets[t]{scale}", f"wb + t * {tm}")}
             }
             ${advance}
-            wb += ks * ${tm};
+            wb += ${w_step} * ${tm};
         }
     }
 </%def>
-% if interleaved_phases:
+% if over_maps:
+## Vectors over maps (XSource.OVER_MAPS): a work-item TM output maps, in TM/VW vectors, x TN output positions of
+## a phase (row-major over its box, none past it: a phase of an 8x8 input is 64 positions, where vectors over
+## positions compute 80 lanes of its padded rows), accumulator acc{n}_{j} holding maps j*VW .. of position n. A
+## step loads a tap's TM maps as whole vectors of the repacked weights and broadcasts x at each position, from x
+## packed channels-last in blocks of VW input maps, so consecutive maps' broadcasts read one cache line.
+## Dimension 0 runs over a phase's position tiles (fastest: a map tile's weights stay in cache for the next
+## tile), 1 over (phase, map tile), 2 over the batch.
+<%def name="mac_over_maps(x, w)">
+            {
+                % for j in range(tm // vw):
+                const dcl_accv w${j} = DCL_LOADV(${w} + ${j * vw});
+                % endfor
+                % for n in range(tn):
+                {
+                    const dcl_acc x${n} = DCL_LOAD(${x} + px${n});
+                    % for j in range(tm // vw):
+                    acc${n}_${j} = x${n} * w${j} + acc${n}_${j};
+                    % endfor
+                }
+                % endfor
+            }
+</%def>
+${c.kernel_head(name, signatures[""], target)}
+{
+    const int map_tiles = co_tiles * groups;
+    if (DCL_GID(1) >= nphases * map_tiles) return;
+    __global const dcl_idx* info = phase_info + DCL_GID(1) / map_tiles * ${len(columns)};
+    const int mt = DCL_GID(1) % map_tiles, b = DCL_GID(2);
+    const int g = mt / co_tiles, co0 = (mt % co_tiles) * ${tm};
+    const dcl_idx positions = ${" * ".join(f"info[{columns[f'qe_{a}']}]" for a in range(nd))};
+    const dcl_idx first = (dcl_idx)DCL_GID(0) * ${tn};
+    if (first >= positions) return;
+    const int tap0 = info[${columns["tap_start"]}], ntaps = info[${columns["tap_count"]}];
+    // W phase-major: the map tile's weights, then the phase's, each input map's taps in turn
+    __global const dcl_t* wb = wp + ((dcl_idx)mt * cig * ks + (dcl_idx)tap0 * cig) * ${tm};
+    __global const dcl_idx* offsets = tap_offsets + tap0;
+    __global const dcl_t* xb = xp + (((dcl_idx)b * groups + g) * ((cig + ${vw - 1}) / ${vw}) * x_plane
+                                     + info[${columns["base"]}]) * ${vw};
+    // position n: its offset in x's packed grid (px, in elements) and in y (yo); past the phase's last position,
+    // the last again (computed, not stored)
+    dcl_idx yo[${tn}];
+    % for n in range(tn):
+    dcl_idx px${n};
+    {
+        dcl_idx q = DCL_MIN(first + ${n}, positions - 1), v = 0, o = 0;
+        % for a in reversed(range(nd)):
+        const dcl_idx r${a} = q % info[${columns[f"qe_{a}"]}];
+        q /= info[${columns[f"qe_{a}"]}];
+        v += r${a}${f" * ps{a}" if a < nd - 1 else ""};
+        o += ((info[${columns[f"q0_{a}"]}] + r${a}) * stride${a} + info[${columns[f"shift_{a}"]}]) * os${a};
+        % endfor
+        px${n} = v * ${vw};
+        yo[${n}] = o;
+    }
+    % endfor
+    % for j in range(tm // vw):
+    const dcl_accv bias${j} = (dcl_accv)(${", ".join(f"has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + DCL_MIN(co0 + {j * vw + l}, cog - 1)) : (dcl_acc)0" for l in range(vw))});
+    % endfor
+    % for n in range(tn):
+    dcl_accv ${", ".join(f"acc{n}_{j} = bias{j}" for j in range(tm // vw))};
+    % endfor
+${tap_loops("xb", f"xb += (ci + 1) % {vw} ? 1 : x_plane * {vw} - {vw - 1};")}
+    // the tile by position (TM maps each), stored for the real maps of the positions inside the phase
+    dcl_accv tile_v[${tm // vw * tn}];
+    % for n in range(tn):
+    % for j in range(tm // vw):
+    tile_v[${n * (tm // vw) + j}] = acc${n}_${j};
+    % endfor
+    % endfor
+    const dcl_acc* tile = (const dcl_acc*)tile_v;
+    __global dcl_t* yb = y + ((dcl_idx)b * cog * groups + (dcl_idx)g * cog + co0) * out_size;
+    const int m_count = DCL_MIN(${tm}, cog - co0), n_count = (int)DCL_MIN((dcl_idx)${tn}, positions - first);
+    for (int n = 0; n < n_count; ++n)
+        for (int mi = 0; mi < m_count; ++mi)
+            DCL_STORE(tile[n * ${tm} + mi], yb + mi * out_size + yo[n]);
+}
+% elif interleaved_phases:
 ## Both phases of a last stride of 2 in one work-item (x 'interleaved', layouts.InterleavedLayout): a tile of row
 ## vectors over positions u, output 2u + h of phase h. Each phase's taps run into accumulators of their own, kept
 ## as o{h}_{mi}_{j}; a vector whose outputs are all real is stored as two whole vectors of the phases' lanes

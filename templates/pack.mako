@@ -275,9 +275,9 @@ ${quad_rows()}
 ## inside (the repack is bound by instructions on a CPU, not by memory).
 <%def name="copy_taps(maps)">
     for (int t = 0; t < ks; ++t) {
-        __global const dcl_t* st = s + taps[3 * t];
-        __global dcl_t* dt = d + taps[3 * t + 1];
-        const int step = taps[3 * t + 2];
+        __global const dcl_t* st = s + taps[4 * t];
+        __global dcl_t* dt = d + taps[4 * t + 1] + (dcl_idx)ci * taps[4 * t + 3];
+        const int step = taps[4 * t + 2];
         for (int mi = 0; mi < ${maps}; ++mi)
             DCL_STORE((dcl_acc)DCL_LOAD(st + mi * map_step), dt + mi * step);
         % if maps != "tm":

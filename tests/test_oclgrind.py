@@ -84,6 +84,8 @@ PLANAR_CORRELATION_TILE = (6, 16, 8, "planar")
 # both phases of a last stride of 2 in one work-item, on shapes with output rows of 7 or more: rows' last vectors
 # moved back, odd rows, a tile's maps past the group's
 INTERLEAVED_TILE = (2, 8, 4, "interleaved")
+# vectors over maps: x packed channels-last in blocks, W phase-major, tiles of positions past a phase's last
+OVER_MAPS_TILE = (8, 5, 4, "over_maps")
 
 SCRIPT = r"""
 import json, os, sys
@@ -92,7 +94,7 @@ sys.path.insert(0, {tests!r})
 import deconvnd_cl as dcl
 from deconvnd_cl import reference
 from test_oclgrind import (SHAPES, CPU_TILES, WEIGHT_TILES, IN_PLACE_TILES, GPU_TAP_TILES, X_CHANNELS_LAST_TILE,
-                           CORRELATION_TILE, PLANAR_CORRELATION_TILE, INTERLEAVED_TILE)
+                           CORRELATION_TILE, PLANAR_CORRELATION_TILE, INTERLEAVED_TILE, OVER_MAPS_TILE)
 from deconvnd_cl import correlation
 from deconvnd_cl import gy_in_place
 from deconvnd_cl.geometry import Geometry
@@ -122,7 +124,7 @@ for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
         if data_in_place or geo.direct:
             variants.append((None, data_tile if data_in_place else None,
                              IN_PLACE_TILES["backward_weights"] if geo.direct else None))
-        variants.append((None, None, X_CHANNELS_LAST_TILE))
+        variants.append((OVER_MAPS_TILE, None, X_CHANNELS_LAST_TILE))
         if correlation.applies(geo):
             variants.append((PLANAR_CORRELATION_TILE, None, None))
         if s[-1] == 2 and out[-1] >= 2 * INTERLEAVED_TILE[2] - 1:

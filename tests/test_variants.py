@@ -69,7 +69,8 @@ BAD_TILES = [
     ("backward_weights", (4, 3), "tuple of 3 to 5 values"),
     ("backward_weights", (16, 3, 8, "planar", "channels_last"), "gy .in_place. with x .channels_last."),
     ("backward_weights", (12, 3, 8, "in_place", "channels_last"), "tm a multiple of vw"),
-    ("forward", (6, 16, 8, "channels_last"), "x .packed., .in_place., .planar. or .interleaved."),
+    ("forward", (6, 16, 8, "channels_last"), "x .packed., .in_place., .planar., .interleaved. or .over_maps."),
+    ("forward", (12, 16, 8, "over_maps"), "tm a multiple of vw"),
     ("forward", (6, 16, 8, "interleaved"), r"output rows of at least 2 \* vw - 1 = 15 positions for x 'interleaved'"),
     ("forward", (4, 32, 4, "interleaved"), "at most 32 vector accumulators"),
 ]

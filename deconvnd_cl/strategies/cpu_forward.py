@@ -16,7 +16,7 @@ from ..variants import GySource, XSource
 from . import cpu_tiles
 from .base import Implementation, constant_buffer, unroll_within_budget
 from .cpu_backward_data import RegisterTiledBackwardData
-from .weight_repack import forward_slots, repack, slots_in_order
+from .weight_repack import forward_slots, phase_major_slots, repack, slots_in_order
 
 CORRELATION = RegisterTiledBackwardData()  # runs a stride-1 layer's forward (correlation.py)
 
@@ -64,7 +64,7 @@ class RegisterTiledForward(Implementation):
         in_place, interleaved = x == XSource.IN_PLACE.value, x == XSource.INTERLEAVED.value
         columns = interleaved_columns(key.nd) if interleaved else phase_columns(key.nd)
         return dict(tm=tm, tn=tn, vw=vw, columns=columns, x_in_place=in_place, interleaved_phases=interleaved,
-                    sl=key.counts[0] if in_place else 1)
+                    over_maps=x == XSource.OVER_MAPS.value, sl=key.counts[0] if in_place else 1)
 
     def planned_programs(self, problem, variant):
         if _runs_as_correlation(problem, variant):
@@ -89,21 +89,38 @@ class RegisterTiledForward(Implementation):
             per_layout = dict(nrows=rows, out_last=out_sp[-1], os=row_major_strides(out_sp)[:-1],
                               stride=geo.stride[:-1])
         else:
-            layout = forward_layout(geo, problem.in_sp, out_sp, variant.tn, problem.dtype.itemsize, vw=variant.vw)
-            rows, v_tiles = len(layout.tap_starts) - 1, max(phase.v_tiles for phase in layout.phases)
+            if variant.x is XSource.OVER_MAPS:  # tiles of a phase's output positions, none past them
+                layout = forward_layout(geo, problem.in_sp, out_sp, 1, problem.dtype.itemsize)
+                v_tiles = max(ceil(prod(phase.extents) / variant.tn) for phase in layout.phases)
+            else:
+                layout = forward_layout(geo, problem.in_sp, out_sp, variant.tn, problem.dtype.itemsize,
+                                        vw=variant.vw)
+                v_tiles = max(phase.v_tiles for phase in layout.phases)
+            rows = len(layout.tap_starts) - 1
             per_layout = dict(nphases=rows, os=row_major_strides(out_sp), stride=geo.stride)
         planes = problem.N * problem.cin
         packed_w = geo.groups * co_tiles * tm * problem.cig * geo.taps
-        bits = problem.index_bits(planes * layout.pack.plane, y.size, packed_w)
-        xp = pack(problem, buffer_of(data), planes, layout.pack, bits)
+        if variant.x is XSource.OVER_MAPS:  # x channels-last in blocks of VW maps (a group's last block padded)
+            block = variant.vw
+            packed_x = problem.N * geo.groups * ceil(problem.cig / block) * block * layout.pack.plane
+            bits = problem.index_bits(packed_x, y.size, packed_w)
+            xp = pack(problem, buffer_of(data), problem.N, layout.pack, bits, channels=problem.cin, block=block)
+        else:
+            bits = problem.index_bits(planes * layout.pack.plane, y.size, packed_w)
+            xp = pack(problem, buffer_of(data), planes, layout.pack, bits)
 
         program = self.program(problem, variant, bits)
         idx = np.int64 if bits == 64 else np.int32
-        wp = repack(problem, W, bits, tm, True, forward_slots(geo, tm))
+        slots = (phase_major_slots(geo, tm, problem.cig) if variant.x is XSource.OVER_MAPS
+                 else forward_slots(geo, tm))
+        wp = repack(problem, W, bits, tm, True, slots)
         phase_info = constant_buffer(queue, ("forward phases", geo, layout, bits), lambda: layout.phase_table(idx))
         tap_offsets = constant_buffer(queue, ("forward tap offsets", geo, layout, bits),
                                       lambda: np.array(layout.tap_offsets, idx))
-        launch(queue, program, "", (rows * geo.groups * co_tiles, v_tiles, problem.N),
+        grid = (rows * geo.groups * co_tiles, v_tiles, problem.N)
+        if variant.x is XSource.OVER_MAPS:  # a phase's tiles fastest: each map tile's weights stay in cache
+            grid = (v_tiles, grid[0], problem.N)
+        launch(queue, program, "", grid,
                cpu_tiles.local_size(problem, program),
                xp=xp, wp=wp, bias=buffer_of(bias) if bias is not None else wp, y=y.data,
                phase_info=phase_info, tap_offsets=tap_offsets, has_bias=int(bias is not None), groups=geo.groups,

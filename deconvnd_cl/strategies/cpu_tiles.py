@@ -23,6 +23,8 @@ MAX_ACCUMULATORS = 32  # beyond this the tile spills on every device we know, an
 VECTOR_WIDTHS = (2, 4, 8, 16)
 # (maps, vectors) of the forward and backward-data tuning candidates: AVX2-sized tiles, then AVX-512-sized
 TILE_SHAPES = ((6, 2), (4, 3), (4, 2), (3, 4), (8, 1), (2, 4), (1, 4), (8, 3), (6, 4), (4, 6))
+# (vectors of maps, positions) of the forward's tuning candidates over maps
+OVER_MAPS_SHAPES = ((2, 8), (2, 12), (3, 8), (1, 12), (4, 6))
 CACHE_BLOCK = 256 * 1024  # bytes of an operand a CPU work-item sequence should find in cache (half an L2)
 TAP_REUSE_BLOCK = 512 * 1024  # bytes of both weight-gradient operands the work-items of a tile's taps share
 
@@ -48,7 +50,8 @@ class ForwardTile(Variant):
     output positions of a row, the layer run as a correlation: correlation.py); planar: a stride-1 layer run as a
     correlation with x packed as backward data packs gy, TN consecutive positions of the padded grid; interleaved:
     x packed, a last stride of 2, TN positions u of rows (as row vectors) with both last-axis phases, outputs 2u
-    and 2u + 1."""
+    and 2u + 1; over_maps: x packed, TM output maps in vectors of VW maps x TN consecutive positions, each x element
+    broadcast (short phases, many maps)."""
 
     tm: int
     tn: int
@@ -57,8 +60,12 @@ class ForwardTile(Variant):
 
     def constraints(self, problem):
         accumulators = self.tm * self.tn
-        rules = [(self.x in (XSource.PACKED, XSource.IN_PLACE, XSource.PLANAR, XSource.INTERLEAVED),
-                  "x 'packed', 'in_place', 'planar' or 'interleaved'")]
+        rules = [(self.x in (XSource.PACKED, XSource.IN_PLACE, XSource.PLANAR, XSource.INTERLEAVED,
+                             XSource.OVER_MAPS), "x 'packed', 'in_place', 'planar', 'interleaved' or 'over_maps'")]
+        if self.x is XSource.OVER_MAPS:
+            return rules + _vector_rules(self, self.tm, "tm") + [
+                (accumulators <= MAX_ACCUMULATORS * self.vw, f"at most {MAX_ACCUMULATORS} vector accumulators "
+                                                             "(tm / vw * tn)")]
         if self.x is XSource.INTERLEAVED:
             accumulators *= 2
             rules += [(problem.geo.stride[-1] == 2, "a last stride of 2 for x 'interleaved'"),
@@ -217,12 +224,35 @@ def _fewest_lanes(problem, tile):
     budget = accumulator_budget(problem)
     shorter = [ForwardTile(min(problem.cog, round(budget / nvec)), nvec * tile.vw, tile.vw) for nvec in range(6, 0, -1)]
     best = min((t for t in shorter if t.fits(problem)), key=lambda t: _forward_lanes(problem, t), default=tile)
-    return best if _forward_lanes(problem, best) <= FEWER_LANES_AT_MOST * _forward_lanes(problem, tile) else tile
+    if _forward_lanes(problem, best) > FEWER_LANES_AT_MOST * _forward_lanes(problem, tile):
+        best = tile
+    return _over_maps(problem, best) or best
 
 
 # A tile of other width than the default's is taken where it computes at most this share of the lanes (512-bit
 # vectors: _fewest_lanes).
 FEWER_LANES_AT_MOST = 0.9
+
+# Vectors over maps are taken where the best tile over positions computes at least this many lanes per output
+# position (_over_maps).
+OVER_MAPS_AT_LEAST = 1.15
+
+
+def _over_maps(problem, best):
+    """With 512-bit vectors, where phases are so short that the best tile over positions (`best`) still computes
+    OVER_MAPS_AT_LEAST lanes an output position or more, and a group has two vectors of output maps and a vector
+    of input maps: 2 vectors of maps x 8 positions over maps (XSource.OVER_MAPS), which computes no lanes past a
+    phase's positions. PoCL 3.0 on an Intel Xeon, 7-9 rounds alternating against `best`: DCGAN 512->256 8x8 b16
+    22.2 -> 17.4 ms (1.25 lanes a position), 2d 1024->512 4x4 50.5 -> 25.0 (2.0), 3d 128->64 k4 4^3 2.53 -> 1.44,
+    1d 512->256 L12 1.68 -> 1.53 (1.33); level where lanes are few (2d 256->128 16x16 b16 17.7 against 17.9, 1.0;
+    the 56x56 layer and the audio layer, 1.04 and 1.0), and 2-10x slower with fewer maps (DCGAN out, grouped,
+    depthwise)."""
+    over_maps = ForwardTile(2 * best.vw, 8, best.vw, XSource.OVER_MAPS)
+    if (problem.cog >= over_maps.tm and problem.cig >= best.vw and over_maps.fits(problem)
+            and _forward_lanes(problem, best) >= OVER_MAPS_AT_LEAST * prod(problem.out_sp)):
+        return over_maps
+    return None
+
 
 # A tile of one vector is taken where it computes at most this share of the lanes of the default's.
 NARROW_AT_MOST = 0.85
@@ -272,7 +302,7 @@ def _data_lanes(problem, tile):
 def _forward_lanes(problem, tile):
     """Lanes the forward from packed x computes with `tile`: its tiles over every phase, times their lanes."""
     layout = forward_layout(problem.geo, problem.in_sp, problem.out_sp, tile.tn, problem.dtype.itemsize,
-                            vw=tile.vw)
+                            vw=0 if tile.x is XSource.OVER_MAPS else tile.vw)
     return tile.tn * sum(phase.v_tiles for phase in layout.phases)
 
 
@@ -434,6 +464,8 @@ def forward_candidates(problem):
             found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw, XSource.IN_PLACE))
             found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw, XSource.PLANAR))
             found.add(ForwardTile(min(tm, problem.cog), vw * nvec, vw, XSource.INTERLEAVED))
+        for map_vectors, positions in OVER_MAPS_SHAPES:
+            found.add(ForwardTile(map_vectors * vw, positions, vw, XSource.OVER_MAPS))
     return sorted((t for t in found if t.fits(problem)), key=Variant.key)
 
 

@@ -21,6 +21,23 @@ def forward_slots(geo, tm):
 
 
 @lru_cache(maxsize=256)
+def phase_major_slots(geo, tm, cig):
+    """The forward over maps' rows: per output-map tile, phase by phase, each phase's taps of every input map in
+    turn (wp[g][tile][phase][ci][phase's taps][TM]), so a work-item's weights are one contiguous run, where
+    rows of every tap would have it read a phase's quarter of each row (DCGAN 512->256 8x8, forward over maps, 9
+    rounds alternating against the default tile over positions: 1.06x as fast with rows of every tap, 1.28x
+    phase-major). A slot's place then moves with the row's input map: (tap, first, step, per input map), the row's
+    own start (ci * ks * TM within its tile) moved by `per input map` for each of the row's input maps."""
+    slots, ks = [], geo.taps
+    order, starts = geo.forward_tap_order()[0], geo.forward_tap_order()[1]
+    for t, tap in enumerate(order):
+        phase = max(p for p in range(len(starts) - 1) if starts[p] <= t)
+        start, count = starts[phase], starts[phase + 1] - starts[phase]
+        slots.append((tap, (start * (cig - 1) + t) * tm, 1, (count - ks) * tm))
+    return tuple(slots)
+
+
+@lru_cache(maxsize=256)
 def slots_in_order(geo, tm):
     """Taps in W's order, TM maps a tap (the forward reading x in place, backward data)."""
     return tuple((t, t * tm, 1) for t in range(geo.taps))
@@ -51,7 +68,8 @@ def backward_data_slots(geo, tm, pairs, paired_rows=0):
 
 def repack(problem, W, index_bits, tm, tile_of_co, slots):
     """W -> a fresh buffer of rows (g, tile of TM maps, other map), each ks * tm elements laid out by `slots`
-    (per tap: W's tap, its first slot, the step between maps); `tile_of_co`: the tiles run over output maps."""
+    (per tap: W's tap, its first slot, the step between maps, and optionally how far the slot moves per input
+    map, phase_major_slots); `tile_of_co`: the tiles run over output maps."""
     geo, queue = problem.geo, problem.queue
     tiled, others = (problem.cog, problem.cig) if tile_of_co else (problem.cig, problem.cog)
     tiles = ceil(tiled / tm)
@@ -60,7 +78,9 @@ def repack(problem, W, index_bits, tm, tile_of_co, slots):
     problem.check_alloc("the packed weights", total, scratch=True, per_batch=False)
     wp = memory.buffer(queue, total * problem.dtype.itemsize)
     program = shared_program.program(queue, geo.nd, problem.dtype, index_bits)
-    table = constant_buffer(queue, ("weight slots", slots), lambda: np.array(slots, np.int32).ravel())
+    # each slot as (tap, first, step, per input map): the last is 0 but for phase_major_slots
+    table = constant_buffer(queue, ("weight slots", slots),
+                            lambda: np.array([slot + (0,) * (4 - len(slot)) for slot in slots], np.int32).ravel())
     launch(queue, program, "_pack_w", (rows,), copy_local_size(problem, program, "_pack_w"), w=buffer_of(W), wp=wp,
            taps=table, ks=geo.taps, tm=tm, cig=problem.cig, cog=problem.cog, tiles=tiles,
            tile_of_co=int(tile_of_co), rows=rows)
