@@ -21,6 +21,7 @@ class GySource(Enum):
     PLANAR = "planar"                # packed into zero-bordered stride residue planes, one plane per map
     CHANNELS_LAST = "channels_last"  # packed residue planes, maps interleaved in blocks (backward weights)
     IN_PLACE = "in_place"            # gy as it lies (each kernel family says for which geometries)
+    OVER_MAPS = "over_maps"          # as CHANNELS_LAST, backward data's vectors over input maps, gy broadcast
 
 
 class XSource(Enum):

@@ -52,7 +52,75 @@ ${body("t", "tap_offsets[t]")}
     % endif
 </%def>
 
-% if in_place:
+% if over_maps:
+## Vectors over input maps (GySource.OVER_MAPS): a work-item TM input maps, in TM/VW vectors, x TN input positions
+## (row-major, none past the input: an 8x8 input is 64, where vectors over positions compute 80 lanes of the
+## padded grid), accumulator acc{n}_{j} holding maps j*VW .. of position n. A step loads a tap's TM maps as whole
+## vectors of the repacked weights and broadcasts gy at each position, from gy packed channels-last in blocks of
+## VW output maps on the residue planes (the weight gradient's pack), so consecutive maps' broadcasts read one
+## cache line; the taps' offsets (the host's) step over residue planes of all blocks. Dimension 0 runs over
+## position tiles (fastest: a map tile's weights stay in cache), 1 over map tiles, 2 over the batch.
+<%def name="over_maps_mac(t, offset)">
+            {
+                % for j in range(tm // vw):
+                const dcl_accv w${j} = DCL_LOADV(wb + ${t} * ${tm} + ${j * vw});
+                % endfor
+                % for n in range(tn):
+                {
+                    const dcl_acc g${n} = DCL_LOAD(gb + ${offset} + px${n});
+                    % for j in range(tm // vw):
+                    acc${n}_${j} = g${n} * w${j} + acc${n}_${j};
+                    % endfor
+                }
+                % endfor
+            }
+</%def>
+${c.kernel_head(name, signatures[""], target)}
+{
+    const int mt = DCL_GID(1);
+    if (mt >= ci_tiles * groups) return;
+    const dcl_idx first = (dcl_idx)DCL_GID(0) * ${tn};
+    if (first >= in_size) return;
+    const int b = DCL_GID(2), g = mt / ci_tiles, ci0 = (mt % ci_tiles) * ${tm};
+    const int blocks_per_group = (cog + ${vw - 1}) / ${vw};
+    __global const dcl_t* gb = gyp + ((dcl_idx)b * nplanes * groups * blocks_per_group
+                                      + (dcl_idx)g * blocks_per_group) * plane * ${vw};
+    __global const dcl_t* wb = wp + (dcl_idx)mt * cog * ks * ${tm};
+    // position n: input position first + n (past the input's last, the last again: computed, not stored), at its
+    // virtual position of the residue grid (px, in elements)
+    % for n in range(tn):
+    dcl_idx px${n};
+    {
+        dcl_idx q = DCL_MIN(first + ${n}, in_size - 1), v = 0;
+        % for a in reversed(range(nd)):
+        v += (q % in${a})${f" * ps{a}" if a < nd - 1 else ""};
+        q /= in${a};
+        % endfor
+        px${n} = v * ${vw};
+    }
+    % endfor
+    % for j in range(tm // vw):
+    const dcl_accv bias${j} = (dcl_accv)(${", ".join(f"has_bias ? (dcl_acc)DCL_LOAD(bias + g * cig + DCL_MIN(ci0 + {j * vw + l}, cig - 1)) : (dcl_acc)0" for l in range(vw))});
+    % endfor
+    % for n in range(tn):
+    dcl_accv ${", ".join(f"acc{n}_{j} = bias{j}" for j in range(tm // vw))};
+    % endfor
+${tap_loop(over_maps_mac, f"gb += (co + 1) % {vw} ? 1 : plane * {vw} - {vw - 1}; wb += ks * {tm};")}
+    // the tile by position (TM maps each), stored for the real maps of the positions inside the input
+    dcl_accv tile_v[${tm // vw * tn}];
+    % for n in range(tn):
+    % for j in range(tm // vw):
+    tile_v[${n * (tm // vw) + j}] = acc${n}_${j};
+    % endfor
+    % endfor
+    const dcl_acc* tile = (const dcl_acc*)tile_v;
+    __global dcl_t* xb = gx + ((dcl_idx)b * cig * groups + (dcl_idx)g * cig + ci0) * in_size + first;
+    const int m_count = DCL_MIN(${tm}, cig - ci0), n_count = (int)DCL_MIN((dcl_idx)${tn}, in_size - first);
+    for (int n = 0; n < n_count; ++n)
+        for (int mi = 0; mi < m_count; ++mi)
+            DCL_STORE(tile[n * ${tm} + mi], xb + mi * in_size + n);
+}
+% elif in_place:
 <%
 positions = vw // sl            # input positions a vector holds
 nv = tn // positions            # vectors a tap group, accumulators a map

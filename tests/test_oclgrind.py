@@ -84,7 +84,8 @@ PLANAR_CORRELATION_TILE = (6, 16, 8, "planar")
 # both phases of a last stride of 2 in one work-item, on shapes with output rows of 7 or more: rows' last vectors
 # moved back, odd rows, a tile's maps past the group's
 INTERLEAVED_TILE = (2, 8, 4, "interleaved")
-# vectors over maps: x packed channels-last in blocks, W phase-major, tiles of positions past a phase's last
+# vectors over maps: x (gy) packed channels-last in blocks, W phase-major, tiles of positions past a phase's
+# (the input's) last
 OVER_MAPS_TILE = (8, 5, 4, "over_maps")
 
 SCRIPT = r"""
@@ -124,7 +125,7 @@ for n, cin, cout, sp, k, s, p, d, pp, g in SHAPES:
         if data_in_place or geo.direct:
             variants.append((None, data_tile if data_in_place else None,
                              IN_PLACE_TILES["backward_weights"] if geo.direct else None))
-        variants.append((OVER_MAPS_TILE, None, X_CHANNELS_LAST_TILE))
+        variants.append((OVER_MAPS_TILE, OVER_MAPS_TILE, X_CHANNELS_LAST_TILE))
         if correlation.applies(geo):
             variants.append((PLANAR_CORRELATION_TILE, None, None))
         if s[-1] == 2 and out[-1] >= 2 * INTERLEAVED_TILE[2] - 1:

@@ -49,7 +49,11 @@ class RegisterTiledBackwardData(Implementation):
         nd = key.nd
         common = (Int("tap_count"), Int("groups"), Int("ks"), Int("cig"), Int("cog"), Int("ci_tiles"),
                   Int("tiles_per_row"))
-        if key.variant[3] == GySource.IN_PLACE.value:
+        if key.variant[3] == GySource.OVER_MAPS.value:
+            main = Signature(In("gyp"), In("wp"), Out("gx"), In("tap_offsets", "idx"), In("bias"), Int("has_bias"),
+                             *common, Int("nplanes"), Idx("plane"), Idx("in_size"), Idx("ps", nd - 1),
+                             Int("in", nd))
+        elif key.variant[3] == GySource.IN_PLACE.value:
             # bias / has_bias: the forward of a stride-1 layer run as a correlation (a last stride of 1 only)
             main = Signature(In("gy"), In("wp"), Out("gx"), In("tap_rows", "int"), In("zeros"), In("bias"),
                              Int("has_bias"),
@@ -69,9 +73,9 @@ class RegisterTiledBackwardData(Implementation):
             sl, ntaps, kl, *borders = key.counts
             groups = len(borders) // 2
             return dict(tm=tm, tn=tn, vw=vw, in_place=True, sl=sl, ntaps=ntaps, kl=kl, lefts=borders[:groups],
-                        rights=borders[groups:], paired=paired_rows(key.counts, tm))
+                        rights=borders[groups:], paired=paired_rows(key.counts, tm), over_maps=False)
         return dict(tm=tm, tn=tn, vw=vw, in_place=False, sl=1, kl=0, lefts=(), rights=(), ntaps=key.counts[-1],
-                    paired=0)
+                    paired=0, over_maps=gy == GySource.OVER_MAPS.value)
 
     def run(self, problem, grad, W, variant, packs=None, bias=None, packed_weights=None):
         """gx of the call. `packed_weights`: W already in the kernel's tile-major layout, and `bias` added to every
@@ -83,6 +87,8 @@ class RegisterTiledBackwardData(Implementation):
             return memory.empty(queue, gx_shape, problem.dtype)
         tm, tn = variant.tm, variant.tn
         in_place = variant.gy is GySource.IN_PLACE
+        if variant.gy is GySource.OVER_MAPS and (packs is None or packs.block != variant.vw):
+            packs = GradPacks(problem, grad, self.gy_reach(problem, variant), block=variant.vw)
         packs = packs or GradPacks(problem, grad, self.gy_reach(problem, variant))
         layout, bits = packs.layout, packs.bits
         gy = packs.get(variant.gy)  # the longest kernel first: the host's work below overlaps it
@@ -117,6 +123,8 @@ class RegisterTiledBackwardData(Implementation):
                    stride=geo.stride[:-1], out=problem.out_sp[:-1],
                    **{"in": problem.in_sp[:-1], "is": in_strides[:-1]}, **common)
             return gx
+        if variant.gy is GySource.OVER_MAPS:
+            return self._run_over_maps(problem, variant, layout, gy, gx, program, idx, common, local)
         tiles_per_row, vpr, position_tiles = input_tiling(problem.in_sp, layout.v_count, tn, variant.vw)
         offsets = constant_buffer(queue, ("backward data taps", geo, layout, bits),
                                   lambda: np.array(layout.tap_offsets(geo), idx))
@@ -125,6 +133,28 @@ class RegisterTiledBackwardData(Implementation):
                nplanes=prod(geo.stride),
                plane=layout.gy_pack.plane, v_count=layout.v_count, in_size=prod(problem.in_sp),
                ps=layout.strides[:-1], **{"in": problem.in_sp, "is": in_strides}, **common)
+        return gx
+
+
+    @staticmethod
+    def _run_over_maps(problem, variant, layout, gy, gx, program, idx, common, local):
+        """Vectors over input maps: gy channels-last in blocks of VW maps on the residue planes (per image and
+        residue, the groups' blocks of maps, each a plane of VW-map positions); a tap's offset is its residue's
+        plane of blocks and its shift on the grid, in elements."""
+        geo, queue, vw = problem.geo, problem.queue, variant.vw
+        plane, blocks = layout.gy_pack.plane, geo.groups * ceil(problem.cog / vw)
+        residue_pitch = row_major_strides(geo.stride)
+        qlo = geo.backward_qlo()
+        offsets = [(sum(r * s for r, s in zip(rr, residue_pitch)) * blocks * plane
+                    + sum((d - q) * s for d, q, s in zip(dd, qlo, layout.strides))) * vw
+                   for _, rr, dd in geo.backward_taps()]
+        table = constant_buffer(queue, ("backward data taps over maps", geo, layout, idx, vw),
+                                lambda: np.array(offsets, idx))
+        in_size = prod(problem.in_sp)
+        launch(queue, program, "", (ceil(in_size / variant.tn), geo.groups * ceil(problem.cig / variant.tm),
+                                    problem.N), local,
+               gyp=gy, tap_offsets=table, tap_count=geo.taps, tiles_per_row=0, nplanes=prod(geo.stride),
+               plane=plane, in_size=in_size, ps=layout.strides[:-1], **{"in": problem.in_sp}, **common)
         return gx
 
 
