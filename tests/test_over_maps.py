@@ -1,6 +1,6 @@
 """The forward and backward data with vectors over maps (XSource.OVER_MAPS, GySource.OVER_MAPS): a seeded sweep of
-layers and tiles against the float64 reference with every output checked written, other dtypes, the tiles they
-refuse, and where they are the default."""
+layers and tiles against the float64 reference with every output checked written, other dtypes, beside the weight
+gradient's own pack, and where they are the default (the tiles they refuse: test_variants.py)."""
 
 import random
 import zlib
@@ -76,20 +76,6 @@ def test_over_maps_forward_in_other_dtypes(queue, cpu_strategy, dtype, request):
     if dtype == np.float64:
         request.getfixturevalue("fp64")
     assert_forward_tile_in_dtype(queue, dtype, (2, 5, 3, 6), (5, 20, 4, 4), (16, 6, 8, "over_maps"), 2, 1)
-
-
-def test_over_maps_forward_needs_whole_vectors_of_maps(queue, cpu_strategy, no_launch):
-    x = to_device(queue, np.ones((1, 2, 3, 6)))
-    W = to_device(queue, np.ones((2, 3, 4, 4)))
-    with pytest.raises(dcl.ModuleError, match="tm a multiple of vw"):
-        dcl.deconvNd(x, W, stride=2, pad=1, tile=(12, 8, 8, "over_maps"))
-    with pytest.raises(dcl.ModuleError, match="at most 32 vector accumulators"):
-        dcl.deconvNd(x, W, stride=2, pad=1, tile=(32, 17, 16, "over_maps"))
-    gy = to_device(queue, np.ones((1, 3, 6, 12)))
-    with pytest.raises(dcl.ModuleError, match="tm a multiple of vw"):
-        dcl.deconvNdBackwardData(gy, W, x, stride=2, pad=1, tile=(12, 8, 8, "over_maps"))
-    with pytest.raises(dcl.ModuleError, match="at most 32 vector accumulators"):
-        dcl.deconvNdBackwardData(gy, W, x, stride=2, pad=1, tile=(32, 17, 16, "over_maps"))
 
 
 def test_over_maps_backward_data_in_a_training_step(queue, cpu_strategy):

@@ -61,6 +61,7 @@ BAD_TILES = [
     ("backward_data", (6, 16, 8, 2), "field gy must be one of"),
     ("backward_data", (6, 16, 8, "channels_last"), "gy 'planar', 'in_place' or 'over_maps'"),
     ("backward_data", (12, 16, 8, "over_maps"), "tm a multiple of vw"),
+    ("backward_data", (32, 17, 16, "over_maps"), r"at most 32 vector accumulators \(tm / vw \* tn\)"),
     ("backward_data", (6, 16, 8, "in_place"), "input rows of at least tn = 16 positions"),
     ("backward_data", (6, 16, 8, "in_place", 1), "tuple of 3 to 4 values"),
     ("backward_weights", (4, 3, 8, 2), "field gy must be one of"),
@@ -72,6 +73,7 @@ BAD_TILES = [
     ("backward_weights", (12, 3, 8, "in_place", "channels_last"), "tm a multiple of vw"),
     ("forward", (6, 16, 8, "channels_last"), "x .packed., .in_place., .planar., .interleaved. or .over_maps."),
     ("forward", (12, 16, 8, "over_maps"), "tm a multiple of vw"),
+    ("forward", (32, 17, 16, "over_maps"), r"at most 32 vector accumulators \(tm / vw \* tn\)"),
     ("forward", (6, 16, 8, "interleaved"), r"output rows of at least 2 \* vw - 1 = 15 positions for x 'interleaved'"),
     ("forward", (4, 32, 4, "interleaved"), "at most 32 vector accumulators"),
 ]

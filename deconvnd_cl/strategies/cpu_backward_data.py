@@ -135,7 +135,6 @@ class RegisterTiledBackwardData(Implementation):
                ps=layout.strides[:-1], **{"in": problem.in_sp, "is": in_strides}, **common)
         return gx
 
-
     @staticmethod
     def _run_over_maps(problem, variant, layout, gy, gx, program, idx, common, local):
         """Vectors over input maps: gy channels-last in blocks of VW maps on the residue planes (per image and

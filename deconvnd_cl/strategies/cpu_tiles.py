@@ -226,7 +226,8 @@ def _fewest_lanes(problem, tile):
     is at most FEWER_LANES_AT_MOST of `tile`'s; of tiles as short, the one of most vectors (fewest weight
     broadcasts for each multiply-add). PoCL 3.0 on an Intel Xeon, 7-9 rounds alternating against 8 maps x 3
     vectors: DCGAN 512->256 8x8 29.7 -> 23.2 ms with 5 x 5 (4 x 5 25.2, 24 x 1 31.8, where the broadcasts cost
-    more than the lanes saved), 2d 1024->512 4x4 73 -> 58 with 12 x 2 (24 x 1 54)."""
+    more than the lanes saved), 2d 1024->512 4x4 73 -> 58 with 12 x 2 (24 x 1 54). Where even that tile computes
+    many lanes past the positions, vectors over maps instead (_over_maps)."""
     budget = accumulator_budget(problem)
     shorter = [ForwardTile(min(problem.cog, round(budget / nvec)), nvec * tile.vw, tile.vw) for nvec in range(6, 0, -1)]
     best = min((t for t in shorter if t.fits(problem)), key=lambda t: _forward_lanes(problem, t), default=tile)
