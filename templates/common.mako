@@ -120,6 +120,49 @@ held, streamed = ((range(nvec), load_x), (range(tm), load_w)) if hold_x else ((r
             }
 </%def>
 
+## Register tiles over maps (the forward's XSource.OVER_MAPS, backward data's GySource.OVER_MAPS): TM maps in TM/VW
+## vectors at TN positions, accumulator acc{n}_{j} holding maps j*VW .. j*VW + VW-1 of position n.
+## Its accumulators set to the bias of the tile's maps: `maps` a group's maps, `first` the tile's first (names).
+<%def name="over_maps_accumulators(tm, tn, vw, maps, first)">
+    % for j in range(tm // vw):
+    const dcl_accv bias${j} = (dcl_accv)(${", ".join(f"has_bias ? (dcl_acc)DCL_LOAD(bias + g * {maps} + DCL_MIN({first} + {j * vw + l}, {maps} - 1)) : (dcl_acc)0" for l in range(vw))});
+    % endfor
+    % for n in range(tn):
+    dcl_accv ${", ".join(f"acc{n}_{j} = bias{j}" for j in range(tm // vw))};
+    % endfor
+</%def>
+## One step: a tap's TM maps loaded as whole vectors from `w`, the streamed operand broadcast from `x` + px{n} at
+## each position n (px{n}: the position's offset, the kernel's).
+<%def name="over_maps_mac(tm, tn, vw, x, w)">
+            {
+                % for j in range(tm // vw):
+                const dcl_accv w${j} = DCL_LOADV(${w} + ${j * vw});
+                % endfor
+                % for n in range(tn):
+                {
+                    const dcl_acc s${n} = DCL_LOAD(${x} + px${n});
+                    % for j in range(tm // vw):
+                    acc${n}_${j} = s${n} * w${j} + acc${n}_${j};
+                    % endfor
+                }
+                % endfor
+            }
+</%def>
+## The tile by position (TM maps each), stored for its `m_count` real maps at its `n_count` real positions: map
+## mi of position n to base + mi * plane + `offset` ("n" in it: the position).
+<%def name="over_maps_store(tm, tn, vw, base, plane, offset)">
+    dcl_accv tile_v[${tm // vw * tn}];
+    % for n in range(tn):
+    % for j in range(tm // vw):
+    tile_v[${n * (tm // vw) + j}] = acc${n}_${j};
+    % endfor
+    % endfor
+    const dcl_acc* tile = (const dcl_acc*)tile_v;
+    for (int n = 0; n < n_count; ++n)
+        for (int mi = 0; mi < m_count; ++mi)
+            DCL_STORE(tile[n * ${tm} + mi], ${base} + mi * ${plane} + ${offset});
+</%def>
+
 ## The register tile spilled to private memory for a lane-by-lane epilogue: `tile` (dcl_acc, TM x NVEC*lanes)
 ## over tile_v; `value(mi, j)` gives what goes to vector j of map mi (default: the accumulator), of `vtype`.
 <%def name="spill(tm, nvec, vtype='dcl_accv', value=None)">

@@ -61,19 +61,7 @@ ${body("t", "tap_offsets[t]")}
 ## cache line; the taps' offsets (the host's) step over residue planes of all blocks. Dimension 0 runs over
 ## position tiles (fastest: a map tile's weights stay in cache), 1 over map tiles, 2 over the batch.
 <%def name="over_maps_mac(t, offset)">
-            {
-                % for j in range(tm // vw):
-                const dcl_accv w${j} = DCL_LOADV(wb + ${t} * ${tm} + ${j * vw});
-                % endfor
-                % for n in range(tn):
-                {
-                    const dcl_acc g${n} = DCL_LOAD(gb + ${offset} + px${n});
-                    % for j in range(tm // vw):
-                    acc${n}_${j} = g${n} * w${j} + acc${n}_${j};
-                    % endfor
-                }
-                % endfor
-            }
+${c.over_maps_mac(tm, tn, vw, f"gb + {offset}", f"wb + {t} * {tm}")}
 </%def>
 ${c.kernel_head(name, signatures[""], target)}
 {
@@ -99,26 +87,12 @@ ${c.kernel_head(name, signatures[""], target)}
         px${n} = v * ${vw};
     }
     % endfor
-    % for j in range(tm // vw):
-    const dcl_accv bias${j} = (dcl_accv)(${", ".join(f"has_bias ? (dcl_acc)DCL_LOAD(bias + g * cig + DCL_MIN(ci0 + {j * vw + l}, cig - 1)) : (dcl_acc)0" for l in range(vw))});
-    % endfor
-    % for n in range(tn):
-    dcl_accv ${", ".join(f"acc{n}_{j} = bias{j}" for j in range(tm // vw))};
-    % endfor
+${c.over_maps_accumulators(tm, tn, vw, "cig", "ci0")}
 ${tap_loop(over_maps_mac, f"gb += (co + 1) % {vw} ? 1 : plane * {vw} - {vw - 1}; wb += ks * {tm};")}
-    // the tile by position (TM maps each), stored for the real maps of the positions inside the input
-    dcl_accv tile_v[${tm // vw * tn}];
-    % for n in range(tn):
-    % for j in range(tm // vw):
-    tile_v[${n * (tm // vw) + j}] = acc${n}_${j};
-    % endfor
-    % endfor
-    const dcl_acc* tile = (const dcl_acc*)tile_v;
+    // the real maps of the positions inside the input
     __global dcl_t* xb = gx + ((dcl_idx)b * cig * groups + (dcl_idx)g * cig + ci0) * in_size + first;
     const int m_count = DCL_MIN(${tm}, cig - ci0), n_count = (int)DCL_MIN((dcl_idx)${tn}, in_size - first);
-    for (int n = 0; n < n_count; ++n)
-        for (int mi = 0; mi < m_count; ++mi)
-            DCL_STORE(tile[n * ${tm} + mi], xb + mi * in_size + n);
+${c.over_maps_store(tm, tn, vw, "xb", "in_size", "n")}
 }
 % elif in_place:
 <%

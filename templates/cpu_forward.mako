@@ -177,11 +177,11 @@ ${c.store_rows(tm, tn, "qq", nd, lambda a: f"qe_{a}", "yb", "out_size",
 </%def>
 ## The tap loops over the input maps: an unrolled case per tap count of the layer, else a loop over the table;
 ## `x`: the input pointer expression of the tile's vectors (mac_block's), `advance`: moving it to the next map.
-## Over maps, x's positions are VW maps apart (x channels-last in blocks of VW maps) and mac_over_maps runs a step.
+## Over maps, x's positions are VW maps apart (x channels-last in blocks of VW maps) and over_maps_mac runs a step.
 <%def name="tap_loops(x, advance)">
 <%
 def mac(x_at, w_at):
-    return mac_over_maps(x_at, w_at) if over_maps else c.mac_block(tm, tn // vw, vw, x_at, w_at)
+    return c.over_maps_mac(tm, tn, vw, x_at, w_at) if over_maps else c.mac_block(tm, tn // vw, vw, x_at, w_at)
 
 scale = f" * {vw}" if over_maps else ""
 w_step = "ntaps" if over_maps else "ks"   # over maps, W's rows hold the phase's taps only (phase-major)
@@ -220,21 +220,6 @@ ${mac(f"{x} + offsets[t]{scale}", f"wb + t * {tm}")}
 ## packed channels-last in blocks of VW input maps, so consecutive maps' broadcasts read one cache line.
 ## Dimension 0 runs over a phase's position tiles (fastest: a map tile's weights stay in cache for the next
 ## tile), 1 over (phase, map tile), 2 over the batch.
-<%def name="mac_over_maps(x, w)">
-            {
-                % for j in range(tm // vw):
-                const dcl_accv w${j} = DCL_LOADV(${w} + ${j * vw});
-                % endfor
-                % for n in range(tn):
-                {
-                    const dcl_acc x${n} = DCL_LOAD(${x} + px${n});
-                    % for j in range(tm // vw):
-                    acc${n}_${j} = x${n} * w${j} + acc${n}_${j};
-                    % endfor
-                }
-                % endfor
-            }
-</%def>
 ${c.kernel_head(name, signatures[""], target)}
 {
     const int map_tiles = co_tiles * groups;
@@ -268,26 +253,12 @@ ${c.kernel_head(name, signatures[""], target)}
         yo[${n}] = o;
     }
     % endfor
-    % for j in range(tm // vw):
-    const dcl_accv bias${j} = (dcl_accv)(${", ".join(f"has_bias ? (dcl_acc)DCL_LOAD(bias + g * cog + DCL_MIN(co0 + {j * vw + l}, cog - 1)) : (dcl_acc)0" for l in range(vw))});
-    % endfor
-    % for n in range(tn):
-    dcl_accv ${", ".join(f"acc{n}_{j} = bias{j}" for j in range(tm // vw))};
-    % endfor
+${c.over_maps_accumulators(tm, tn, vw, "cog", "co0")}
 ${tap_loops("xb", f"xb += (ci + 1) % {vw} ? 1 : x_plane * {vw} - {vw - 1};")}
-    // the tile by position (TM maps each), stored for the real maps of the positions inside the phase
-    dcl_accv tile_v[${tm // vw * tn}];
-    % for n in range(tn):
-    % for j in range(tm // vw):
-    tile_v[${n * (tm // vw) + j}] = acc${n}_${j};
-    % endfor
-    % endfor
-    const dcl_acc* tile = (const dcl_acc*)tile_v;
+    // the real maps of the positions inside the phase
     __global dcl_t* yb = y + ((dcl_idx)b * cog * groups + (dcl_idx)g * cog + co0) * out_size;
     const int m_count = DCL_MIN(${tm}, cog - co0), n_count = (int)DCL_MIN((dcl_idx)${tn}, positions - first);
-    for (int n = 0; n < n_count; ++n)
-        for (int mi = 0; mi < m_count; ++mi)
-            DCL_STORE(tile[n * ${tm} + mi], yb + mi * out_size + yo[n]);
+${c.over_maps_store(tm, tn, vw, "yb", "out_size", "yo[n]")}
 }
 % elif interleaved_phases:
 ## Both phases of a last stride of 2 in one work-item (x 'interleaved', layouts.InterleavedLayout): a tile of row

@@ -29,7 +29,7 @@ def phase_major_slots(geo, tm, cig):
     phase-major). A slot's place then moves with the row's input map: (tap, first, step, per input map), the row's
     own start (ci * ks * TM within its tile) moved by `per input map` for each of the row's input maps."""
     slots, ks = [], geo.taps
-    order, starts = geo.forward_tap_order()[0], geo.forward_tap_order()[1]
+    order, starts = geo.forward_tap_order()
     for t, tap in enumerate(order):
         phase = max(p for p in range(len(starts) - 1) if starts[p] <= t)
         start, count = starts[phase], starts[phase + 1] - starts[phase]
